@@ -1,0 +1,116 @@
+/**
+ * The errors concord raises to its users. Every error has a stable `code`
+ * so that callers (and the HTTP layer) can branch on it without parsing
+ * messages, and every error survives a hop over the peer transport.
+ */
+
+export type ConcordErrorCode =
+  | 'UNAVAILABLE'
+  | 'TIMEOUT'
+  | 'STORE_UNAVAILABLE'
+  | 'NAME_IN_USE'
+  | 'CONFIG_MISMATCH'
+  | 'UNKNOWN_ENTITY_KIND'
+  | 'UNKNOWN_HANDLER'
+  | 'HANDLER_ERROR'
+  | 'BAD_MESSAGE'
+  | 'STOPPED';
+
+export class ConcordError extends Error {
+  readonly code: ConcordErrorCode;
+  /** Extra fields that travel with the error (for example a domain error's payload). */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ConcordErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** No owner of the entity could be reached before the call's deadline. Nothing was applied. */
+export class Unavailable extends ConcordError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('UNAVAILABLE', message, details);
+  }
+}
+
+/**
+ * The call reached an owner (or may have) but no answer arrived before the deadline.
+ * A state-changing call that times out may or may not have been applied.
+ */
+export class Timeout extends ConcordError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('TIMEOUT', message, details);
+  }
+}
+
+/** The store could not be reached or failed; whether a write landed is unknown. */
+export class StoreUnavailable extends ConcordError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('STORE_UNAVAILABLE', message, details);
+  }
+}
+
+/** Another live process already holds this node name. */
+export class NameInUse extends ConcordError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('NAME_IN_USE', message, details);
+  }
+}
+
+/** The store was set up with settings that differ from this node's (for example the shard count). */
+export class ConfigMismatch extends ConcordError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('CONFIG_MISMATCH', message, details);
+  }
+}
+
+/** A handler threw: the entity's state is unchanged and the error is the handler's own. */
+export class HandlerError extends ConcordError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('HANDLER_ERROR', message, details);
+  }
+}
+
+/** The node was stopped while the call was pending. */
+export class Stopped extends ConcordError {
+  constructor(message = 'node is stopping') {
+    super('STOPPED', message);
+  }
+}
+
+/** Plain-data form of an error, for the wire. */
+export interface ErrorShape {
+  code: string;
+  name: string;
+  message: string;
+  details?: Record<string, unknown> | undefined;
+}
+
+export function errorToShape(err: unknown): ErrorShape {
+  if (err instanceof ConcordError) {
+    return { code: err.code, name: err.name, message: err.message, details: err.details };
+  }
+  if (err instanceof Error) return { code: 'HANDLER_ERROR', name: err.name, message: err.message };
+  return { code: 'HANDLER_ERROR', name: 'Error', message: String(err) };
+}
+
+export function errorFromShape(shape: ErrorShape): ConcordError {
+  switch (shape.code) {
+    case 'UNAVAILABLE':
+      return new Unavailable(shape.message, shape.details);
+    case 'TIMEOUT':
+      return new Timeout(shape.message, shape.details);
+    case 'STORE_UNAVAILABLE':
+      return new StoreUnavailable(shape.message, shape.details);
+    case 'STOPPED':
+      return new Stopped(shape.message);
+    default: {
+      const err = new ConcordError(shape.code as ConcordErrorCode, shape.message, shape.details);
+      err.name = shape.name;
+      return err;
+    }
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * The store contract. The store is the only authority on membership, shard
+ * ownership and entity data; every safety property of concord reduces to the
+ * conditional updates described here being atomic in the backend.
+ *
+ * All times are milliseconds since the Unix epoch *on the store's clock*.
+ * Integers (incarnation, epoch, version) are JavaScript numbers (< 2^53).
+ */
+
+export type NodeStatus = 'alive' | 'leaving';
+
+export interface NodeRecord {
+  name: string;
+  incarnation: number;
+  /** host:port of the node's cluster (peer transport) listener. */
+  address: string;
+  /** Base URL of the node's HTTP API, when it has one. */
+  httpAddress: string | null;
+  status: NodeStatus;
+  leaseExpiresAt: number;
+}
+
+export interface NodeList {
+  /** The store's clock when the list was read. */
+  now: number;
+  nodes: NodeRecord[];
+}
+
+export interface ShardRecord {
+  shard: number;
+  /** Node name of the owner, or null when the shard is free (never claimed or released). */
+  owner: string | null;
+  ownerIncarnation: number | null;
+  /** Incremented by every successful claim. Never decreases. */
+  epoch: number;
+}
+
+export interface RegisterRequest {
+  name: string;
+  address: string;
+  httpAddress: string | null;
+  ttlMs: number;
+}
+
+export type RegisterResult =
+  | { ok: true; incarnation: number; leaseExpiresAt: number; now: number }
+  /** A live process holds the name; its lease ends at `leaseExpiresAt` (store clock). */
+  | { ok: false; incarnation: number; leaseExpiresAt: number; now: number };
+
+export interface ActivationRequest {
+  kind: string;
+  id: string;
+  /** Epoch of the shard as held by the activating node. */
+  epoch: number;
+  /** JSON text of the initial state, inserted when the entity has no row. */
+  initialState: string;
+}
+
+export type ActivationResult =
+  | { ok: true; state: string; version: number }
+  /** The row carries a higher epoch: a newer owner has claimed the entity. */
+  | { ok: false };
+
+export interface WriteRequest {
+  kind: string;
+  id: string;
+  epoch: number;
+  /** The version the writer read; the write applies only if the row still has it. */
+  expectedVersion: number;
+  newVersion: number;
+  /** JSON text of the new state. */
+  state: string;
+}
+
+export interface EntityRow {
+  kind: string;
+  id: string;
+  state: string;
+  version: number;
+  epoch: number;
+}
+
+export type Durability =
+  /** Acknowledged writes survive a power loss (SQLite synchronous=FULL, PostgreSQL synchronous_commit=on). */
+  | 'strict'
+  /** Acknowledged writes survive a crash of any concord process, but the last few ms may be lost on power loss. */
+  | 'relaxed';
+
+export interface Store {
+  readonly backend: 'sqlite' | 'postgres';
+
+  /** Create or upgrade the schema. Safe to call from many processes at once. */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+  /** The store's clock. */
+  now(): Promise<number>;
+
+  // ---- membership -------------------------------------------------------
+  /**
+   * Register a new incarnation of node `name` with a lease of ttlMs from the store's now.
+   * Succeeds only when no row for the name exists or the existing row's lease has expired;
+   * the new incarnation is larger than any earlier one of that name.
+   */
+  registerNode(req: RegisterRequest): Promise<RegisterResult>;
+  /**
+   * Extend the lease of (name, incarnation) to now + ttlMs, but only if it has not expired yet.
+   * Returns the new expiry, or null when the row is gone, belongs to another incarnation,
+   * or the lease had already expired (the node must then treat everything it owned as lost).
+   */
+  renewLease(name: string, incarnation: number, ttlMs: number): Promise<number | null>;
+  setNodeStatus(name: string, incarnation: number, status: NodeStatus): Promise<boolean>;
+  /** Delete the row of (name, incarnation) — a clean leave. */
+  removeNode(name: string, incarnation: number): Promise<void>;
+  /** Every row, live or not, with the store's now so callers can judge liveness. */
+  listNodes(): Promise<NodeList>;
+  /** Delete rows whose lease expired more than graceMs ago; returns how many. */
+  pruneNodes(graceMs: number): Promise<number>;
+
+  // ---- shards -----------------------------------------------------------
+  /**
+   * Make sure shard rows 0..count-1 exist. The count is fixed at the first call and
+   * recorded; a later call with a different count throws ConfigMismatch.
+   */
+  initShards(count: number): Promise<void>;
+  listShards(): Promise<ShardRecord[]>;
+  /**
+   * Compare-and-set claim: set owner = (owner, ownerIncarnation), epoch = expectedEpoch + 1,
+   * only if the row's epoch is still expectedEpoch AND the shard is free: owner is null, or
+   * no node row (owner, owner_incarnation) with an unexpired lease (store clock) exists.
+   * Returns the new epoch, or null when the CAS failed.
+   */
+  claimShard(shard: number, expectedEpoch: number, owner: string, ownerIncarnation: number): Promise<number | null>;
+  /** Set owner to null if (owner, ownerIncarnation, epoch) still match. The epoch is kept. */
+  releaseShard(shard: number, epoch: number, owner: string, ownerIncarnation: number): Promise<boolean>;
+
+  // ---- entities ---------------------------------------------------------
+  /**
+   * Fenced activation, batched. For each request, in one transaction:
+   * insert (state = initialState, version 0, epoch) if absent; otherwise set epoch = request
+   * epoch only if the row's epoch <= request epoch. Returns the row's state and version, or
+   * { ok: false } when the row's epoch is higher (a newer owner exists).
+   */
+  activate(requests: ActivationRequest[]): Promise<ActivationResult[]>;
+  /**
+   * Fenced write-through, batched (group commit): all requests in one transaction, each
+   * `UPDATE … SET state, version = newVersion WHERE kind, id AND epoch = e AND version = expected`.
+   * Result i is true when write i applied. Resolves only once the transaction is durable
+   * to the configured durability.
+   */
+  write(requests: WriteRequest[]): Promise<boolean[]>;
+  /** Read a row directly (diagnostics, tests, the store-on-every-call baseline). */
+  readEntity(kind: string, id: string): Promise<EntityRow | null>;
+}
+
+export interface StoreOptions {
+  durability?: Durability;
+}
