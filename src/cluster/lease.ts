@@ -1,0 +1,179 @@
+import { EventEmitter } from 'node:events';
+import { NameInUse } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Store } from '../store/types.js';
+
+/**
+ * The node's membership lease. The store holds `lease_expires_at` (store clock);
+ * this process holds a *local* serving deadline on its monotonic clock that is
+ * always earlier than the store's expiry:
+ *
+ *   deadline = t_sent + ttl − margin
+ *
+ * where t_sent is read BEFORE the renewal request is sent. The store computes its
+ * expiry as (store time when the renewal executes) + ttl, and that execution happens
+ * after t_sent, so as long as the two clocks advance at roughly the same rate (the
+ * margin absorbs drift), the local deadline passes before the store lets anyone
+ * else claim this node's shards. Nothing is served after the local deadline.
+ */
+
+export interface LeaseOptions {
+  name: string;
+  address: string;
+  httpAddress: string | null;
+  ttlMs: number;
+  /** Safety margin subtracted from the local deadline (clock drift, scheduling). */
+  marginMs: number;
+  /** How often the lease is renewed; ttl/3 by default. */
+  renewIntervalMs: number;
+  /** How long to wait for a previous holder of the same name to expire before giving up. */
+  nameWaitMs: number;
+}
+
+export interface LeaseEvents {
+  renewed: [];
+  /** The store refused a renewal: the lease expired, every shard must be treated as lost. */
+  lost: [];
+  'store-error': [error: unknown];
+}
+
+export class Lease extends EventEmitter<LeaseEvents> {
+  private currentIncarnation: number | null = null;
+  private deadline = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private renewing: Promise<void> | null = null;
+  private consecutiveErrors = 0;
+
+  constructor(
+    private readonly store: Store,
+    private readonly options: LeaseOptions,
+    private readonly logger: Logger,
+    private readonly clock: () => number = () => performance.now(),
+  ) {
+    super();
+  }
+
+  get incarnation(): number | null {
+    return this.currentIncarnation;
+  }
+
+  /** True while this process may serve: registered and before the local deadline. */
+  valid(): boolean {
+    return this.currentIncarnation !== null && this.clock() < this.deadline;
+  }
+
+  /** Milliseconds of serving time left (0 when invalid). */
+  remainingMs(): number {
+    return this.currentIncarnation === null ? 0 : Math.max(0, this.deadline - this.clock());
+  }
+
+  /**
+   * Register a fresh incarnation. If a live process holds the name (for example our own
+   * predecessor killed a moment ago), wait for its lease to run out — never take over a
+   * live lease — and give up with NameInUse after nameWaitMs.
+   */
+  async acquire(): Promise<number> {
+    const { name, address, httpAddress, ttlMs, nameWaitMs } = this.options;
+    const giveUpAt = this.clock() + nameWaitMs;
+    let warned = false;
+    for (;;) {
+      if (this.stopped) throw new NameInUse(`node ${name} stopped while registering`);
+      const tSent = this.clock();
+      const result = await this.store.registerNode({ name, address, httpAddress, ttlMs });
+      if (result.ok) {
+        this.currentIncarnation = result.incarnation;
+        this.deadline = tSent + ttlMs - this.options.marginMs;
+        this.consecutiveErrors = 0;
+        return result.incarnation;
+      }
+      const waitMs = Math.max(20, result.leaseExpiresAt - result.now + 20);
+      if (this.clock() + waitMs > giveUpAt) {
+        throw new NameInUse(
+          `node name "${name}" is held by a live process (incarnation ${result.incarnation}); ` +
+            'choose another --name or stop that process',
+          { incarnation: result.incarnation },
+        );
+      }
+      if (!warned) {
+        this.logger.warn(
+          { name, holder: result.incarnation, waitMs },
+          'node name still leased by an earlier process; waiting for its lease to expire',
+        );
+        warned = true;
+      }
+      await sleep(waitMs);
+    }
+  }
+
+  /** Start the periodic renewal. */
+  start(): void {
+    this.schedule(this.options.renewIntervalMs);
+  }
+
+  /** Renew now (coalesced with a renewal already in flight). */
+  renewNow(): Promise<void> {
+    if (!this.renewing) {
+      this.renewing = this.renewOnce().finally(() => {
+        this.renewing = null;
+      });
+    }
+    return this.renewing;
+  }
+
+  /** Forget the lease locally (after a clean leave or when lost). */
+  clear(): void {
+    this.currentIncarnation = null;
+    this.deadline = 0;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.renewNow().finally(() => {
+        // After store errors retry faster, so a short outage costs as little serving time as possible.
+        const next =
+          this.consecutiveErrors > 0 ? Math.max(50, this.options.renewIntervalMs / 3) : this.options.renewIntervalMs;
+        this.schedule(next);
+      });
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  private async renewOnce(): Promise<void> {
+    const incarnation = this.currentIncarnation;
+    if (incarnation === null || this.stopped) return;
+    // Safety: t_sent is taken before the request leaves, see the comment at the top.
+    const tSent = this.clock();
+    let expiresAt: number | null;
+    try {
+      expiresAt = await this.store.renewLease(this.options.name, incarnation, this.options.ttlMs);
+    } catch (error) {
+      this.consecutiveErrors++;
+      this.emit('store-error', error);
+      return;
+    }
+    this.consecutiveErrors = 0;
+    if (this.currentIncarnation !== incarnation) return; // cleared meanwhile
+    if (expiresAt === null) {
+      // The store says our lease had already expired: someone may own our shards now.
+      this.logger.warn({ incarnation }, 'lease lost: renewal refused by the store');
+      this.clear();
+      this.emit('lost');
+      return;
+    }
+    this.deadline = Math.max(this.deadline, tSent + this.options.ttlMs - this.options.marginMs);
+    this.emit('renewed');
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

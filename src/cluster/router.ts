@@ -1,0 +1,156 @@
+import { Timeout, Unavailable } from '../errors.js';
+import { shardOf } from './hash.js';
+import { sleep } from './lease.js';
+import { Moved } from './moved.js';
+import type { ShardManager } from './shard-manager.js';
+
+/**
+ * Routing: send a call to the owner of its entity's shard.
+ *
+ * - Owner is this node: a plain function call into the entity host, no serialisation.
+ * - Owner is another node: one request over the peer connection.
+ * - `moved` (the node asked does not serve the shard) or no known live owner: fold in the
+ *   hint, refresh the shard map, back off briefly and retry — until the call's deadline.
+ *   Only then does the caller see `Unavailable`. A request that was delivered but not
+ *   answered in time is `Timeout`: it may or may not have been applied, so it is never
+ *   retried blindly (that could apply a change twice).
+ */
+
+/** The local entity host, as the router sees it. */
+export interface LocalInvoker {
+  invoke(
+    kind: string,
+    id: string,
+    shard: number,
+    handler: string,
+    message: unknown,
+    deadline: number,
+  ): Promise<unknown>;
+}
+
+/** The peer transport, as the router sees it. */
+export interface PeerChannel {
+  isConnected(peer: string): boolean;
+  request(peer: string, body: unknown, timeoutMs: number): Promise<unknown>;
+  /** True when `error` (from request) proves the request never reached the peer. */
+  notDelivered(error: unknown): boolean;
+}
+
+/** Wire format of a routed call. `d` is the time left in ms (clocks of nodes differ). */
+export interface CallRequest {
+  t: 'call';
+  k: string;
+  i: string;
+  h: string;
+  m: unknown;
+  d: number;
+}
+
+export type CallResponse = { v: unknown } | { moved: [owner: string | null, epoch: number] };
+
+export interface RouterOptions {
+  self: string;
+  defaultTimeoutMs: number;
+}
+
+export interface RouterStats {
+  localCalls: number;
+  remoteCalls: number;
+  retries: number;
+  servedForPeers: number;
+}
+
+const BACKOFF_MS = [1, 2, 5, 10, 20, 40, 80, 100];
+
+export class Router {
+  readonly stats: RouterStats = { localCalls: 0, remoteCalls: 0, retries: 0, servedForPeers: 0 };
+
+  constructor(
+    private readonly shards: ShardManager,
+    private readonly peers: PeerChannel,
+    private readonly local: LocalInvoker,
+    private readonly options: RouterOptions,
+  ) {}
+
+  shardOf(kind: string, id: string): number {
+    return shardOf(kind, id, this.shards.shardCount);
+  }
+
+  async call(kind: string, id: string, handler: string, message: unknown, timeoutMs?: number): Promise<unknown> {
+    const budget = timeoutMs ?? this.options.defaultTimeoutMs;
+    const deadline = performance.now() + budget;
+    const shard = this.shardOf(kind, id);
+    let attempt = 0;
+    let lastOwner: string | null = null;
+
+    for (;;) {
+      if (this.shards.canServe(shard)) {
+        this.stats.localCalls++;
+        try {
+          return await this.local.invoke(kind, id, shard, handler, message, deadline);
+        } catch (error) {
+          if (!(error instanceof Moved)) throw error;
+          this.shards.applyHint(shard, error.owner, error.epoch);
+        }
+      } else {
+        const { owner } = this.shards.ownerOf(shard);
+        lastOwner = owner;
+        if (owner !== null && owner !== this.options.self && this.peers.isConnected(owner)) {
+          const remaining = deadline - performance.now();
+          if (remaining <= 0) break;
+          this.stats.remoteCalls++;
+          const request: CallRequest = { t: 'call', k: kind, i: id, h: handler, m: message, d: remaining };
+          let response: CallResponse;
+          try {
+            response = (await this.peers.request(owner, request, remaining)) as CallResponse;
+          } catch (error) {
+            if (!this.peers.notDelivered(error)) {
+              if (error instanceof Error && 'code' in error && error.code === 'TIMEOUT') {
+                throw new Timeout(
+                  `no answer from ${owner} for ${kind}/${id} within ${budget} ms; the call may or may not have been applied`,
+                  { owner },
+                );
+              }
+              throw error;
+            }
+            response = { moved: [null, 0] };
+          }
+          if ('v' in response) return response.v;
+          this.shards.applyHint(shard, response.moved[0], response.moved[1]);
+        }
+      }
+
+      // Not served this time: refresh the map and try again while the deadline allows.
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) break;
+      this.stats.retries++;
+      if (attempt > 0) void this.shards.refreshMap();
+      const pause = BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!;
+      attempt++;
+      await sleep(Math.min(remaining, pause * (0.5 + Math.random())));
+    }
+    throw new Unavailable(`no owner of ${kind}/${id} could be reached within ${budget} ms`, {
+      shard,
+      owner: lastOwner,
+    });
+  }
+
+  /** Serve a call routed to this node by a peer. */
+  async serve(request: CallRequest): Promise<CallResponse> {
+    const shard = this.shardOf(request.k, request.i);
+    const deadline = performance.now() + Math.max(0, Number(request.d) || 0);
+    if (!this.shards.canServe(shard)) return this.movedResponse(shard);
+    this.stats.servedForPeers++;
+    try {
+      return { v: await this.local.invoke(request.k, request.i, shard, request.h, request.m, deadline) };
+    } catch (error) {
+      if (error instanceof Moved) return { moved: [error.owner, error.epoch] };
+      throw error;
+    }
+  }
+
+  private movedResponse(shard: number): CallResponse {
+    const { owner, epoch } = this.shards.ownerOf(shard);
+    return { moved: [owner, epoch] };
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * Entity definitions: a kind name, an initial state and turn-based handlers.
+ *
+ * ```ts
+ * const Counter = defineEntity('counter', {
+ *   initial: () => ({ n: 0 }),
+ *   handlers: {
+ *     get: (state) => state.n,
+ *     add: (state, by: number, ctx) => { ctx.setState({ n: state.n + by }); return state.n + by; },
+ *   },
+ * });
+ * ```
+ *
+ * A handler that calls `ctx.setState` changes the entity; its reply is released only
+ * after the new state is durable in the store. A handler that does not is a read and
+ * is answered from memory. State must be JSON-serialisable; messages and replies that
+ * cross nodes must be MessagePack-serialisable. Calls on the owning node pass messages
+ * and replies by reference: treat them, and the state you are given, as immutable.
+ */
+
+export interface TurnContext<S> {
+  readonly kind: string;
+  readonly id: string;
+  /** The entity's version: acknowledged changes so far, including this turn's once it calls setState. */
+  readonly version: number;
+  /** Replace the state. The turn's reply waits until the new state is durable. */
+  setState(next: S): void;
+}
+
+/** A handler: `(state, message, ctx) => reply`. Declare the message's type on the parameter. */
+export type Handler<S> = (state: S, message: never, ctx: TurnContext<S>) => unknown;
+
+export type Handlers<S> = Record<string, Handler<S>>;
+
+export interface EntityOptions<S, H extends Handlers<S>> {
+  /** The state of an entity that has never been written. */
+  initial: (id: string) => S;
+  handlers: H;
+}
+
+export interface EntityDefinition<S = unknown, H extends Handlers<S> = Handlers<S>> {
+  readonly kind: string;
+  readonly initial: (id: string) => S;
+  readonly handlers: H;
+}
+
+/** Any entity definition, whatever its state and handler types (for lists of kinds). */
+export interface AnyEntityDefinition {
+  readonly kind: string;
+  readonly initial: (id: string) => unknown;
+  readonly handlers: Readonly<Record<string, (...args: never[]) => unknown>>;
+}
+
+/** The message type of handler H (undefined when the handler takes none). */
+export type MessageOf<F> = F extends (state: never, message: infer M, ...rest: never[]) => unknown
+  ? unknown extends M
+    ? undefined
+    : M
+  : never;
+
+/** The reply type of handler F, unwrapped from a promise. */
+export type ReplyOf<F> = F extends (...args: never[]) => infer R ? Awaited<R> : never;
+
+/** A typed handle on one entity: one method per handler. */
+export type EntityRef<H> = {
+  readonly [K in keyof H]: undefined extends MessageOf<H[K]>
+    ? (message?: MessageOf<H[K]>, options?: CallOptions) => Promise<ReplyOf<H[K]>>
+    : (message: MessageOf<H[K]>, options?: CallOptions) => Promise<ReplyOf<H[K]>>;
+};
+
+export interface CallOptions {
+  /** How long the call may take, including retries while ownership moves. */
+  timeoutMs?: number;
+}
+
+const KIND_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+export function defineEntity<S, H extends Handlers<S>>(
+  kind: string,
+  options: EntityOptions<S, H>,
+): EntityDefinition<S, H> {
+  if (!KIND_PATTERN.test(kind)) {
+    throw new TypeError(`entity kind "${kind}" must be 1-64 characters of letters, digits, _ . : -`);
+  }
+  for (const [name, handler] of Object.entries(options.handlers)) {
+    if (typeof handler !== 'function') throw new TypeError(`handler ${kind}.${name} is not a function`);
+  }
+  return Object.freeze({ kind, initial: options.initial, handlers: options.handlers });
+}

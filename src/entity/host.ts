@@ -1,0 +1,477 @@
+import { Moved } from '../cluster/moved.js';
+import type { ShardHost } from '../cluster/shard-manager.js';
+import { ConcordError, HandlerError, StoreUnavailable, Timeout } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { ActivationRequest, ActivationResult, Store, WriteRequest } from '../store/types.js';
+import { TickBatcher } from './batcher.js';
+import type { EntityDefinition, Handler, TurnContext } from './define.js';
+
+/**
+ * The entity host: the live entities of the shards this node owns.
+ *
+ * - Activation is a fenced claim of the entity's row (batched per tick): the row's
+ *   epoch is raised to the shard's epoch, refused if a newer owner already raised it.
+ * - One entity runs one batch of turns at a time. The turns queued while the previous
+ *   batch was committing run back to back on the in-memory state; if any changed the
+ *   state, ONE fenced write covers them all (version + number of changes), and no reply
+ *   of the batch is released before that write is durable. Reads are answered from
+ *   memory, and only after checking the lease is still valid (self-fencing).
+ * - A write refused by the fence means a newer owner exists: nothing was written, the
+ *   entity is dropped and the callers retry at the new owner.
+ * - A write whose outcome is unknown (store error) drops the entity (the next call
+ *   re-reads the store) and fails its callers with StoreUnavailable.
+ */
+
+/** What the host needs to know about shard ownership (implemented by the shard manager). */
+export interface OwnershipGuard {
+  /** May new calls for this shard be admitted? */
+  canServe(shard: number): boolean;
+  /** The epoch this node holds the shard at, or null. Admitted turns keep running while draining. */
+  heldEpoch(shard: number): number | null;
+  /** Is the node's lease valid right now (local monotonic deadline)? */
+  leaseValid(): boolean;
+  ownerOf(shard: number): { owner: string | null; epoch: number };
+  /** A write for this shard was refused by the fence: look at the shard map again soon. */
+  suspect(shard: number): void;
+}
+
+export interface HostOptions {
+  /** Passivate an entity after this long without calls. */
+  idleTimeoutMs: number;
+  /** Passivate the least recently used idle entities above this many. */
+  maxActiveEntities: number;
+  /** Most turns folded into one write. */
+  maxTurnsPerBatch: number;
+  /** Concurrent group-commit transactions. */
+  maxConcurrentCommits: number;
+}
+
+interface Turn {
+  handler: Handler<unknown>;
+  message: unknown;
+  deadline: number;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/** One live entity. Kept small: a million of them must fit in memory. */
+class Activation {
+  state: unknown = undefined;
+  version = 0;
+  ready = false;
+  running = false;
+  dead = false;
+  queue: Turn[] | null = null;
+  lastUsed: number;
+
+  constructor(
+    readonly definition: EntityDefinition,
+    readonly id: string,
+    readonly shard: number,
+    readonly epoch: number,
+    now: number,
+  ) {
+    this.lastUsed = now;
+  }
+
+  get idle(): boolean {
+    return !this.running && this.queue === null && (this.ready || this.dead);
+  }
+}
+
+export interface HostStats {
+  activations: number;
+  passivations: number;
+  turns: number;
+  commits: number;
+  fenced: number;
+}
+
+export class EntityHost implements ShardHost {
+  private readonly shards: (Map<string, Activation> | undefined)[];
+  private readonly drainWaiters = new Map<number, () => void>();
+  private readonly activator: TickBatcher<ActivationRequest, ActivationResult>;
+  private readonly writer: TickBatcher<WriteRequest, boolean>;
+  private readonly sweepTimer: NodeJS.Timeout;
+  private activeCount = 0;
+  readonly stats: HostStats = { activations: 0, passivations: 0, turns: 0, commits: 0, fenced: 0 };
+
+  constructor(
+    private readonly definitions: ReadonlyMap<string, EntityDefinition>,
+    store: Store,
+    private readonly guard: OwnershipGuard,
+    private readonly options: HostOptions,
+    private readonly logger: Logger,
+  ) {
+    this.shards = [];
+    this.activator = new TickBatcher((requests) => store.activate(requests), options.maxConcurrentCommits, 512);
+    this.writer = new TickBatcher(
+      (requests) => {
+        this.stats.commits++;
+        return store.write(requests);
+      },
+      options.maxConcurrentCommits,
+      1024,
+    );
+    const sweepEvery = Math.max(1000, Math.min(30_000, options.idleTimeoutMs / 2));
+    this.sweepTimer = setInterval(() => this.passivateIdle(), sweepEvery);
+    this.sweepTimer.unref();
+  }
+
+  get active(): number {
+    return this.activeCount;
+  }
+
+  /**
+   * Run `handlerName` on entity (kind, id) of `shard`, which the caller believes this node
+   * owns. Rejects with Moved (retryable, nothing executed) when it does not.
+   */
+  invoke(
+    kind: string,
+    id: string,
+    shard: number,
+    handlerName: string,
+    message: unknown,
+    deadline: number,
+  ): Promise<unknown> {
+    const definition = this.definitions.get(kind);
+    if (!definition) {
+      return Promise.reject(new ConcordError('UNKNOWN_ENTITY_KIND', `unknown entity kind "${kind}"`));
+    }
+    const handler = Object.hasOwn(definition.handlers, handlerName) ? definition.handlers[handlerName] : undefined;
+    if (!handler) {
+      return Promise.reject(
+        new ConcordError('UNKNOWN_HANDLER', `entity kind "${kind}" has no handler "${handlerName}"`),
+      );
+    }
+    if (!this.guard.canServe(shard)) return Promise.reject(this.moved(shard));
+
+    const key = kind + '\u0000' + id;
+    let map = this.shards[shard];
+    if (!map) {
+      map = new Map();
+      this.shards[shard] = map;
+    }
+    const target = map.get(key) ?? this.activate(definition, id, shard, key, map);
+    if (!target) return Promise.reject(this.moved(shard));
+    return new Promise<unknown>((resolve, reject) => {
+      const turn: Turn = { handler: handler as Handler<unknown>, message, deadline, resolve, reject };
+      if (target.queue === null) target.queue = [turn];
+      else target.queue.push(turn);
+      if (target.ready && !target.running) void this.run(target, key);
+    });
+  }
+
+  // ---- ShardHost ------------------------------------------------------------
+
+  acquired(_shard: number, _epoch: number): void {
+    // Entities are activated lazily on their first call.
+  }
+
+  drain(shard: number): Promise<void> {
+    // New calls are already refused (the shard manager marks the shard draining);
+    // wait for the admitted ones to finish, then passivate everything.
+    return new Promise<void>((resolve) => {
+      const check = () => {
+        const map = this.shards[shard];
+        if (!map) return true;
+        for (const activation of map.values()) if (!activation.idle) return false;
+        return true;
+      };
+      const finish = () => {
+        this.drainWaiters.delete(shard);
+        this.removeShard(shard, null);
+        resolve();
+      };
+      if (check()) return finish();
+      this.drainWaiters.set(shard, () => {
+        if (check()) finish();
+      });
+    });
+  }
+
+  drop(shard: number): void {
+    this.drainWaiters.get(shard)?.();
+    this.removeShard(shard, this.moved(shard));
+  }
+
+  /** Deactivate everything (node stopping). Queued calls fail as moved so callers retry elsewhere. */
+  dropAll(): void {
+    for (let shard = 0; shard < this.shards.length; shard++) if (this.shards[shard]) this.drop(shard);
+  }
+
+  close(): void {
+    clearInterval(this.sweepTimer);
+  }
+
+  // ---- activation -----------------------------------------------------------
+
+  private activate(
+    definition: EntityDefinition,
+    id: string,
+    shard: number,
+    key: string,
+    map: Map<string, Activation>,
+  ): Activation | null {
+    const epoch = this.guard.heldEpoch(shard);
+    if (epoch === null) return null;
+    let initialState: string;
+    try {
+      initialState = JSON.stringify(definition.initial(id));
+    } catch (error) {
+      throw new HandlerError(`initial state of ${definition.kind} is not JSON-serialisable: ${String(error)}`);
+    }
+    const activation = new Activation(definition, id, shard, epoch, performance.now());
+    map.set(key, activation);
+    this.activeCount++;
+    this.stats.activations++;
+    if (this.activeCount > this.options.maxActiveEntities) this.evictLeastRecentlyUsed();
+
+    this.activator.submit({ kind: definition.kind, id, epoch, initialState }).then(
+      (result) => {
+        if (activation.dead) return;
+        if (!result.ok) {
+          // The row carries a newer epoch: someone else owns this entity now.
+          this.stats.fenced++;
+          this.guard.suspect(shard);
+          this.kill(activation, key, this.moved(shard));
+          return;
+        }
+        activation.state = JSON.parse(result.state);
+        activation.version = result.version;
+        activation.ready = true;
+        if (activation.queue !== null && !activation.running) void this.run(activation, key);
+      },
+      (error: unknown) => {
+        if (activation.dead) return;
+        this.logger.warn({ kind: definition.kind, id, err: String(error) }, 'activation failed');
+        this.kill(activation, key, new StoreUnavailable(`could not load ${definition.kind}/${id}: the store failed`));
+      },
+    );
+    return activation;
+  }
+
+  // ---- turns ----------------------------------------------------------------
+
+  private async run(activation: Activation, key: string): Promise<void> {
+    activation.running = true;
+    try {
+      while (activation.queue !== null && !activation.dead) {
+        const queue = activation.queue;
+        const batch =
+          queue.length <= this.options.maxTurnsPerBatch ? queue : queue.splice(0, this.options.maxTurnsPerBatch);
+        if (batch === queue) activation.queue = null;
+        if (!this.stillOwned(activation)) {
+          for (const turn of batch) turn.reject(this.moved(activation.shard));
+          continue;
+        }
+        await this.runBatch(activation, key, batch);
+      }
+    } finally {
+      activation.running = false;
+      activation.lastUsed = performance.now();
+      if (activation.queue !== null && activation.dead) {
+        const moved = this.moved(activation.shard);
+        for (const turn of activation.queue) turn.reject(moved);
+        activation.queue = null;
+      }
+      this.drainWaiters.get(activation.shard)?.();
+    }
+  }
+
+  private async runBatch(activation: Activation, key: string, batch: Turn[]): Promise<void> {
+    const { definition, id } = activation;
+    const baseVersion = activation.version;
+    let state = activation.state;
+    let changes = 0;
+    const outcomes: Outcome[] = new Array(batch.length);
+    const now = performance.now();
+
+    for (let i = 0; i < batch.length; i++) {
+      const turn = batch[i]!;
+      if (turn.deadline <= now) {
+        outcomes[i] = { ok: false, error: new Timeout(`call to ${definition.kind}/${id} expired before it ran`) };
+        continue;
+      }
+      let changed = false;
+      let next: unknown;
+      const ctx: TurnContext<unknown> = {
+        kind: definition.kind,
+        id,
+        get version() {
+          return baseVersion + changes + (changed ? 1 : 0);
+        },
+        setState(value: unknown) {
+          next = value;
+          changed = true;
+        },
+      };
+      try {
+        let value = turn.handler(state, turn.message as never, ctx);
+        if (isThenable(value)) value = await value;
+        if (changed) {
+          state = next;
+          changes++;
+        }
+        outcomes[i] = { ok: true, value };
+      } catch (error) {
+        // A failing handler changes nothing: its setState, if any, is discarded.
+        outcomes[i] = { ok: false, error: toHandlerError(error) };
+      }
+    }
+    this.stats.turns += batch.length;
+
+    if (changes > 0) {
+      let stateText: string;
+      try {
+        stateText = JSON.stringify(state);
+      } catch (error) {
+        const failure = new HandlerError(
+          `new state of ${definition.kind}/${id} is not JSON-serialisable: ${String(error)}`,
+        );
+        for (const turn of batch) turn.reject(failure);
+        return;
+      }
+      let applied: boolean;
+      try {
+        applied = await this.writer.submit({
+          kind: definition.kind,
+          id,
+          epoch: activation.epoch,
+          expectedVersion: baseVersion,
+          newVersion: baseVersion + changes,
+          state: stateText,
+        });
+      } catch (error) {
+        // Unknown outcome: the transaction may or may not have committed. Forget the entity
+        // so the next call re-reads the truth, and tell these callers we do not know.
+        this.logger.warn({ kind: definition.kind, id, err: String(error) }, 'write failed; outcome unknown');
+        this.kill(activation, key, null);
+        const failure = new StoreUnavailable(
+          `write of ${definition.kind}/${id} failed; it may or may not have been applied`,
+        );
+        for (const turn of batch) turn.reject(failure);
+        return;
+      }
+      if (!applied) {
+        // Fenced: a newer owner activated the entity. Nothing was written; callers retry there.
+        this.stats.fenced++;
+        this.guard.suspect(activation.shard);
+        const moved = this.moved(activation.shard);
+        this.kill(activation, key, moved);
+        for (const turn of batch) turn.reject(moved);
+        return;
+      }
+      activation.state = state;
+      activation.version = baseVersion + changes;
+    } else if (!this.guard.leaseValid()) {
+      // Self-fencing: a read is answered only while no one else can have claimed the shard.
+      const moved = this.moved(activation.shard);
+      for (const turn of batch) turn.reject(moved);
+      return;
+    }
+
+    for (let i = 0; i < batch.length; i++) {
+      const outcome = outcomes[i]!;
+      if (outcome.ok) batch[i]!.resolve(outcome.value);
+      else batch[i]!.reject(outcome.error);
+    }
+  }
+
+  /** Admitted turns run while the lease is valid and the shard is still held at the activation's epoch. */
+  private stillOwned(activation: Activation): boolean {
+    return this.guard.leaseValid() && this.guard.heldEpoch(activation.shard) === activation.epoch;
+  }
+
+  // ---- passivation ----------------------------------------------------------
+
+  private kill(activation: Activation, key: string, error: unknown): void {
+    if (activation.dead) return;
+    activation.dead = true;
+    const map = this.shards[activation.shard];
+    if (map?.get(key) === activation) {
+      map.delete(key);
+      this.activeCount--;
+    }
+    if (error !== null && activation.queue !== null && !activation.running) {
+      for (const turn of activation.queue) turn.reject(error);
+      activation.queue = null;
+    }
+    this.drainWaiters.get(activation.shard)?.();
+  }
+
+  private removeShard(shard: number, error: unknown): void {
+    const map = this.shards[shard];
+    if (!map) return;
+    for (const activation of map.values()) {
+      activation.dead = true;
+      if (error !== null && activation.queue !== null && !activation.running) {
+        for (const turn of activation.queue) turn.reject(error);
+        activation.queue = null;
+      }
+    }
+    this.activeCount -= map.size;
+    this.stats.passivations += map.size;
+    this.shards[shard] = undefined;
+  }
+
+  private passivateIdle(): void {
+    const cutoff = performance.now() - this.options.idleTimeoutMs;
+    for (const map of this.shards) {
+      if (!map) continue;
+      for (const [key, activation] of map) {
+        if (activation.idle && activation.lastUsed < cutoff) this.passivate(map, key, activation);
+      }
+    }
+  }
+
+  /**
+   * Above the cap, passivate idle entities, oldest activations first (Map iteration is
+   * insertion order), skipping those used in the last second: an approximate LRU that
+   * costs nothing on the call path.
+   */
+  private evictLeastRecentlyUsed(): void {
+    const target = Math.floor(this.options.maxActiveEntities * 0.9);
+    const recent = performance.now() - 1000;
+    for (const pass of [0, 1]) {
+      for (const map of this.shards) {
+        if (!map) continue;
+        for (const [key, activation] of map) {
+          if (this.activeCount <= target) return;
+          if (activation.idle && (pass === 1 || activation.lastUsed < recent)) this.passivate(map, key, activation);
+        }
+      }
+    }
+  }
+
+  private passivate(map: Map<string, Activation>, key: string, activation: Activation): void {
+    activation.dead = true;
+    map.delete(key);
+    this.activeCount--;
+    this.stats.passivations++;
+  }
+
+  private moved(shard: number): Moved {
+    const { owner, epoch } = this.guard.ownerOf(shard);
+    return new Moved(shard, owner, epoch);
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
+function toHandlerError(error: unknown): ConcordError {
+  if (error instanceof ConcordError) return error;
+  if (error instanceof Error) {
+    const wrapped = new HandlerError(error.message, { name: error.name });
+    return wrapped;
+  }
+  return new HandlerError(String(error));
+}

@@ -1,0 +1,42 @@
+/**
+ * concord — single-owner entities for scaled-out Node.js services.
+ *
+ * Every entity has exactly one live owner in the cluster; calls from any node are routed
+ * to it; state is served from memory and written through to the store under a fencing
+ * epoch, so a stale owner can never overwrite anything.
+ */
+export {
+  type AnyEntityDefinition,
+  type CallOptions,
+  defineEntity,
+  type EntityDefinition,
+  type EntityOptions,
+  type EntityRef,
+  type Handler,
+  type Handlers,
+  type MessageOf,
+  type ReplyOf,
+  type TurnContext,
+} from './entity/define.js';
+export {
+  ConcordError,
+  type ConcordErrorCode,
+  ConfigMismatch,
+  HandlerError,
+  NameInUse,
+  Stopped,
+  StoreUnavailable,
+  Timeout,
+  Unavailable,
+} from './errors.js';
+export { createLogger, type Logger } from './logger.js';
+export {
+  type ClusterStatus,
+  ConcordNode,
+  generateSecret,
+  type MemberStatus,
+  type NodeOptions,
+  startNode,
+} from './runtime/node.js';
+export { openStore } from './store/open.js';
+export type { Durability, Store, StoreOptions } from './store/types.js';

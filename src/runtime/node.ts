@@ -1,0 +1,450 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Lease } from '../cluster/lease.js';
+import { type CallRequest, Router } from '../cluster/router.js';
+import { ShardManager } from '../cluster/shard-manager.js';
+import type {
+  AnyEntityDefinition,
+  CallOptions,
+  EntityDefinition,
+  EntityRef,
+  Handlers,
+  MessageOf,
+  ReplyOf,
+} from '../entity/define.js';
+import { EntityHost } from '../entity/host.js';
+import { ConcordError, Stopped } from '../errors.js';
+import { createLogger, type Logger } from '../logger.js';
+import { openStore } from '../store/open.js';
+import type { Durability, Store } from '../store/types.js';
+import { PeerUnreachable } from '../transport/errors.js';
+import { FaultSwitch } from '../transport/faults.js';
+import { Mesh } from '../transport/mesh.js';
+import type { PeerId } from '../transport/types.js';
+import { withStoreFaults } from './faulty-store.js';
+
+/**
+ * A concord node: one process's membership lease, shard ownership, entity host, router
+ * and peer transport, wired together. `ConcordNode.start()` returns once the node is
+ * registered, holds a valid lease and has read the shard map.
+ */
+
+export interface NodeOptions {
+  /** Unique name of this node in the cluster ([A-Za-z0-9_.-], up to 64). */
+  name: string;
+  /** Store URL (`sqlite:PATH`, `postgres://…`) or an opened store. */
+  store: string | Store;
+  /** The entity kinds this node hosts. Every node of a cluster must define the same kinds. */
+  entities: readonly AnyEntityDefinition[];
+  /** Cluster secret shared by all nodes; peers without it are refused. */
+  secret: string;
+  /** Interface the cluster port binds to. Default 127.0.0.1. */
+  host?: string;
+  /** Cluster (peer transport) port; 0 picks a free one. Default 0. */
+  clusterPort?: number;
+  /** Host other nodes dial; defaults to `host` (or the machine's hostname when binding 0.0.0.0 / ::). */
+  advertiseHost?: string;
+  /** Base URL of this node's HTTP API, published in the membership table. */
+  httpAddress?: string | null;
+  /** Shards in the cluster. Fixed when the store is first used. Default 256. */
+  shardCount?: number;
+  /** Membership lease. Default 1500 ms: failover after a crash within ~1.5–2 s. */
+  leaseTtlMs?: number;
+  /** Default deadline of a call, retries included. Default 5000 ms. */
+  callTimeoutMs?: number;
+  /** Passivate entities idle this long. Default 10 minutes. */
+  idleTimeoutMs?: number;
+  /** Passivate least recently used entities above this many. Default 1,000,000. */
+  maxActiveEntities?: number;
+  /** 'strict' (default): acknowledged writes survive power loss. 'relaxed': they survive process crashes. */
+  durability?: Durability;
+  /** Test-only fault injection switch (partitions, store cut). Default: env CONCORD_TEST_FAULTS=1. */
+  faultInjection?: boolean;
+  /** How long a graceful stop may take to hand shards over. Default 10 s. */
+  stopTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export interface MemberStatus {
+  name: string;
+  incarnation: number;
+  address: string;
+  httpAddress: string | null;
+  status: 'alive' | 'leaving' | 'dead';
+  leaseExpiresInMs: number;
+  connected: boolean;
+}
+
+export interface ClusterStatus {
+  self: string;
+  incarnation: number | null;
+  ready: boolean;
+  leaseRemainingMs: number;
+  members: MemberStatus[];
+  shards: { count: number; held: number[]; owners: Record<string, number>; unowned: number };
+  activeEntities: number;
+}
+
+const NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+
+type PeerMessage = { t: 'released'; s: number } | { t: 'leaving' } | { t: 'joined' };
+
+export class ConcordNode {
+  readonly name: string;
+  readonly faults: FaultSwitch | null;
+  private readonly definitions: Map<string, EntityDefinition>;
+  private stopping: Promise<void> | null = null;
+  private pruneCounter = 0;
+
+  private constructor(
+    options: NodeOptions,
+    private readonly store: Store,
+    private readonly ownsStore: boolean,
+    faults: FaultSwitch | null,
+    readonly mesh: Mesh,
+    private readonly lease: Lease,
+    readonly shards: ShardManager,
+    readonly host: EntityHost,
+    readonly router: Router,
+    private readonly logger: Logger,
+    private readonly stopTimeoutMs: number,
+  ) {
+    this.name = options.name;
+    this.faults = faults;
+    this.definitions = new Map(options.entities.map((d) => [d.kind, d as unknown as EntityDefinition]));
+  }
+
+  static async start(options: NodeOptions): Promise<ConcordNode> {
+    if (!NAME_PATTERN.test(options.name)) {
+      throw new TypeError(`node name "${options.name}" must be 1-64 characters of letters, digits, _ . -`);
+    }
+    if (!options.secret) throw new TypeError('a cluster secret is required');
+    const logger = (options.logger ?? createLogger()).child({ node: options.name });
+    const leaseTtlMs = options.leaseTtlMs ?? 1500;
+    const shardCount = options.shardCount ?? 256;
+    const faultsEnabled = options.faultInjection ?? process.env.CONCORD_TEST_FAULTS === '1';
+    const faults = faultsEnabled ? new FaultSwitch() : null;
+    if (faults) logger.warn({}, 'fault injection is ENABLED (test mode)');
+
+    const definitions = new Map<string, EntityDefinition>();
+    for (const definition of options.entities) {
+      if (definitions.has(definition.kind)) throw new TypeError(`entity kind "${definition.kind}" defined twice`);
+      definitions.set(definition.kind, definition as unknown as EntityDefinition);
+    }
+
+    const ownsStore = typeof options.store === 'string';
+    const baseStore =
+      typeof options.store === 'string'
+        ? await openStore(options.store, { durability: options.durability ?? 'strict' })
+        : options.store;
+    const store = faults ? withStoreFaults(baseStore, faults) : baseStore;
+    const cleanup: (() => Promise<void>)[] = [];
+    if (ownsStore) cleanup.push(() => baseStore.close());
+
+    try {
+      await store.initShards(shardCount);
+
+      const host = options.host ?? '127.0.0.1';
+      const mesh = new Mesh({
+        self: { name: options.name, incarnation: 0 },
+        secret: options.secret,
+        host,
+        port: options.clusterPort ?? 0,
+        faults: faults ?? undefined,
+        // Notice a frozen peer within about one lease (3 silent intervals).
+        pingIntervalMs: Math.max(100, Math.round(leaseTtlMs / 3)),
+        logger,
+      });
+      const bound = await mesh.listen();
+      cleanup.push(() => mesh.close());
+      const advertise = options.advertiseHost ?? advertisedHost(host);
+      const address = formatAddress(advertise, bound.port);
+
+      const lease = new Lease(
+        store,
+        {
+          name: options.name,
+          address,
+          httpAddress: options.httpAddress ?? null,
+          ttlMs: leaseTtlMs,
+          marginMs: Math.max(50, Math.round(leaseTtlMs / 10)),
+          renewIntervalMs: Math.round(leaseTtlMs / 3),
+          nameWaitMs: leaseTtlMs * 2 + 1000,
+        },
+        logger,
+      );
+
+      // The host and the shard manager refer to each other; the guard closes over `shards`.
+      let shards: ShardManager | null = null;
+      const entityHost = new EntityHost(
+        definitions,
+        store,
+        {
+          canServe: (s) => shards!.canServe(s),
+          heldEpoch: (s) => shards!.heldEpoch(s),
+          leaseValid: () => lease.valid(),
+          ownerOf: (s) => shards!.ownerOf(s),
+          suspect: (s) => shards!.suspect(s),
+        },
+        {
+          idleTimeoutMs: options.idleTimeoutMs ?? 10 * 60_000,
+          maxActiveEntities: options.maxActiveEntities ?? 1_000_000,
+          maxTurnsPerBatch: 256,
+          maxConcurrentCommits: store.backend === 'sqlite' ? 1 : 4,
+        },
+        logger,
+      );
+      cleanup.push(async () => entityHost.close());
+      shards = new ShardManager(
+        store,
+        lease,
+        entityHost,
+        { self: options.name, shardCount, drainTimeoutMs: Math.min(5000, options.callTimeoutMs ?? 5000) },
+        logger,
+      );
+      const router = new Router(
+        shards,
+        {
+          isConnected: (peer) => mesh.isConnected(peer),
+          request: (peer, body, timeoutMs) => mesh.request(peer, body, timeoutMs),
+          notDelivered: (error) => error instanceof PeerUnreachable && !error.maybeDelivered,
+        },
+        entityHost,
+        { self: options.name, defaultTimeoutMs: options.callTimeoutMs ?? 5000 },
+      );
+
+      const incarnation = await lease.acquire();
+      mesh.setSelfIncarnation(incarnation);
+      const node = new ConcordNode(
+        { ...options, entities: options.entities },
+        store,
+        ownsStore,
+        faults,
+        mesh,
+        lease,
+        shards,
+        entityHost,
+        router,
+        logger,
+        options.stopTimeoutMs ?? 10_000,
+      );
+      node.wire();
+      lease.start();
+      await shards.rebalance();
+      node.announce({ t: 'joined' });
+      logger.info({ incarnation, address, held: shards.heldShards().length }, 'node started');
+      return node;
+    } catch (error) {
+      for (const step of cleanup.reverse()) await step().catch(() => {});
+      throw error;
+    }
+  }
+
+  /** The current incarnation (changes if the lease is ever lost and re-acquired). */
+  get incarnation(): number | null {
+    return this.lease.incarnation;
+  }
+
+  /** Registered, lease valid, shard map read: the node can route calls. */
+  get ready(): boolean {
+    return this.stopping === null && this.lease.valid() && this.shards.ready;
+  }
+
+  /** Call handler `handler` of entity `id` of kind `definition`, wherever it lives. */
+  call<S, H extends Handlers<S>, K extends keyof H & string>(
+    definition: EntityDefinition<S, H>,
+    id: string,
+    handler: K,
+    message: MessageOf<H[K]>,
+    options?: CallOptions,
+  ): Promise<ReplyOf<H[K]>> {
+    return this.callByName(definition.kind, id, handler, message, options) as Promise<ReplyOf<H[K]>>;
+  }
+
+  /** Untyped call by kind name (HTTP layer, tools). */
+  callByName(kind: string, id: string, handler: string, message: unknown, options?: CallOptions): Promise<unknown> {
+    if (this.stopping) return Promise.reject(new Stopped());
+    if (!this.definitions.has(kind)) {
+      return Promise.reject(new ConcordError('UNKNOWN_ENTITY_KIND', `unknown entity kind "${kind}"`));
+    }
+    if (typeof id !== 'string' || id.length === 0) {
+      return Promise.reject(new ConcordError('BAD_MESSAGE', 'entity id must be a non-empty string'));
+    }
+    return this.router.call(kind, id, handler, message, options?.timeoutMs);
+  }
+
+  /** A typed handle on one entity: `node.ref(Counter, 'c1').add(2)`. */
+  ref<S, H extends Handlers<S>>(definition: EntityDefinition<S, H>, id: string): EntityRef<H> {
+    const ref: Record<string, (message?: unknown, options?: CallOptions) => Promise<unknown>> = {};
+    for (const handler of Object.keys(definition.handlers)) {
+      ref[handler] = (message?: unknown, options?: CallOptions) =>
+        this.callByName(definition.kind, id, handler, message, options);
+    }
+    return ref as EntityRef<H>;
+  }
+
+  status(): ClusterStatus {
+    const members: MemberStatus[] = [];
+    const live = new Set(this.shards.liveMembers().map((m) => m.name));
+    for (const member of this.shards.allMembers()) {
+      const self = member.name === this.name;
+      members.push({
+        name: member.name,
+        incarnation: member.incarnation,
+        address: member.address,
+        httpAddress: member.httpAddress,
+        status: !live.has(member.name) ? 'dead' : member.status,
+        leaseExpiresInMs: Math.max(0, member.leaseExpiresAt - this.shards.storeNowEstimate()),
+        connected: self || this.mesh.isConnected(member.name),
+      });
+    }
+    const owners: Record<string, number> = {};
+    let unowned = 0;
+    for (const entry of this.shards.snapshot()) {
+      const { owner } = this.shards.ownerOf(entry.shard);
+      if (owner === null) unowned++;
+      else owners[owner] = (owners[owner] ?? 0) + 1;
+    }
+    return {
+      self: this.name,
+      incarnation: this.lease.incarnation,
+      ready: this.ready,
+      leaseRemainingMs: Math.round(this.lease.remainingMs()),
+      members: members.sort((a, b) => a.name.localeCompare(b.name)),
+      shards: { count: this.shards.shardCount, held: this.shards.heldShards(), owners, unowned },
+      activeEntities: this.host.active,
+    };
+  }
+
+  /**
+   * Graceful stop (SIGTERM): mark this node leaving, hand every shard over to its next
+   * owner (drain admitted calls, passivate, release, notify), then deregister.
+   */
+  stop(): Promise<void> {
+    if (!this.stopping) this.stopping = this.leaveAndClose();
+    return this.stopping;
+  }
+
+  private async leaveAndClose(): Promise<void> {
+    const incarnation = this.lease.incarnation;
+    this.logger.info({ held: this.shards.heldShards().length }, 'leaving the cluster');
+    if (incarnation !== null) {
+      try {
+        await this.store.setNodeStatus(this.name, incarnation, 'leaving');
+        this.announce({ t: 'leaving' });
+        await withDeadline(this.shards.leave(), this.stopTimeoutMs);
+      } catch (error) {
+        this.logger.warn({ err: String(error) }, 'graceful handoff incomplete; remaining shards fail over by lease');
+      }
+    }
+    this.lease.stop();
+    this.shards.stop();
+    this.shards.dropAll();
+    this.host.dropAll();
+    this.host.close();
+    // Deregister only after nothing is served any more: removing the row frees our shards at once.
+    this.lease.clear();
+    if (incarnation !== null) await this.store.removeNode(this.name, incarnation).catch(() => {});
+    await this.mesh.close();
+    if (this.ownsStore) await this.store.close();
+    this.logger.info({}, 'stopped');
+  }
+
+  private wire(): void {
+    const { mesh, shards, lease, router, logger } = this;
+    mesh.onRequest((_from: PeerId, body: unknown) => {
+      if (isCallRequest(body)) return router.serve(body);
+      throw new ConcordError('BAD_MESSAGE', 'unknown request');
+    });
+    mesh.onMessage((_from: PeerId, body: unknown) => {
+      const message = body as PeerMessage;
+      if (message && (message.t === 'released' || message.t === 'leaving' || message.t === 'joined')) {
+        void shards.rebalance();
+      }
+    });
+    mesh.on('peer-up', () => void shards.rebalance());
+    mesh.on('peer-down', (peer: PeerId) => shards.peerDown(peer.name));
+    shards.on('members', (members) => {
+      mesh.setPeers(
+        members
+          .filter((m) => m.name !== this.name)
+          .map((m) => ({ name: m.name, incarnation: m.incarnation, address: m.address })),
+      );
+    });
+    shards.on('released', (shard, desired) => {
+      if (desired !== null && desired !== this.name) mesh.send(desired, { t: 'released', s: shard });
+    });
+    lease.on('renewed', () => {
+      void shards.rebalance();
+      if (++this.pruneCounter % 100 === 0) void this.store.pruneNodes(60_000).catch(() => {});
+    });
+    lease.on('store-error', (error) => logger.warn({ err: String(error) }, 'lease renewal failed: store unreachable'));
+    lease.on('lost', () => {
+      // Everything we held may belong to someone else now. Drop it all, then rejoin
+      // under a new incarnation and claim shards afresh through the normal CAS.
+      shards.dropAll();
+      void this.rejoin();
+    });
+  }
+
+  private async rejoin(): Promise<void> {
+    while (this.stopping === null) {
+      try {
+        const incarnation = await this.lease.acquire();
+        this.mesh.setSelfIncarnation(incarnation);
+        this.logger.info({ incarnation }, 'rejoined with a new incarnation');
+        await this.shards.rebalance();
+        return;
+      } catch (error) {
+        this.logger.warn({ err: String(error) }, 'rejoin failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    }
+  }
+
+  private announce(message: PeerMessage): void {
+    for (const member of this.shards.liveMembers()) {
+      if (member.name !== this.name) this.mesh.send(member.name, message);
+    }
+  }
+}
+
+function isCallRequest(body: unknown): body is CallRequest {
+  if (typeof body !== 'object' || body === null) return false;
+  const b = body as Record<string, unknown>;
+  return b.t === 'call' && typeof b.k === 'string' && typeof b.i === 'string' && typeof b.h === 'string';
+}
+
+function advertisedHost(bindHost: string): string {
+  if (bindHost === '0.0.0.0' || bindHost === '::') return hostname();
+  return bindHost;
+}
+
+function formatAddress(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`did not finish within ${ms} ms`)), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** A random cluster secret (the demo generates one). */
+export function generateSecret(): string {
+  return randomBytes(24).toString('base64url');
+}
+
+export function startNode(options: NodeOptions): Promise<ConcordNode> {
+  return ConcordNode.start(options);
+}

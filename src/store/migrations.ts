@@ -1,0 +1,133 @@
+/**
+ * Versioned schema migrations for both backends.
+ *
+ * Every table is prefixed `concord_` so that concord can share a database with its users.
+ * `concord_migrations` records the applied versions; it is created (idempotently) before the
+ * list below is walked, and is not itself a migration.
+ *
+ * To change the schema, append a new entry with the next version number: never edit or
+ * reorder an entry that has been released, since databases in the field have already run it.
+ * Each entry runs in one transaction together with the insert of its version row
+ * (see SqliteCore.migrate and PostgresStore.migrate for how concurrent migrators are handled),
+ * so a migration's SQL needs no `IF NOT EXISTS` guards.
+ */
+import { ConfigMismatch } from '../errors.js';
+
+export interface Migration {
+  readonly version: number;
+  readonly description: string;
+  /** One or more statements for SQLite (run with `exec`). Integers are INTEGER (64-bit). */
+  readonly sqlite: string;
+  /** One or more statements for PostgreSQL (run as a simple query). Integers are BIGINT. */
+  readonly postgres: string;
+}
+
+/** The bookkeeping table, created before any migration runs. */
+export const MIGRATIONS_TABLE = {
+  sqlite: `CREATE TABLE IF NOT EXISTS concord_migrations (
+  version INTEGER PRIMARY KEY,
+  applied_at INTEGER NOT NULL
+) STRICT`,
+  postgres: `CREATE TABLE IF NOT EXISTS concord_migrations (
+  version BIGINT PRIMARY KEY,
+  applied_at BIGINT NOT NULL
+)`,
+} as const;
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'membership, shards and entity state',
+    sqlite: `
+CREATE TABLE concord_meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) STRICT;
+
+-- One row per node name: a new incarnation replaces the row only once the old lease expired.
+CREATE TABLE concord_nodes (
+  name TEXT PRIMARY KEY,
+  incarnation INTEGER NOT NULL,
+  address TEXT NOT NULL,
+  http_address TEXT,
+  status TEXT NOT NULL CHECK (status IN ('alive', 'leaving')),
+  started_at INTEGER NOT NULL,
+  lease_expires_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE concord_shards (
+  shard INTEGER PRIMARY KEY,
+  owner TEXT,
+  owner_incarnation INTEGER,
+  epoch INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+CREATE TABLE concord_entities (
+  kind TEXT NOT NULL,
+  id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  epoch INTEGER NOT NULL,
+  PRIMARY KEY (kind, id)
+) STRICT;
+`,
+    postgres: `
+CREATE TABLE concord_meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+
+-- One row per node name: a new incarnation replaces the row only once the old lease expired.
+CREATE TABLE concord_nodes (
+  name TEXT PRIMARY KEY,
+  incarnation BIGINT NOT NULL,
+  address TEXT NOT NULL,
+  http_address TEXT,
+  status TEXT NOT NULL CHECK (status IN ('alive', 'leaving')),
+  started_at BIGINT NOT NULL,
+  lease_expires_at BIGINT NOT NULL
+);
+
+CREATE TABLE concord_shards (
+  shard BIGINT PRIMARY KEY,
+  owner TEXT,
+  owner_incarnation BIGINT,
+  epoch BIGINT NOT NULL DEFAULT 0
+);
+
+CREATE TABLE concord_entities (
+  kind TEXT NOT NULL,
+  id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  version BIGINT NOT NULL,
+  epoch BIGINT NOT NULL,
+  PRIMARY KEY (kind, id)
+);
+`,
+  },
+];
+
+/** Keys used in concord_meta. */
+export const META = {
+  /** The shard count fixed by the first initShards call. */
+  shardCount: 'shard_count',
+  /**
+   * The largest incarnation ever handed out. Node rows are deleted on leave and prune, so the
+   * rows alone cannot prove a new incarnation is larger than every earlier one of its name.
+   */
+  incarnationHighWater: 'incarnation_high_water',
+} as const;
+
+/** The shard count is recorded in concord_meta at the first initShards and fixed from then on. */
+export function assertShardCount(count: number): void {
+  if (!Number.isSafeInteger(count) || count < 1) {
+    throw new RangeError(`shard count must be a positive integer, got ${count}`);
+  }
+}
+
+export function shardCountMismatch(recorded: number, requested: number): ConfigMismatch {
+  return new ConfigMismatch(
+    `the store was initialised with ${recorded} shards but this node is configured with ${requested}`,
+    { recorded, requested },
+  );
+}

@@ -1,0 +1,443 @@
+/**
+ * PostgresStore: the PostgreSQL Store, on porsager's `postgres` client.
+ *
+ * - A modest pool (8 connections); int8 columns come back as JS numbers.
+ * - The store clock is the server's `clock_timestamp()`; node-supplied times are never used.
+ * - 'relaxed' durability sets `synchronous_commit = off` as a startup parameter of every
+ *   connection (behind PgBouncer, add it to `ignore_startup_parameters` or set it on the role).
+ * - No session state is relied on (no advisory locks, no SET): everything works behind a
+ *   transaction-pooling proxy. For proxies that cannot handle named prepared statements, add
+ *   `?prepare=false` to the URL.
+ * - A dropped connection rejects the queries that were using it; the client reconnects on the
+ *   next query. Nothing is thrown outside a returned promise.
+ *
+ * Isolation is READ COMMITTED. Every conditional update is a single UPDATE/INSERT whose
+ * condition PostgreSQL re-checks against the newest row version after waiting for a row lock,
+ * so concurrent compare-and-sets on one row have exactly one winner. Where a decision depends
+ * on the clock and on *another* row (a claim reading the holder's lease, a renewal), the rows
+ * are locked first and the clock is read afterwards: see claimShard and renewLease.
+ */
+import postgres from 'postgres';
+import {
+  assertShardCount,
+  META,
+  MIGRATIONS,
+  MIGRATIONS_TABLE,
+  type Migration,
+  shardCountMismatch,
+} from './migrations.js';
+import type {
+  ActivationRequest,
+  ActivationResult,
+  EntityRow,
+  NodeList,
+  NodeRecord,
+  NodeStatus,
+  RegisterRequest,
+  RegisterResult,
+  ShardRecord,
+  Store,
+  StoreOptions,
+  WriteRequest,
+} from './types.js';
+
+const POOL_SIZE = 8;
+
+/** int8 (BIGINT, count(*), ordinality) parsed to a JS number: every integer in the schema is < 2^53. */
+const PG_TYPES = {
+  int8: { to: 20, from: [20], serialize: (value: number) => String(value), parse: (raw: string) => Number(raw) },
+};
+
+function connect(url: string, options: StoreOptions) {
+  return postgres(url, {
+    max: POOL_SIZE,
+    connect_timeout: 10,
+    types: PG_TYPES,
+    // `CREATE TABLE IF NOT EXISTS` notices would otherwise be printed to the console.
+    onnotice: () => {},
+    connection: {
+      application_name: 'concord',
+      ...(options.durability === 'relaxed' ? { synchronous_commit: 'off' } : {}),
+    },
+  });
+}
+
+type Sql = ReturnType<typeof connect>;
+type Tx = postgres.TransactionSql<Sql extends postgres.Sql<infer T> ? T : never>;
+type Queryable = Sql | Tx;
+
+interface NodeRow {
+  name: string;
+  incarnation: number;
+  address: string;
+  http_address: string | null;
+  status: NodeStatus;
+  lease_expires_at: number;
+}
+
+export class PostgresStore implements Store {
+  readonly backend = 'postgres' as const;
+  private readonly sql: Sql;
+
+  /** Connections open lazily, on the first query; call migrate() before anything else. */
+  constructor(url: string, options: StoreOptions = {}) {
+    this.sql = connect(url, options);
+  }
+
+  async migrate(): Promise<void> {
+    await this.createMigrationsTable();
+    const rows = await this.sql<{ version: number }[]>`SELECT version FROM concord_migrations`;
+    const applied = new Set(rows.map((row) => row.version));
+    for (const migration of MIGRATIONS) {
+      if (!applied.has(migration.version)) await this.applyMigration(migration);
+    }
+  }
+
+  async close(): Promise<void> {
+    // The timeout (seconds) also bounds close() when a connection died mid-query: the client
+    // then waits forever for that query (porsager/postgres#1097) until forced to terminate.
+    await this.sql.end({ timeout: 5 });
+  }
+
+  async now(): Promise<number> {
+    const [row] = await this.sql<{ now: number }[]>`SELECT ${this.clock()} AS now`;
+    return row!.now;
+  }
+
+  // ---- membership -------------------------------------------------------
+
+  registerNode(req: RegisterRequest): Promise<RegisterResult> {
+    return this.sql.begin(async (tx): Promise<RegisterResult> => {
+      // `now` is read before the upsert, which may wait for a lock: a `now` that is earlier
+      // than the moment of the decision only makes the expiry check stricter and the new
+      // lease shorter.
+      const [clock] = await tx<{ now: number; high_water: string | null }[]>`
+        SELECT ${this.clock()} AS now,
+               (SELECT value FROM concord_meta WHERE key = ${META.incarnationHighWater}) AS high_water`;
+      const now = clock!.now;
+      const candidate = Math.max(now, Number(clock!.high_water ?? 0) + 1);
+      // Replaces an existing row only when its lease has expired by the store clock: while the
+      // old incarnation's lease runs it may still be serving, and nobody may claim its shards,
+      // so a second process with the same name must wait. ON CONFLICT locks the existing row
+      // and checks the condition against its newest version.
+      const [row] = await tx<{ incarnation: number; lease_expires_at: number }[]>`
+        INSERT INTO concord_nodes (name, incarnation, address, http_address, status, started_at, lease_expires_at)
+        VALUES (${req.name}, ${candidate}, ${req.address}, ${req.httpAddress}, 'alive', ${now}, ${now + req.ttlMs})
+        ON CONFLICT (name) DO UPDATE SET
+          incarnation = greatest(concord_nodes.incarnation + 1, excluded.incarnation),
+          address = excluded.address,
+          http_address = excluded.http_address,
+          status = 'alive',
+          started_at = excluded.started_at,
+          lease_expires_at = excluded.lease_expires_at
+        WHERE concord_nodes.lease_expires_at <= excluded.started_at
+        RETURNING incarnation, lease_expires_at`;
+      if (row) {
+        await tx`
+          INSERT INTO concord_meta (key, value) VALUES (${META.incarnationHighWater}, ${String(row.incarnation)})
+          ON CONFLICT (key) DO UPDATE SET value = greatest(concord_meta.value::bigint, excluded.value::bigint)::text`;
+        return { ok: true, incarnation: row.incarnation, leaseExpiresAt: row.lease_expires_at, now };
+      }
+      // The refused upsert still locked the holder's row, so it is there to read.
+      const [holder] = await tx<{ incarnation: number; lease_expires_at: number }[]>`
+        SELECT incarnation, lease_expires_at FROM concord_nodes WHERE name = ${req.name}`;
+      return { ok: false, incarnation: holder!.incarnation, leaseExpiresAt: holder!.lease_expires_at, now };
+    });
+  }
+
+  renewLease(name: string, incarnation: number, ttlMs: number): Promise<number | null> {
+    return this.sql.begin(async (tx) => {
+      // Lock the row first, read the clock after. A single UPDATE would evaluate its
+      // condition (and the clock) before waiting for a concurrent claim's lock on this row,
+      // and could then extend a lease that expired while it waited, after the claim took the
+      // shards. An expired lease is never extended: once it has expired other nodes may own
+      // this node's shards, so reviving it would let two owners serve at once.
+      const locked = await tx`
+        SELECT 1 FROM concord_nodes WHERE name = ${name} AND incarnation = ${incarnation} FOR UPDATE`;
+      if (locked.length === 0) return null;
+      const [row] = await tx<{ lease_expires_at: number }[]>`
+        UPDATE concord_nodes SET lease_expires_at = c.now + ${ttlMs}
+        FROM (SELECT ${this.clock()} AS now) AS c
+        WHERE name = ${name} AND incarnation = ${incarnation} AND lease_expires_at > c.now
+        RETURNING lease_expires_at`;
+      return row ? row.lease_expires_at : null;
+    });
+  }
+
+  async setNodeStatus(name: string, incarnation: number, status: NodeStatus): Promise<boolean> {
+    const result = await this.sql`
+      UPDATE concord_nodes SET status = ${status} WHERE name = ${name} AND incarnation = ${incarnation}`;
+    return result.count === 1;
+  }
+
+  async removeNode(name: string, incarnation: number): Promise<void> {
+    await this.sql`DELETE FROM concord_nodes WHERE name = ${name} AND incarnation = ${incarnation}`;
+  }
+
+  async listNodes(): Promise<NodeList> {
+    // One statement, so `now` and the rows are read together (the LEFT JOIN keeps `now` when
+    // there are no rows).
+    const rows = await this.sql<({ now: number } & (NodeRow | { [K in keyof NodeRow]: null }))[]>`
+      SELECT c.now, n.name, n.incarnation, n.address, n.http_address, n.status, n.lease_expires_at
+      FROM (SELECT ${this.clock()} AS now) AS c LEFT JOIN concord_nodes AS n ON true
+      ORDER BY n.name COLLATE "C"`;
+    const nodes: NodeRecord[] = [];
+    for (const row of rows) {
+      if (row.name === null) continue;
+      nodes.push({
+        name: row.name,
+        incarnation: row.incarnation,
+        address: row.address,
+        httpAddress: row.http_address,
+        status: row.status,
+        leaseExpiresAt: row.lease_expires_at,
+      });
+    }
+    return { now: rows[0]!.now, nodes };
+  }
+
+  async pruneNodes(graceMs: number): Promise<number> {
+    const result = await this.sql`DELETE FROM concord_nodes WHERE lease_expires_at < ${this.clock()} - ${graceMs}`;
+    return result.count;
+  }
+
+  // ---- shards -----------------------------------------------------------
+
+  async initShards(count: number): Promise<void> {
+    assertShardCount(count);
+    await this.sql.begin(async (tx) => {
+      // A concurrent first call blocks on the key, then does nothing and reads the winner's count.
+      await tx`
+        INSERT INTO concord_meta (key, value) VALUES (${META.shardCount}, ${String(count)})
+        ON CONFLICT (key) DO NOTHING`;
+      const [row] = await tx<{ value: string }[]>`SELECT value FROM concord_meta WHERE key = ${META.shardCount}`;
+      const recorded = Number(row!.value);
+      if (recorded !== count) throw shardCountMismatch(recorded, count);
+      await tx`
+        INSERT INTO concord_shards (shard, owner, owner_incarnation, epoch)
+        SELECT s, NULL, NULL, 0 FROM generate_series(0, ${count - 1}::bigint) AS s
+        ON CONFLICT (shard) DO NOTHING`;
+    });
+  }
+
+  async listShards(): Promise<ShardRecord[]> {
+    const rows = await this.sql<
+      { shard: number; owner: string | null; owner_incarnation: number | null; epoch: number }[]
+    >`
+      SELECT shard, owner, owner_incarnation, epoch FROM concord_shards ORDER BY shard`;
+    return rows.map((row) => ({
+      shard: row.shard,
+      owner: row.owner,
+      ownerIncarnation: row.owner_incarnation,
+      epoch: row.epoch,
+    }));
+  }
+
+  claimShard(shard: number, expectedEpoch: number, owner: string, ownerIncarnation: number): Promise<number | null> {
+    return this.sql.begin(async (tx) => {
+      // Lock the shard row and then the current holder's node row *before* the clock is read.
+      // Without the share lock, a renewal of the holder that read the clock before the lease
+      // expired but commits after this statement's snapshot would be invisible here: the claim
+      // would see the old expiry, while the holder believes it was renewed. With it, such a
+      // renewal has committed before we look, and a later one waits for us and then finds the
+      // lease expired (renewLease reads the clock only once it holds the row).
+      const [current] = await tx<{ epoch: number; owner: string | null; owner_incarnation: number | null }[]>`
+        SELECT epoch, owner, owner_incarnation FROM concord_shards WHERE shard = ${shard} FOR UPDATE`;
+      if (!current || current.epoch !== expectedEpoch) return null;
+      if (current.owner !== null) {
+        await tx`
+          SELECT 1 FROM concord_nodes
+          WHERE name = ${current.owner} AND incarnation = ${current.owner_incarnation} FOR SHARE`;
+      }
+      const [row] = await tx<{ epoch: number }[]>`
+        UPDATE concord_shards AS s
+        SET owner = ${owner}, owner_incarnation = ${ownerIncarnation}, epoch = s.epoch + 1
+        WHERE s.shard = ${shard} AND s.epoch = ${expectedEpoch}
+          AND (s.owner IS NULL OR NOT EXISTS (
+            SELECT 1 FROM concord_nodes AS n
+            WHERE n.name = s.owner AND n.incarnation = s.owner_incarnation
+              AND n.lease_expires_at > ${this.clock()}))
+        RETURNING s.epoch`;
+      return row ? row.epoch : null;
+    });
+  }
+
+  async releaseShard(shard: number, epoch: number, owner: string, ownerIncarnation: number): Promise<boolean> {
+    const result = await this.sql`
+      UPDATE concord_shards SET owner = NULL, owner_incarnation = NULL
+      WHERE shard = ${shard} AND epoch = ${epoch} AND owner = ${owner} AND owner_incarnation = ${ownerIncarnation}`;
+    return result.count === 1;
+  }
+
+  // ---- entities ---------------------------------------------------------
+
+  async activate(requests: ActivationRequest[]): Promise<ActivationResult[]> {
+    if (requests.length === 0) return [];
+    const rounds = intoRounds(requests);
+    const perRound =
+      rounds.length === 1
+        ? [await this.activateRound(this.sql, rounds[0]!)]
+        : await this.sql.begin((tx) => rounds.map((round) => this.activateRound(tx, round)));
+    const results: ActivationResult[] = requests.map(() => ({ ok: false }));
+    perRound.forEach((rows, r) => {
+      const byKey = new Map(rows.map((row) => [entityKey(row.kind, row.id), row]));
+      for (const { index, request } of rounds[r]!) {
+        const row = byKey.get(entityKey(request.kind, request.id));
+        if (row) results[index] = { ok: true, state: row.state, version: row.version };
+      }
+    });
+    return results;
+  }
+
+  async write(requests: WriteRequest[]): Promise<boolean[]> {
+    if (requests.length === 0) return [];
+    const rounds = intoRounds(requests);
+    const perRound =
+      rounds.length === 1
+        ? [await this.writeRound(this.sql, rounds[0]!)]
+        : await this.sql.begin((tx) => rounds.map((round) => this.writeRound(tx, round)));
+    const results = requests.map(() => false);
+    perRound.forEach((rows, r) => {
+      const round = rounds[r]!;
+      // `i` is the 1-based position of the request within its round.
+      for (const row of rows) results[round[row.i - 1]!.index] = true;
+    });
+    return results;
+  }
+
+  async readEntity(kind: string, id: string): Promise<EntityRow | null> {
+    const [row] = await this.sql<EntityRow[]>`
+      SELECT kind, id, state, version, epoch FROM concord_entities WHERE kind = ${kind} AND id = ${id}`;
+    return row ?? null;
+  }
+
+  /** The connections' effective `synchronous_commit` ('on' unless the server says otherwise; 'off' when relaxed). */
+  async synchronousCommit(): Promise<string> {
+    const [row] = await this.sql<{ synchronous_commit: string }[]>`SHOW synchronous_commit`;
+    return row!.synchronous_commit;
+  }
+
+  // ---- helpers ----------------------------------------------------------
+
+  /** The store clock in integer milliseconds, as an SQL fragment. */
+  private clock() {
+    return this.sql`(extract(epoch from clock_timestamp()) * 1000)::bigint`;
+  }
+
+  /**
+   * One round of activations in one statement. Rows are inserted/locked in (kind, id) order so
+   * that two overlapping batches can never deadlock.
+   */
+  private activateRound(sql: Queryable, round: Round<ActivationRequest>) {
+    const requests = round.map((entry) => entry.request);
+    // `<=`, not `<`: the owner holding epoch e activates its entities at e again after
+    // passivating them and must get its own row back; only a row stamped by a *newer* claim
+    // (a higher epoch) is refused.
+    return sql<{ kind: string; id: string; state: string; version: number }[]>`
+      INSERT INTO concord_entities AS e (kind, id, state, version, epoch)
+      SELECT r.kind, r.id, r.state, 0, r.epoch
+      FROM unnest(
+        ${requests.map((q) => q.kind)}::text[],
+        ${requests.map((q) => q.id)}::text[],
+        ${requests.map((q) => q.epoch)}::bigint[],
+        ${requests.map((q) => q.initialState)}::text[]
+      ) AS r (kind, id, epoch, state)
+      ORDER BY r.kind, r.id
+      ON CONFLICT (kind, id) DO UPDATE SET epoch = excluded.epoch
+      WHERE e.epoch <= excluded.epoch
+      RETURNING e.kind, e.id, e.state, e.version`;
+  }
+
+  /**
+   * One round of fenced writes in one statement. The target rows are first locked in
+   * (kind, id) order (the MATERIALIZED CTE), so that two overlapping batches can never
+   * deadlock; the UPDATE then re-checks epoch and version against the newest row versions.
+   */
+  private writeRound(sql: Queryable, round: Round<WriteRequest>) {
+    const requests = round.map((entry) => entry.request);
+    return sql<{ i: number }[]>`
+      WITH req AS (
+        SELECT * FROM unnest(
+          ${requests.map((q) => q.kind)}::text[],
+          ${requests.map((q) => q.id)}::text[],
+          ${requests.map((q) => q.epoch)}::bigint[],
+          ${requests.map((q) => q.expectedVersion)}::bigint[],
+          ${requests.map((q) => q.newVersion)}::bigint[],
+          ${requests.map((q) => q.state)}::text[]
+        ) WITH ORDINALITY AS r (kind, id, epoch, expected_version, new_version, state, i)
+      ),
+      locked AS MATERIALIZED (
+        SELECT req.* FROM concord_entities AS e JOIN req ON e.kind = req.kind AND e.id = req.id
+        ORDER BY e.kind, e.id
+        FOR UPDATE OF e
+      )
+      UPDATE concord_entities AS e SET state = l.state, version = l.new_version
+      FROM locked AS l
+      WHERE e.kind = l.kind AND e.id = l.id AND e.epoch = l.epoch AND e.version = l.expected_version
+      RETURNING l.i`;
+  }
+
+  private async createMigrationsTable(): Promise<void> {
+    // Concurrent `CREATE TABLE IF NOT EXISTS` can still collide in the catalogs (unique
+    // violation on pg_type, or duplicate table); the loser simply tries again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.sql.unsafe(MIGRATIONS_TABLE.postgres);
+        return;
+      } catch (err) {
+        if (attempt >= 5 || !isPgError(err, ['23505', '42P07', '42710'])) throw err;
+      }
+    }
+  }
+
+  /**
+   * One migration = one transaction that first inserts its version row. A concurrent migrator
+   * inserting the same version blocks on the primary key until the first one finishes; it then
+   * gets a unique violation (the migration is applied) or, if the first one rolled back,
+   * proceeds to apply it itself. No session-level lock is needed.
+   */
+  private async applyMigration(migration: Migration): Promise<void> {
+    try {
+      await this.sql.begin(async (tx) => {
+        await tx`
+          INSERT INTO concord_migrations (version, applied_at) VALUES (${migration.version}, ${this.clock()})`;
+        await tx.unsafe(migration.postgres);
+      });
+    } catch (err) {
+      if (isPgError(err, ['23505']) && err.constraint_name === 'concord_migrations_pkey') return;
+      throw err;
+    }
+  }
+}
+
+type Round<T> = { index: number; request: T }[];
+
+/**
+ * Splits a batch into rounds in which no (kind, id) occurs twice (one SQL statement cannot
+ * update a row twice); the requests for one key keep their order across rounds. Almost every
+ * batch is a single round, i.e. a single statement.
+ */
+function intoRounds<T extends { kind: string; id: string }>(requests: readonly T[]): Round<T>[] {
+  const seen = new Map<string, number>();
+  const rounds: Round<T>[] = [];
+  requests.forEach((request, index) => {
+    const key = entityKey(request.kind, request.id);
+    const r = seen.get(key) ?? 0;
+    seen.set(key, r + 1);
+    let round = rounds[r];
+    if (!round) {
+      round = [];
+      rounds[r] = round;
+    }
+    round.push({ index, request });
+  });
+  return rounds;
+}
+
+function entityKey(kind: string, id: string): string {
+  return JSON.stringify([kind, id]);
+}
+
+function isPgError(err: unknown, codes: string[]): err is postgres.PostgresError {
+  return err instanceof postgres.PostgresError && codes.includes(err.code);
+}

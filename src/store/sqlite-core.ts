@@ -1,0 +1,340 @@
+/**
+ * The SQLite backend, synchronous: one better-sqlite3 connection doing all the work.
+ * SqliteStore runs it in a worker thread so that fsync and busy waits never block a node's
+ * event loop.
+ *
+ * Many node processes share one database file. Every write transaction is `BEGIN IMMEDIATE`:
+ * it takes the file's single write lock before reading anything, so each one sees the latest
+ * committed data and the whole transaction is atomic with respect to every other process
+ * (there are no lost updates and no upgrade deadlocks). Waits for the lock are bounded by
+ * busy_timeout; past it the call throws SQLITE_BUSY, which the runtime treats as "store
+ * unavailable".
+ *
+ * The store clock is SQLite's own (`unixepoch('subsec')`, the clock of the machine holding the
+ * file, which every process sharing the file shares); node-supplied times are never used.
+ */
+import Database from 'better-sqlite3';
+import { assertShardCount, META, MIGRATIONS, MIGRATIONS_TABLE, shardCountMismatch } from './migrations.js';
+import type {
+  ActivationRequest,
+  ActivationResult,
+  EntityRow,
+  NodeList,
+  NodeRecord,
+  NodeStatus,
+  RegisterRequest,
+  RegisterResult,
+  ShardRecord,
+  Store,
+  StoreOptions,
+  WriteRequest,
+} from './types.js';
+
+/** The Store's methods, made synchronous. */
+export type SyncStore = {
+  [K in Exclude<keyof Store, 'backend'>]: (...args: Parameters<Store[K]>) => Awaited<ReturnType<Store[K]>>;
+};
+
+/** Names of the methods a SqliteCore answers (what the worker protocol may call). */
+export type CoreMethod = keyof SqliteCore;
+
+/** Store clock in integer milliseconds. Within one statement SQLite returns the same 'now'. */
+const NOW_MS = "CAST(round(unixepoch('subsec') * 1000) AS INTEGER)";
+
+const BUSY_TIMEOUT_MS = 5000;
+
+interface NodeRow {
+  name: string;
+  incarnation: number;
+  address: string;
+  http_address: string | null;
+  status: NodeStatus;
+  lease_expires_at: number;
+}
+
+export class SqliteCore implements SyncStore {
+  private readonly db: Database.Database;
+  private readonly statements = new Map<string, Database.Statement>();
+
+  constructor(path: string, options: StoreOptions = {}) {
+    this.db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
+    try {
+      // busy_timeout first: switching to WAL needs a lock another process may hold.
+      this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      this.db.pragma('journal_mode = WAL');
+      // In WAL mode, FULL fsyncs the log at every commit (survives power loss); NORMAL only at
+      // checkpoints (survives any process crash, may lose the last commits on power loss).
+      this.db.pragma(`synchronous = ${options.durability === 'relaxed' ? 'NORMAL' : 'FULL'}`);
+    } catch (err) {
+      this.db.close();
+      throw err;
+    }
+  }
+
+  /** The connection's `PRAGMA synchronous` (2 = FULL, 1 = NORMAL); for diagnostics and tests. */
+  synchronousLevel(): number {
+    return this.db.pragma('synchronous', { simple: true }) as number;
+  }
+
+  close(): void {
+    this.statements.clear();
+    this.db.close();
+  }
+
+  migrate(): void {
+    // The whole walk is one IMMEDIATE transaction: a concurrent migrator waits for the write
+    // lock, then finds every version already recorded and does nothing.
+    this.immediate(() => {
+      this.db.exec(MIGRATIONS_TABLE.sqlite);
+      const rows = this.db.prepare('SELECT version FROM concord_migrations').all() as { version: number }[];
+      const applied = new Set(rows.map((row) => row.version));
+      for (const migration of MIGRATIONS) {
+        if (applied.has(migration.version)) continue;
+        this.db.exec(migration.sqlite);
+        this.db
+          .prepare(`INSERT INTO concord_migrations (version, applied_at) VALUES (?, ${NOW_MS})`)
+          .run(migration.version);
+      }
+    });
+  }
+
+  now(): number {
+    return this.clock();
+  }
+
+  // ---- membership -------------------------------------------------------
+
+  registerNode(req: RegisterRequest): RegisterResult {
+    return this.immediate(() => {
+      const now = this.clock();
+      const highWater = Number(this.readMeta(META.incarnationHighWater) ?? 0);
+      const candidate = Math.max(now, highWater + 1);
+      // Replaces an existing row only when its lease has expired by the store clock: while the
+      // old incarnation's lease runs it may still be serving, and nobody may claim its shards,
+      // so a second process with the same name must wait.
+      const row = this.statement(
+        `INSERT INTO concord_nodes (name, incarnation, address, http_address, status, started_at, lease_expires_at)
+         VALUES (:name, :incarnation, :address, :httpAddress, 'alive', :now, :now + :ttlMs)
+         ON CONFLICT (name) DO UPDATE SET
+           incarnation = max(concord_nodes.incarnation + 1, excluded.incarnation),
+           address = excluded.address,
+           http_address = excluded.http_address,
+           status = 'alive',
+           started_at = excluded.started_at,
+           lease_expires_at = excluded.lease_expires_at
+         WHERE concord_nodes.lease_expires_at <= excluded.started_at
+         RETURNING incarnation, lease_expires_at`,
+      ).get({
+        name: req.name,
+        incarnation: candidate,
+        address: req.address,
+        httpAddress: req.httpAddress,
+        now,
+        ttlMs: req.ttlMs,
+      }) as { incarnation: number; lease_expires_at: number } | undefined;
+
+      if (row) {
+        this.writeMeta(META.incarnationHighWater, String(row.incarnation));
+        return { ok: true, incarnation: row.incarnation, leaseExpiresAt: row.lease_expires_at, now };
+      }
+      const holder = this.statement('SELECT incarnation, lease_expires_at FROM concord_nodes WHERE name = ?').get(
+        req.name,
+      ) as { incarnation: number; lease_expires_at: number };
+      return { ok: false, incarnation: holder.incarnation, leaseExpiresAt: holder.lease_expires_at, now };
+    });
+  }
+
+  renewLease(name: string, incarnation: number, ttlMs: number): number | null {
+    // An expired lease is never extended: once it has expired, other nodes may already have
+    // claimed this node's shards, so reviving it would let two owners serve at once.
+    const row = this.immediate(
+      () =>
+        this.statement(
+          `UPDATE concord_nodes SET lease_expires_at = ${NOW_MS} + ?
+           WHERE name = ? AND incarnation = ? AND lease_expires_at > ${NOW_MS}
+           RETURNING lease_expires_at`,
+        ).get(ttlMs, name, incarnation) as { lease_expires_at: number } | undefined,
+    );
+    return row ? row.lease_expires_at : null;
+  }
+
+  setNodeStatus(name: string, incarnation: number, status: NodeStatus): boolean {
+    return this.immediate(
+      () =>
+        this.statement('UPDATE concord_nodes SET status = ? WHERE name = ? AND incarnation = ?').run(
+          status,
+          name,
+          incarnation,
+        ).changes === 1,
+    );
+  }
+
+  removeNode(name: string, incarnation: number): void {
+    this.immediate(() => {
+      this.statement('DELETE FROM concord_nodes WHERE name = ? AND incarnation = ?').run(name, incarnation);
+    });
+  }
+
+  listNodes(): NodeList {
+    // One statement, so `now` and the rows are read together (the LEFT JOIN keeps `now` when
+    // there are no rows).
+    const rows = this.statement(
+      `SELECT c.now, n.name, n.incarnation, n.address, n.http_address, n.status, n.lease_expires_at
+       FROM (SELECT ${NOW_MS} AS now) AS c LEFT JOIN concord_nodes AS n ON 1
+       ORDER BY n.name`,
+    ).all() as ({ now: number } & (NodeRow | { [K in keyof NodeRow]: null }))[];
+    const now = rows[0]?.now ?? this.clock();
+    const nodes: NodeRecord[] = [];
+    for (const row of rows) {
+      if (row.name === null) continue;
+      nodes.push({
+        name: row.name,
+        incarnation: row.incarnation,
+        address: row.address,
+        httpAddress: row.http_address,
+        status: row.status,
+        leaseExpiresAt: row.lease_expires_at,
+      });
+    }
+    return { now, nodes };
+  }
+
+  pruneNodes(graceMs: number): number {
+    return this.immediate(
+      () => this.statement(`DELETE FROM concord_nodes WHERE lease_expires_at < ${NOW_MS} - ?`).run(graceMs).changes,
+    );
+  }
+
+  // ---- shards -----------------------------------------------------------
+
+  initShards(count: number): void {
+    assertShardCount(count);
+    this.immediate(() => {
+      const recorded = this.readMeta(META.shardCount);
+      if (recorded !== undefined && Number(recorded) !== count) {
+        throw shardCountMismatch(Number(recorded), count);
+      }
+      if (recorded === undefined) this.writeMeta(META.shardCount, String(count));
+      const insert = this.statement(
+        'INSERT INTO concord_shards (shard, owner, owner_incarnation, epoch) VALUES (?, NULL, NULL, 0) ON CONFLICT (shard) DO NOTHING',
+      );
+      for (let shard = 0; shard < count; shard++) insert.run(shard);
+    });
+  }
+
+  listShards(): ShardRecord[] {
+    const rows = this.statement(
+      'SELECT shard, owner, owner_incarnation, epoch FROM concord_shards ORDER BY shard',
+    ).all() as { shard: number; owner: string | null; owner_incarnation: number | null; epoch: number }[];
+    return rows.map((row) => ({
+      shard: row.shard,
+      owner: row.owner,
+      ownerIncarnation: row.owner_incarnation,
+      epoch: row.epoch,
+    }));
+  }
+
+  claimShard(shard: number, expectedEpoch: number, owner: string, ownerIncarnation: number): number | null {
+    const row = this.immediate(
+      () =>
+        this.statement(
+          `UPDATE concord_shards SET owner = ?, owner_incarnation = ?, epoch = epoch + 1
+           WHERE shard = ? AND epoch = ?
+             AND (owner IS NULL OR NOT EXISTS (
+               SELECT 1 FROM concord_nodes AS n
+               WHERE n.name = concord_shards.owner
+                 AND n.incarnation = concord_shards.owner_incarnation
+                 AND n.lease_expires_at > ${NOW_MS}))
+           RETURNING epoch`,
+        ).get(owner, ownerIncarnation, shard, expectedEpoch) as { epoch: number } | undefined,
+    );
+    return row ? row.epoch : null;
+  }
+
+  releaseShard(shard: number, epoch: number, owner: string, ownerIncarnation: number): boolean {
+    return this.immediate(
+      () =>
+        this.statement(
+          `UPDATE concord_shards SET owner = NULL, owner_incarnation = NULL
+           WHERE shard = ? AND epoch = ? AND owner = ? AND owner_incarnation = ?`,
+        ).run(shard, epoch, owner, ownerIncarnation).changes === 1,
+    );
+  }
+
+  // ---- entities ---------------------------------------------------------
+
+  activate(requests: ActivationRequest[]): ActivationResult[] {
+    if (requests.length === 0) return [];
+    // `<=`, not `<`: the owner holding epoch e activates its entities at e again after
+    // passivating them and must get its own row back; only a row stamped by a *newer* claim
+    // (a higher epoch) is refused.
+    const upsert = this.statement(
+      `INSERT INTO concord_entities (kind, id, state, version, epoch) VALUES (?, ?, ?, 0, ?)
+       ON CONFLICT (kind, id) DO UPDATE SET epoch = excluded.epoch
+       WHERE concord_entities.epoch <= excluded.epoch
+       RETURNING state, version`,
+    );
+    return this.immediate(() =>
+      requests.map((req): ActivationResult => {
+        const row = upsert.get(req.kind, req.id, req.initialState, req.epoch) as
+          | { state: string; version: number }
+          | undefined;
+        return row ? { ok: true, state: row.state, version: row.version } : { ok: false };
+      }),
+    );
+  }
+
+  write(requests: WriteRequest[]): boolean[] {
+    if (requests.length === 0) return [];
+    const update = this.statement(
+      `UPDATE concord_entities SET state = ?, version = ?
+       WHERE kind = ? AND id = ? AND epoch = ? AND version = ?`,
+    );
+    // One transaction for the batch: one fsync (group commit).
+    return this.immediate(() =>
+      requests.map(
+        (req) => update.run(req.state, req.newVersion, req.kind, req.id, req.epoch, req.expectedVersion).changes === 1,
+      ),
+    );
+  }
+
+  readEntity(kind: string, id: string): EntityRow | null {
+    const row = this.statement(
+      'SELECT kind, id, state, version, epoch FROM concord_entities WHERE kind = ? AND id = ?',
+    ).get(kind, id) as EntityRow | undefined;
+    return row ?? null;
+  }
+
+  // ---- helpers ----------------------------------------------------------
+
+  private clock(): number {
+    return (this.statement(`SELECT ${NOW_MS} AS now`).get() as { now: number }).now;
+  }
+
+  /** Prepared once per connection, on first use (tables may not exist before migrate()). */
+  private statement(sql: string): Database.Statement {
+    let stmt = this.statements.get(sql);
+    if (!stmt) {
+      stmt = this.db.prepare(sql);
+      this.statements.set(sql, stmt);
+    }
+    return stmt;
+  }
+
+  private immediate<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  private readMeta(key: string): string | undefined {
+    const row = this.statement('SELECT value FROM concord_meta WHERE key = ?').get(key) as
+      | { value: string }
+      | undefined;
+    return row?.value;
+  }
+
+  private writeMeta(key: string, value: string): void {
+    this.statement(
+      'INSERT INTO concord_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+    ).run(key, value);
+  }
+}

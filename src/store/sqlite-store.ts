@@ -1,0 +1,258 @@
+/**
+ * SqliteStore: the asynchronous SQLite Store. The work is done by a SqliteCore running in a
+ * worker thread, so that fsync and waits for another process's write lock never block the
+ * node's event loop (which must keep renewing its lease and answering peers meanwhile).
+ * Requests reach the worker, and are answered, strictly in submission order.
+ *
+ * Where the core runs:
+ * - compiled output (`dist/src/store/sqlite-store.js`): in a worker loaded from the sibling
+ *   `sqlite-worker.js`;
+ * - TypeScript sources loaded directly (vitest, ts loaders): this module's URL ends in `.ts`
+ *   and a plain Worker cannot load `sqlite-worker.ts`, so the core runs in-process instead
+ *   (same behaviour, except that SQLite calls block the calling thread);
+ * - `{ inProcess: true }` forces the in-process mode anywhere.
+ */
+import { Worker } from 'node:worker_threads';
+import { type ConcordErrorCode, ConfigMismatch, errorFromShape } from '../errors.js';
+import { type CoreMethod, SqliteCore } from './sqlite-core.js';
+import type { WireError, WorkerInit, WorkerRequest, WorkerResponse } from './sqlite-worker.js';
+import type {
+  ActivationRequest,
+  ActivationResult,
+  EntityRow,
+  NodeList,
+  NodeStatus,
+  RegisterRequest,
+  RegisterResult,
+  ShardRecord,
+  Store,
+  StoreOptions,
+  WriteRequest,
+} from './types.js';
+
+export interface SqliteStoreOptions extends StoreOptions {
+  /** Run SQLite on the calling thread instead of a worker thread. */
+  inProcess?: boolean;
+}
+
+const RUNNING_FROM_SOURCE = import.meta.url.endsWith('.ts');
+const WORKER_URL = new URL('./sqlite-worker.js', import.meta.url);
+
+type Args<M extends CoreMethod> = Parameters<SqliteCore[M]>;
+type Result<M extends CoreMethod> = ReturnType<SqliteCore[M]>;
+
+interface CoreRunner {
+  call<M extends CoreMethod>(method: M, args: Args<M>): Promise<Result<M>>;
+  close(): Promise<void>;
+}
+
+export class SqliteStore implements Store {
+  readonly backend = 'sqlite' as const;
+  /** Whether SQLite runs in a worker thread (false: on the calling thread). */
+  readonly usesWorker: boolean;
+  private readonly runner: CoreRunner;
+
+  /** Opens the file (creating it if missing); call migrate() before anything else. */
+  constructor(path: string, options: SqliteStoreOptions = {}) {
+    const { inProcess, ...storeOptions } = options;
+    this.usesWorker = !(inProcess ?? RUNNING_FROM_SOURCE);
+    this.runner = this.usesWorker ? new WorkerRunner(path, storeOptions) : new InProcessRunner(path, storeOptions);
+  }
+
+  migrate(): Promise<void> {
+    return this.runner.call('migrate', []);
+  }
+
+  close(): Promise<void> {
+    return this.runner.close();
+  }
+
+  now(): Promise<number> {
+    return this.runner.call('now', []);
+  }
+
+  registerNode(req: RegisterRequest): Promise<RegisterResult> {
+    return this.runner.call('registerNode', [req]);
+  }
+
+  renewLease(name: string, incarnation: number, ttlMs: number): Promise<number | null> {
+    return this.runner.call('renewLease', [name, incarnation, ttlMs]);
+  }
+
+  setNodeStatus(name: string, incarnation: number, status: NodeStatus): Promise<boolean> {
+    return this.runner.call('setNodeStatus', [name, incarnation, status]);
+  }
+
+  removeNode(name: string, incarnation: number): Promise<void> {
+    return this.runner.call('removeNode', [name, incarnation]);
+  }
+
+  listNodes(): Promise<NodeList> {
+    return this.runner.call('listNodes', []);
+  }
+
+  pruneNodes(graceMs: number): Promise<number> {
+    return this.runner.call('pruneNodes', [graceMs]);
+  }
+
+  initShards(count: number): Promise<void> {
+    return this.runner.call('initShards', [count]);
+  }
+
+  listShards(): Promise<ShardRecord[]> {
+    return this.runner.call('listShards', []);
+  }
+
+  claimShard(shard: number, expectedEpoch: number, owner: string, ownerIncarnation: number): Promise<number | null> {
+    return this.runner.call('claimShard', [shard, expectedEpoch, owner, ownerIncarnation]);
+  }
+
+  releaseShard(shard: number, epoch: number, owner: string, ownerIncarnation: number): Promise<boolean> {
+    return this.runner.call('releaseShard', [shard, epoch, owner, ownerIncarnation]);
+  }
+
+  activate(requests: ActivationRequest[]): Promise<ActivationResult[]> {
+    return this.runner.call('activate', [requests]);
+  }
+
+  write(requests: WriteRequest[]): Promise<boolean[]> {
+    return this.runner.call('write', [requests]);
+  }
+
+  readEntity(kind: string, id: string): Promise<EntityRow | null> {
+    return this.runner.call('readEntity', [kind, id]);
+  }
+
+  /** The connection's effective `PRAGMA synchronous`: 'FULL' (strict) or 'NORMAL' (relaxed). */
+  async synchronousMode(): Promise<string> {
+    const level = await this.runner.call('synchronousLevel', []);
+    return ['OFF', 'NORMAL', 'FULL', 'EXTRA'][level] ?? String(level);
+  }
+}
+
+function closedError(): Error {
+  return new Error('the SQLite store is closed');
+}
+
+/** Runs the core on the calling thread. Each call completes before it returns. */
+class InProcessRunner implements CoreRunner {
+  private core: SqliteCore | undefined;
+  private failure: unknown;
+
+  constructor(path: string, options: StoreOptions) {
+    try {
+      this.core = new SqliteCore(path, options);
+    } catch (err) {
+      this.failure = err;
+    }
+  }
+
+  call<M extends CoreMethod>(method: M, args: Args<M>): Promise<Result<M>> {
+    try {
+      if (!this.core) throw this.failure;
+      const fn = this.core[method] as (...a: Args<M>) => Result<M>;
+      return Promise.resolve(fn.apply(this.core, args));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.core?.close();
+    this.core = undefined;
+    this.failure = closedError();
+  }
+}
+
+/** Runs the core in a worker thread; see sqlite-worker.ts for the other side. */
+class WorkerRunner implements CoreRunner {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: unknown) => void }>();
+  private readonly exited: Promise<void>;
+  private nextId = 1;
+  private failure: Error | undefined;
+  private closing = false;
+
+  constructor(path: string, options: StoreOptions) {
+    const init: WorkerInit = { path, options };
+    this.worker = new Worker(WORKER_URL, { workerData: init });
+    // An idle store does not keep the process alive; a pending request does.
+    this.worker.unref();
+    this.worker.on('message', (res: WorkerResponse) => this.settle(res));
+    this.worker.on('error', (err) => this.fail(err));
+    this.exited = new Promise((resolve) => {
+      this.worker.once('exit', (code) => {
+        this.fail(code === 0 ? closedError() : new Error(`the SQLite worker thread exited with code ${code}`));
+        resolve();
+      });
+    });
+  }
+
+  call<M extends CoreMethod>(method: M, args: Args<M>): Promise<Result<M>> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    const request: WorkerRequest = { id, method, args };
+    return new Promise<Result<M>>((resolve, reject) => {
+      if (this.pending.size === 0 && !this.closing) this.worker.ref();
+      this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      this.worker.postMessage(request);
+    });
+  }
+
+  async close(): Promise<void> {
+    // Stay referenced until the thread has exited, or the process could end while close()
+    // is still pending.
+    this.closing = true;
+    this.worker.ref();
+    if (!this.failure) {
+      // Queued behind every request already submitted, so those finish first.
+      await this.call('close', []);
+    }
+    await this.exited;
+  }
+
+  private settle(res: WorkerResponse): void {
+    const entry = this.pending.get(res.id);
+    if (!entry) return;
+    this.pending.delete(res.id);
+    if (this.pending.size === 0 && !this.closing) this.worker.unref();
+    if (res.ok) entry.resolve(res.value);
+    else entry.reject(fromWireError(res.error));
+  }
+
+  /** The worker is gone: every pending and later request fails with `err`. */
+  private fail(err: Error): void {
+    this.failure ??= err;
+    for (const entry of this.pending.values()) entry.reject(err);
+    this.pending.clear();
+  }
+}
+
+const BUILTIN_ERRORS: Record<string, new (message: string) => Error> = {
+  RangeError,
+  TypeError,
+};
+
+/** Rebuild an error from the worker: same class for concord errors, same name, message and code. */
+function fromWireError(wire: WireError): Error {
+  let err: Error;
+  if (wire.concord && wire.code === 'CONFIG_MISMATCH') {
+    err = new ConfigMismatch(wire.message, wire.details);
+  } else if (wire.concord) {
+    err = errorFromShape({
+      code: wire.code as ConcordErrorCode,
+      name: wire.name,
+      message: wire.message,
+      details: wire.details,
+    });
+  } else {
+    const ErrorClass = BUILTIN_ERRORS[wire.name] ?? Error;
+    err = new ErrorClass(wire.message);
+    err.name = wire.name;
+    if (wire.code !== undefined) Object.assign(err, { code: wire.code });
+  }
+  if (wire.stack) {
+    err.stack = `${err.stack ?? ''}\n    --- in the SQLite worker thread ---\n${wire.stack}`;
+  }
+  return err;
+}

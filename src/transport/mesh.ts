@@ -1,0 +1,598 @@
+/**
+ * The set of peer connections of one node: who to dial, which connection wins, request routing,
+ * handlers, liveness and events. See index.ts for the overview.
+ */
+import { EventEmitter } from 'node:events';
+import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
+import { Stopped, Timeout, Unavailable } from '../errors.js';
+import { parseAddress } from './address.js';
+import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from './backoff.js';
+import { Connection, type ConnectionContext, type ConnectionHooks } from './connection.js';
+import { PeerUnreachable } from './errors.js';
+import type { FaultSwitch } from './faults.js';
+import { createPackr, createUnpackr, DEFAULT_MAX_FRAME_BYTES, PRE_AUTH_MAX_FRAME_BYTES } from './frame.js';
+import { PendingRequest } from './pending.js';
+import { type PeerId, type PeerInfo, silentLogger, type TransportLogger } from './types.js';
+
+export interface MeshOptions {
+  self: PeerId;
+  /** Cluster secret for the handshake; never sent over the wire. */
+  secret: string;
+  /** Interface to listen on, e.g. '127.0.0.1'. */
+  host: string;
+  /** Port to listen on; 0 picks an ephemeral one (see `listen()`'s result). */
+  port: number;
+  /** Largest frame body accepted once a peer is authenticated. Default 16 MiB. Pre-auth frames are capped at 4 KiB. */
+  maxFrameBytes?: number;
+  /** Time for connect + handshake before the socket is dropped. Default 2000. */
+  handshakeTimeoutMs?: number;
+  /** Ping period. A peer from which nothing arrived for 3 periods is closed. Default 1000. */
+  pingIntervalMs?: number;
+  /** Per-connection write backlog above which `send` returns false and `request` fails fast. Default 64 MiB. */
+  maxQueuedBytes?: number;
+  /** Unauthenticated inbound connections allowed at once; more are dropped on accept. Default 128. */
+  maxPendingHandshakes?: number;
+  /** Re-dial delays. Default 50 ms doubling to a 1 s cap, with jitter. */
+  backoff?: BackoffPolicy;
+  /** Test-only fault injection. */
+  faults?: FaultSwitch;
+  logger?: TransportLogger;
+}
+
+export interface MeshEvents {
+  /** An authenticated connection to `peer` is open. */
+  'peer-up': [peer: PeerId];
+  /** The connection to `peer` closed (`reason` is human-readable). Re-dialing, if ours to do, is automatic. */
+  'peer-down': [peer: PeerId, reason: string];
+}
+
+/** Answers a request; a thrown error or rejected promise goes back to the caller as an error response. */
+export type RequestHandler = (from: PeerId, body: unknown) => unknown;
+export type MessageHandler = (from: PeerId, body: unknown) => void;
+
+interface PeerSlot {
+  info: PeerInfo;
+  /** Outgoing connection still in its handshake. */
+  dial: Connection | null;
+  /** Dials since the last stable connection (drives the backoff). */
+  attempt: number;
+  retryTimer: NodeJS.Timeout | null;
+}
+
+const DEFAULT_PING_INTERVAL_MS = 1000;
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 2000;
+const DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+const DEFAULT_MAX_PENDING_HANDSHAKES = 128;
+const SILENT_INTERVALS = 3;
+/** A connection that stayed open this long resets the re-dial backoff when it drops. */
+const STABLE_CONNECTION_MS = 1000;
+const MAX_TIMER_MS = 0x7fffffff;
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (
+    (typeof v === 'object' || typeof v === 'function') &&
+    v !== null &&
+    typeof (v as { then?: unknown }).then === 'function'
+  );
+}
+
+function checkPositive(name: string, v: number | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  if (!Number.isFinite(v) || v <= 0) throw new TypeError(`MeshOptions.${name} must be a positive number`);
+  return v;
+}
+
+export class Mesh extends EventEmitter<MeshEvents> {
+  private readonly host: string;
+  private readonly port: number;
+  private readonly ctx: ConnectionContext;
+  private readonly logger: TransportLogger;
+  private readonly pingIntervalMs: number;
+  private readonly maxPendingHandshakes: number;
+  private readonly backoff: BackoffPolicy;
+  private readonly hooks: ConnectionHooks;
+
+  private server: Server | null = null;
+  private boundAddress: { host: string; port: number } | null = null;
+  /** The desired peer set, by name. */
+  private readonly slots = new Map<string, PeerSlot>();
+  /** Authenticated connections, one per peer name (listed or not). */
+  private readonly open = new Map<string, Connection>();
+  /** Connections still in their handshake, both directions. */
+  private readonly handshaking = new Set<Connection>();
+  private inboundHandshakes = 0;
+  /** Requests waiting for a connection to a listed peer. */
+  private readonly waiting = new Map<string, Set<PendingRequest>>();
+  private requestHandler: RequestHandler | null = null;
+  private messageHandler: MessageHandler | null = null;
+  private readonly pingTimer: NodeJS.Timeout;
+  private lastTickAt = 0;
+  private closing: Promise<void> | null = null;
+
+  constructor(opts: MeshOptions) {
+    super();
+    const { self } = opts;
+    if (typeof self?.name !== 'string' || self.name.length === 0 || self.name.length > 256) {
+      throw new TypeError('MeshOptions.self.name must be a non-empty string of at most 256 characters');
+    }
+    if (!Number.isSafeInteger(self.incarnation) || self.incarnation < 0) {
+      throw new TypeError('MeshOptions.self.incarnation must be a non-negative integer');
+    }
+    if (typeof opts.secret !== 'string' || opts.secret.length === 0) {
+      throw new TypeError('MeshOptions.secret must be a non-empty string');
+    }
+    const maxFrameBytes = checkPositive('maxFrameBytes', opts.maxFrameBytes, DEFAULT_MAX_FRAME_BYTES);
+    if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < PRE_AUTH_MAX_FRAME_BYTES || maxFrameBytes > 0xffffffff) {
+      throw new TypeError(`MeshOptions.maxFrameBytes must be an integer in [${PRE_AUTH_MAX_FRAME_BYTES}, 2^32)`);
+    }
+    this.host = opts.host;
+    this.port = opts.port;
+    this.logger = opts.logger ?? silentLogger;
+    this.pingIntervalMs = checkPositive('pingIntervalMs', opts.pingIntervalMs, DEFAULT_PING_INTERVAL_MS);
+    this.maxPendingHandshakes = checkPositive(
+      'maxPendingHandshakes',
+      opts.maxPendingHandshakes,
+      DEFAULT_MAX_PENDING_HANDSHAKES,
+    );
+    this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
+    this.ctx = {
+      self: Object.freeze({ name: self.name, incarnation: self.incarnation }),
+      secret: Buffer.from(opts.secret, 'utf8'),
+      packr: createPackr(),
+      unpackr: createUnpackr(),
+      maxFrameBytes,
+      handshakeTimeoutMs: checkPositive('handshakeTimeoutMs', opts.handshakeTimeoutMs, DEFAULT_HANDSHAKE_TIMEOUT_MS),
+      maxQueuedBytes: checkPositive('maxQueuedBytes', opts.maxQueuedBytes, DEFAULT_MAX_QUEUED_BYTES),
+      faults: opts.faults ?? null,
+      logger: this.logger,
+    };
+    this.hooks = {
+      admit: (conn, peer) => this.admit(conn, peer),
+      onOpen: (conn) => this.onOpen(conn),
+      onClose: (conn, reason, wasOpen) => this.onClose(conn, reason, wasOpen),
+      onRequest: (conn, id, body) => this.dispatchRequest(conn, id, body),
+      onMessage: (conn, body) => this.dispatchMessage(conn, body),
+    };
+    this.lastTickAt = performance.now();
+    this.pingTimer = setInterval(this.tick, this.pingIntervalMs);
+    this.pingTimer.unref();
+  }
+
+  // ---- public API -------------------------------------------------------------------------
+
+  /** This node's identity as presented in handshakes. */
+  get self(): Readonly<PeerId> {
+    return this.ctx.self;
+  }
+
+  /**
+   * Changes this node's incarnation (e.g. once the membership table assigned one, or after the
+   * node lost its lease and rejoined). Every connection is closed so that it is re-established
+   * under the new identity (dials restart at once; lower-named peers re-dial us): requests in
+   * flight on them reject with `PeerUnreachable` (`maybeDelivered` true).
+   */
+  setSelfIncarnation(incarnation: number): void {
+    if (!Number.isSafeInteger(incarnation) || incarnation < 0) {
+      throw new TypeError('incarnation must be a non-negative integer');
+    }
+    if (this.closing !== null || incarnation === this.ctx.self.incarnation) return;
+    this.ctx.self = Object.freeze({ name: this.ctx.self.name, incarnation });
+    this.logger.info({ self: this.ctx.self }, 'peer transport identity changed');
+    for (const conn of [...this.open.values(), ...this.handshaking]) conn.close('own incarnation changed');
+    for (const slot of this.slots.values()) {
+      if (slot.retryTimer !== null) clearTimeout(slot.retryTimer);
+      slot.retryTimer = null;
+      slot.attempt = 0;
+      this.dialNow(slot);
+    }
+  }
+
+  /** Starts accepting peers. Resolves with the bound address (useful with port 0). */
+  async listen(): Promise<{ host: string; port: number }> {
+    if (this.closing !== null) throw new Stopped('mesh is closed');
+    if (this.server !== null) throw new Error('Mesh.listen() was already called');
+    const server = createServer((socket) => this.onInbound(socket));
+    this.server = server;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(this.port, this.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      this.server = null;
+      throw err;
+    }
+    server.on('error', (err) => this.logger.warn({ err: messageOf(err) }, 'peer listener error'));
+    const addr = server.address() as AddressInfo;
+    this.boundAddress = { host: addr.address, port: addr.port };
+    this.logger.info({ self: this.self, ...this.boundAddress }, 'peer transport listening');
+    return { ...this.boundAddress };
+  }
+
+  /** The bound address once `listen()` resolved. */
+  get address(): { host: string; port: number } | null {
+    return this.boundAddress === null ? null : { ...this.boundAddress };
+  }
+
+  /**
+   * Sets the desired peer set (normally the live rows of the membership table; this node's own
+   * name is ignored). Only one connection exists per pair: the node whose name sorts lower
+   * (JavaScript string order) dials; the higher one accepts. Dials are retried with exponential
+   * backoff and jitter (capped at ~1 s) for as long as the peer stays in the set.
+   *
+   * Connections to peers no longer in the set, or to an incarnation older than the listed one,
+   * are closed. A connection to a NEWER incarnation than listed is kept (the list lags behind a
+   * restart). An acceptor also admits authenticated lower-named peers it does not list yet (its
+   * view of the membership may lag too) until the next `setPeers` that still omits them.
+   */
+  setPeers(peers: readonly PeerInfo[]): void {
+    if (this.closing !== null) return;
+    const desired = new Map<string, PeerInfo>();
+    for (const p of peers) {
+      if (p.name === this.self.name) continue;
+      const prev = desired.get(p.name);
+      if (prev === undefined || p.incarnation > prev.incarnation) {
+        desired.set(p.name, { name: p.name, incarnation: p.incarnation, address: p.address });
+      }
+    }
+    for (const [name, slot] of this.slots) {
+      if (!desired.has(name)) this.dropSlot(slot, 'peer left the peer set');
+    }
+    for (const [name, conn] of this.open) {
+      const want = desired.get(name);
+      if (want === undefined) conn.close('peer left the peer set', { graceful: true });
+      else if (conn.peer!.incarnation < want.incarnation) {
+        conn.close(`replaced by incarnation ${want.incarnation}`, { graceful: true });
+      }
+    }
+    for (const info of desired.values()) {
+      let slot = this.slots.get(info.name);
+      if (slot === undefined) {
+        slot = { info, dial: null, attempt: 0, retryTimer: null };
+        this.slots.set(info.name, slot);
+      } else if (slot.info.address !== info.address || slot.info.incarnation !== info.incarnation) {
+        slot.info = info;
+        // A dial in flight targets the old address or incarnation: start over right away.
+        slot.dial?.close('peer address or incarnation changed');
+        if (slot.retryTimer !== null) clearTimeout(slot.retryTimer);
+        slot.retryTimer = null;
+        slot.attempt = 0;
+      }
+      if (slot.dial === null && slot.retryTimer === null) this.dialNow(slot);
+    }
+  }
+
+  /** Registers the handler for incoming requests (replacing any previous one). */
+  onRequest(handler: RequestHandler): void {
+    this.requestHandler = handler;
+  }
+
+  /** Registers the handler for incoming fire-and-forget messages (replacing any previous one). */
+  onMessage(handler: MessageHandler): void {
+    this.messageHandler = handler;
+  }
+
+  /**
+   * Sends `body` to `peer`'s request handler and resolves with its answer. Rejects with:
+   * - `PeerUnreachable` (code UNAVAILABLE) if `peer` is neither connected nor in the peer set,
+   *   if no connection to it opened within `timeoutMs`, if it left the set while the request
+   *   waited, if the write backlog is full, or if the connection dropped before the answer
+   *   (then `maybeDelivered` is true);
+   * - `Timeout` if the request was written but no answer came within `timeoutMs`;
+   * - the handler's error (rebuilt with `errorFromShape`, so `code`/`message`/`details` survive);
+   * - a BAD_MESSAGE `ConcordError` if `body` cannot be encoded or exceeds the frame limit;
+   * - `Stopped` if the mesh is closed.
+   * Requests to a name are served by whatever incarnation is connected under that name. This
+   * node's own name is never a peer (local calls are the caller's business).
+   */
+  request(peer: string, body: unknown, timeoutMs: number): Promise<unknown> {
+    return new Promise<unknown>((resolve, reject) => {
+      if (this.closing !== null) {
+        reject(new Stopped('peer transport is closed'));
+        return;
+      }
+      const ms = Number.isFinite(timeoutMs) ? Math.min(Math.max(timeoutMs, 1), MAX_TIMER_MS) : MAX_TIMER_MS;
+      const request = new PendingRequest(peer, body, ms, resolve, reject, this.onRequestTimeout);
+      const conn = this.open.get(peer);
+      if (conn !== undefined) {
+        conn.sendRequest(request);
+        return;
+      }
+      if (!this.slots.has(peer)) {
+        request.reject(new PeerUnreachable(peer, `${peer} is not connected and not in the peer set`));
+        return;
+      }
+      let queue = this.waiting.get(peer);
+      if (queue === undefined) {
+        queue = new Set();
+        this.waiting.set(peer, queue);
+      }
+      queue.add(request);
+    });
+  }
+
+  /**
+   * Fire-and-forget; messages to one peer arrive in the order sent, for as long as one
+   * connection lasts. Returns false (message dropped) if there is no open connection to `peer`
+   * or its write backlog is full. Throws a BAD_MESSAGE `ConcordError` if `body` cannot be
+   * encoded or exceeds the frame limit. A message dropped by a fault switch still returns true.
+   */
+  send(peer: string, body: unknown): boolean {
+    if (this.closing !== null) return false;
+    const conn = this.open.get(peer);
+    return conn?.sendMessage(body) ?? false;
+  }
+
+  isConnected(peer: string): boolean {
+    return this.open.has(peer);
+  }
+
+  /** Peers with an open, authenticated connection. */
+  connectedPeers(): PeerId[] {
+    return [...this.open.values()].map((c) => ({ ...c.peer! }));
+  }
+
+  /**
+   * Stops listening, ends every connection (flushing what is queued), rejects pending and
+   * waiting requests with `Stopped`, and emits 'peer-down' for each open connection.
+   * Idempotent; resolves once the listener and all sockets are closed.
+   */
+  close(): Promise<void> {
+    if (this.closing !== null) return this.closing;
+    let resolveClosing!: () => void;
+    this.closing = new Promise((r) => {
+      resolveClosing = r;
+    });
+    clearInterval(this.pingTimer);
+    for (const slot of this.slots.values()) {
+      if (slot.retryTimer !== null) clearTimeout(slot.retryTimer);
+      slot.retryTimer = null;
+    }
+    for (const queue of this.waiting.values()) {
+      for (const request of queue) request.reject(new Stopped('peer transport closed'));
+    }
+    this.waiting.clear();
+    const conns = [...this.open.values(), ...this.handshaking];
+    const stopped = () => new Stopped('peer transport closed');
+    for (const conn of conns) {
+      conn.close('mesh closed', { graceful: conn.state === 'open', requestError: stopped });
+    }
+    this.slots.clear();
+    const server = this.server;
+    const serverClosed =
+      server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
+    Promise.all([serverClosed, ...conns.map((c) => c.closed)]).then(() => resolveClosing());
+    return this.closing;
+  }
+
+  // ---- connections ------------------------------------------------------------------------
+
+  private onInbound(socket: Socket): void {
+    if (this.closing !== null) {
+      socket.destroy();
+      return;
+    }
+    if (this.inboundHandshakes >= this.maxPendingHandshakes) {
+      this.logger.warn(
+        { remote: `${socket.remoteAddress}:${socket.remotePort}`, limit: this.maxPendingHandshakes },
+        'too many unauthenticated peer connections; dropping',
+      );
+      socket.destroy();
+      return;
+    }
+    this.inboundHandshakes++;
+    this.handshaking.add(new Connection(socket, this.ctx, this.hooks));
+  }
+
+  private isDialerFor(name: string): boolean {
+    return this.self.name < name;
+  }
+
+  /** True when a connection to the listed incarnation (or a newer one) is open. */
+  private isSatisfied(slot: PeerSlot): boolean {
+    const conn = this.open.get(slot.info.name);
+    return conn !== undefined && conn.peer!.incarnation >= slot.info.incarnation;
+  }
+
+  private dialNow(slot: PeerSlot): void {
+    slot.retryTimer = null;
+    const name = slot.info.name;
+    if (this.closing !== null || this.slots.get(name) !== slot || slot.dial !== null) return;
+    if (!this.isDialerFor(name) || this.isSatisfied(slot)) return;
+    const addr = parseAddress(slot.info.address);
+    if (addr === null) {
+      // Nothing to retry until setPeers brings a usable address.
+      this.logger.warn({ peer: name, address: slot.info.address }, 'peer has an unusable address; not dialing');
+      return;
+    }
+    const socket = connect({ host: addr.host, port: addr.port });
+    const conn = new Connection(socket, this.ctx, this.hooks, { name, address: slot.info.address });
+    slot.dial = conn;
+    this.handshaking.add(conn);
+  }
+
+  private scheduleDial(slot: PeerSlot): void {
+    if (this.closing !== null || slot.dial !== null || slot.retryTimer !== null) return;
+    if (!this.isDialerFor(slot.info.name) || this.isSatisfied(slot)) return;
+    const delay = backoffDelay(this.backoff, slot.attempt);
+    slot.attempt++;
+    slot.retryTimer = setTimeout(() => this.dialNow(slot), delay);
+    slot.retryTimer.unref();
+  }
+
+  private dropSlot(slot: PeerSlot, reason: string): void {
+    const name = slot.info.name;
+    this.slots.delete(name);
+    if (slot.retryTimer !== null) clearTimeout(slot.retryTimer);
+    slot.retryTimer = null;
+    slot.dial?.close(reason);
+    const queue = this.waiting.get(name);
+    if (queue !== undefined) {
+      this.waiting.delete(name);
+      for (const request of queue) request.reject(new PeerUnreachable(name, `${name}: ${reason}`));
+    }
+  }
+
+  private admit(conn: Connection, peer: PeerId): string | null {
+    if (this.closing !== null) return 'mesh is closing';
+    if (conn.role === 'dialer') {
+      const target = conn.target!;
+      if (peer.name !== target) return `expected ${target} at this address but found ${peer.name}`;
+      const slot = this.slots.get(target);
+      if (slot === undefined || slot.dial !== conn) return `${target} is no longer wanted`;
+      if (peer.incarnation < slot.info.incarnation) {
+        return `${target} answered with incarnation ${peer.incarnation}, older than the listed ${slot.info.incarnation}`;
+      }
+      return null;
+    }
+    if (peer.name === this.self.name) return 'peer claims our own name';
+    if (!(peer.name < this.self.name)) {
+      return `${peer.name} dialed ${this.self.name}, but the lower name dials the higher one`;
+    }
+    const listed = this.slots.get(peer.name)?.info.incarnation ?? -1;
+    const connected = this.open.get(peer.name)?.peer?.incarnation ?? -1;
+    if (peer.incarnation < listed || peer.incarnation < connected) {
+      return `stale incarnation ${peer.incarnation} of ${peer.name}`;
+    }
+    return null;
+  }
+
+  private onOpen(conn: Connection): void {
+    this.forgetHandshake(conn);
+    const peer = conn.peer!;
+    const slot = this.slots.get(peer.name);
+    // The backoff is reset only once the connection proved stable (see onClose), so a peer that
+    // accepts and then immediately drops us is not re-dialed in a tight loop.
+    if (slot !== undefined && slot.dial === conn) slot.dial = null;
+    const existing = this.open.get(peer.name);
+    if (existing !== undefined) {
+      if (existing.peer!.incarnation > peer.incarnation) {
+        conn.close(`a newer incarnation of ${peer.name} is connected`);
+        return;
+      }
+      // The peer re-dialed (it considers the old connection dead) or restarted: the new one wins.
+      existing.close(`replaced by a new connection from ${peer.name}/${peer.incarnation}`);
+    }
+    this.open.set(peer.name, conn);
+    if (slot !== undefined && slot.retryTimer !== null) {
+      clearTimeout(slot.retryTimer);
+      slot.retryTimer = null;
+    }
+    this.logger.info({ peer, remote: conn.remoteAddress, role: conn.role }, 'peer connected');
+    const queue = this.waiting.get(peer.name);
+    if (queue !== undefined) {
+      this.waiting.delete(peer.name);
+      for (const request of queue) conn.sendRequest(request);
+    }
+    this.emitSafely('peer-up', { ...peer });
+  }
+
+  private onClose(conn: Connection, reason: string, wasOpen: boolean): void {
+    this.forgetHandshake(conn);
+    const slot = conn.target === null ? undefined : this.slots.get(conn.target);
+    if (slot !== undefined && slot.dial === conn) slot.dial = null;
+    if (wasOpen) {
+      const peer = conn.peer!;
+      const redial = this.slots.get(peer.name);
+      if (redial !== undefined && performance.now() - conn.openedAt >= STABLE_CONNECTION_MS) redial.attempt = 0;
+      if (this.open.get(peer.name) === conn) {
+        this.open.delete(peer.name);
+        this.logger.info({ peer, reason }, 'peer disconnected');
+        this.emitSafely('peer-down', { ...peer }, reason);
+      }
+    } else {
+      this.logger.debug?.({ peer: conn.label, remote: conn.remoteAddress, reason }, 'peer connection attempt ended');
+    }
+    const retry = this.slots.get(conn.peer?.name ?? conn.target ?? '');
+    if (retry !== undefined) this.scheduleDial(retry);
+  }
+
+  private forgetHandshake(conn: Connection): void {
+    if (this.handshaking.delete(conn) && conn.role === 'acceptor') this.inboundHandshakes--;
+  }
+
+  // ---- requests and messages --------------------------------------------------------------
+
+  private readonly onRequestTimeout = (request: PendingRequest): void => {
+    if (request.done) return;
+    const peer = request.peer;
+    if (request.sent) {
+      request.owner?.forget(request);
+      request.reject(new Timeout(`no answer from ${peer} within ${request.timeoutMs} ms`, { peer }));
+      return;
+    }
+    const queue = this.waiting.get(peer);
+    if (queue !== undefined) {
+      queue.delete(request);
+      if (queue.size === 0) this.waiting.delete(peer);
+    }
+    request.reject(new PeerUnreachable(peer, `no connection to ${peer} within ${request.timeoutMs} ms`));
+  };
+
+  private dispatchRequest(conn: Connection, id: number, body: unknown): void {
+    const handler = this.requestHandler;
+    if (handler === null) {
+      conn.respondError(id, new Unavailable(`${this.self.name} is not serving peer requests yet`));
+      return;
+    }
+    let result: unknown;
+    try {
+      result = handler(conn.peer!, body);
+    } catch (err) {
+      conn.respondError(id, err);
+      return;
+    }
+    if (isThenable(result)) {
+      Promise.resolve(result).then(
+        (value) => conn.respond(id, value),
+        (err: unknown) => conn.respondError(id, err),
+      );
+    } else {
+      conn.respond(id, result);
+    }
+  }
+
+  private dispatchMessage(conn: Connection, body: unknown): void {
+    const handler = this.messageHandler;
+    if (handler === null) return;
+    try {
+      handler(conn.peer!, body);
+    } catch (err) {
+      this.logger.warn({ peer: conn.peer, err: messageOf(err) }, 'peer message handler threw');
+    }
+  }
+
+  // ---- liveness ---------------------------------------------------------------------------
+
+  private readonly tick = (): void => {
+    const t = performance.now();
+    const interval = this.pingIntervalMs;
+    // If our own event loop was blocked, data from peers may be sitting unread in the kernel:
+    // skip one round of silence checks rather than blame the peers.
+    const stalled = t - this.lastTickAt > interval * 2;
+    this.lastTickAt = t;
+    for (const conn of this.open.values()) {
+      const silentFor = t - conn.lastReceivedAt;
+      if (!stalled && silentFor > interval * SILENT_INTERVALS) {
+        conn.fail(`peer silent for ${Math.round(silentFor)} ms`);
+      } else {
+        conn.ping();
+      }
+    }
+  };
+
+  private emitSafely<K extends keyof MeshEvents>(event: K, ...args: MeshEvents[K]): void {
+    try {
+      (this.emit as (e: K, ...a: MeshEvents[K]) => boolean)(event, ...args);
+    } catch (err) {
+      this.logger.warn({ event, err: messageOf(err) }, 'peer transport event listener threw');
+    }
+  }
+}

@@ -1,0 +1,760 @@
+/**
+ * The Store conformance suite: every backend must pass it unchanged.
+ *
+ * It covers each method and each edge named in the doc comments of src/store/types.ts, plus
+ * races between separate store instances (separate connections / worker threads) on one
+ * database. Time-dependent checks wait on the *store's* clock, never on a local timer.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { ActivationRequest, Store, StoreOptions, WriteRequest } from '../../src/store/types.js';
+
+export interface ConformanceTarget {
+  /** Location of a brand-new, empty database (a file path or URL, whatever `connect` takes). */
+  freshDatabase(): Promise<string>;
+  /** Dispose of a database made by freshDatabase (after every store on it was closed). */
+  dropDatabase?(location: string): Promise<void>;
+  /** A new store instance on the database — its own connection(s) or worker — not yet migrated. */
+  connect(location: string, options?: StoreOptions): Store;
+  /** The durability the backend actually applies to this store's connection(s). */
+  durabilityOf(store: Store): Promise<'strict' | 'relaxed'>;
+  /** The versions recorded in concord_migrations, read directly (not through a Store). */
+  migrationVersions(location: string): Promise<number[]>;
+}
+
+const LONG_TTL = 30_000;
+const SHORT_TTL = 300;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Wait until the store's clock has passed `t` (so that a lease ending at `t` has expired). */
+async function untilStoreTime(store: Store, t: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await store.now()) <= t) {
+    if (Date.now() > deadline) throw new Error(`store clock did not reach ${t} within ${timeoutMs} ms`);
+    await sleep(Math.min(50, Math.max(5, t - Date.now())));
+  }
+}
+
+function node(name: string, ttlMs = LONG_TTL, address = `127.0.0.1:${4000 + name.length}`) {
+  return { name, address, httpAddress: null, ttlMs };
+}
+
+async function registered(store: Store, name: string, ttlMs = LONG_TTL): Promise<number> {
+  const result = await store.registerNode(node(name, ttlMs));
+  if (!result.ok) throw new Error(`could not register ${name}`);
+  return result.incarnation;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<Error & { code?: unknown }> {
+  try {
+    await promise;
+  } catch (err) {
+    return err as Error & { code?: unknown };
+  }
+  throw new Error('expected the promise to reject');
+}
+
+export function storeConformance(name: string, target: ConformanceTarget): void {
+  describe(`${name} — Store conformance`, () => {
+    let location: string;
+    let opened: Store[] = [];
+
+    /** Another instance on the test database, migrated. */
+    async function open(options?: StoreOptions): Promise<Store> {
+      const store = target.connect(location, options);
+      opened.push(store);
+      await store.migrate();
+      return store;
+    }
+
+    beforeEach(async () => {
+      location = await target.freshDatabase();
+    });
+
+    afterEach(async () => {
+      const stores = opened;
+      opened = [];
+      await Promise.all(stores.map((store) => store.close().catch(() => {})));
+      await target.dropDatabase?.(location);
+    });
+
+    describe('schema and clock', () => {
+      it('migrate() creates the schema once and is idempotent', async () => {
+        const store = await open();
+        await store.migrate();
+        const other = await open();
+        await other.migrate();
+        expect(await target.migrationVersions(location)).toEqual([1]);
+        await store.initShards(4);
+        expect(await other.listShards()).toHaveLength(4);
+      });
+
+      it('now() is the store clock: integer milliseconds, close to real time, never going back', async () => {
+        const store = await open();
+        const before = Date.now();
+        const a = await store.now();
+        await sleep(20);
+        const b = await store.now();
+        expect(Number.isSafeInteger(a)).toBe(true);
+        // Same machine in the tests: the clocks agree to well within a few seconds.
+        expect(Math.abs(a - before)).toBeLessThan(5_000);
+        expect(b).toBeGreaterThanOrEqual(a + 10);
+      });
+    });
+
+    describe('membership', () => {
+      it('registers a new name with a lease of ttl from the store clock', async () => {
+        const store = await open();
+        const before = await store.now();
+        const result = await store.registerNode({
+          name: 'n1',
+          address: '10.0.0.1:7000',
+          httpAddress: 'http://10.0.0.1:8080',
+          ttlMs: 5_000,
+        });
+        const after = await store.now();
+        expect(result.ok).toBe(true);
+        expect(result.now).toBeGreaterThanOrEqual(before);
+        expect(result.now).toBeLessThanOrEqual(after);
+        expect(result.leaseExpiresAt).toBe(result.now + 5_000);
+        expect(result.incarnation).toBeGreaterThanOrEqual(result.now);
+
+        const list = await store.listNodes();
+        expect(list.nodes).toEqual([
+          {
+            name: 'n1',
+            incarnation: result.incarnation,
+            address: '10.0.0.1:7000',
+            httpAddress: 'http://10.0.0.1:8080',
+            status: 'alive',
+            leaseExpiresAt: result.leaseExpiresAt,
+          },
+        ]);
+      });
+
+      it('refuses a name whose lease is live, reporting the live holder', async () => {
+        const store = await open();
+        const first = await store.registerNode(node('n1'));
+        const second = await store.registerNode({ ...node('n1'), address: 'elsewhere:1' });
+        expect(second.ok).toBe(false);
+        expect(second.incarnation).toBe(first.incarnation);
+        expect(second.leaseExpiresAt).toBe(first.leaseExpiresAt);
+        expect(second.now).toBeLessThan(second.leaseExpiresAt);
+        const list = await store.listNodes();
+        expect(list.nodes[0]?.address).toBe(node('n1').address);
+      });
+
+      it('replaces a name once its lease expired, with a larger incarnation and the new details', async () => {
+        const store = await open();
+        const first = await store.registerNode(node('n1', SHORT_TTL));
+        await untilStoreTime(store, first.leaseExpiresAt);
+        const second = await store.registerNode({
+          name: 'n1',
+          address: 'new:1',
+          httpAddress: 'http://new',
+          ttlMs: LONG_TTL,
+        });
+        expect(second.ok).toBe(true);
+        expect(second.incarnation).toBeGreaterThan(first.incarnation);
+        const list = await store.listNodes();
+        expect(list.nodes).toHaveLength(1);
+        expect(list.nodes[0]).toMatchObject({
+          incarnation: second.incarnation,
+          address: 'new:1',
+          httpAddress: 'http://new',
+          status: 'alive',
+        });
+      });
+
+      it('hands out strictly increasing incarnations, even across removal and rapid restarts', async () => {
+        const store = await open();
+        const seen: number[] = [];
+        for (let i = 0; i < 5; i++) {
+          const result = await store.registerNode(node('n1', 0));
+          expect(result.ok).toBe(true);
+          seen.push(result.incarnation);
+          if (i % 2 === 1) await store.removeNode('n1', result.incarnation);
+        }
+        for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThan(seen[i - 1]!);
+      });
+
+      it('renews a live lease to now + ttl', async () => {
+        const store = await open();
+        const reg = await store.registerNode(node('n1', 2_000));
+        await sleep(20);
+        const before = await store.now();
+        const expiry = await store.renewLease('n1', reg.incarnation, 10_000);
+        const after = await store.now();
+        expect(expiry).not.toBeNull();
+        expect(expiry!).toBeGreaterThanOrEqual(before + 10_000);
+        expect(expiry!).toBeLessThanOrEqual(after + 10_000);
+        expect((await store.listNodes()).nodes[0]?.leaseExpiresAt).toBe(expiry);
+      });
+
+      it('refuses to renew an expired lease, even when nobody took the name', async () => {
+        const store = await open();
+        const reg = await store.registerNode(node('n1', SHORT_TTL));
+        await untilStoreTime(store, reg.leaseExpiresAt);
+        expect(await store.renewLease('n1', reg.incarnation, LONG_TTL)).toBeNull();
+        expect((await store.listNodes()).nodes[0]?.leaseExpiresAt).toBe(reg.leaseExpiresAt);
+      });
+
+      it('refuses to renew a stale incarnation, an unknown name or a removed row', async () => {
+        const store = await open();
+        const old = await store.registerNode(node('n1', SHORT_TTL));
+        await untilStoreTime(store, old.leaseExpiresAt);
+        const fresh = await store.registerNode(node('n1'));
+        expect(fresh.ok).toBe(true);
+        expect(await store.renewLease('n1', old.incarnation, LONG_TTL)).toBeNull();
+        expect(await store.renewLease('nobody', fresh.incarnation, LONG_TTL)).toBeNull();
+        expect(await store.renewLease('n1', fresh.incarnation, LONG_TTL)).not.toBeNull();
+        await store.removeNode('n1', fresh.incarnation);
+        expect(await store.renewLease('n1', fresh.incarnation, LONG_TTL)).toBeNull();
+      });
+
+      it('sets the status of the matching incarnation only; re-registration resets it', async () => {
+        const store = await open();
+        const reg = await store.registerNode(node('n1', SHORT_TTL));
+        expect(await store.setNodeStatus('n1', reg.incarnation + 1, 'leaving')).toBe(false);
+        expect(await store.setNodeStatus('nobody', reg.incarnation, 'leaving')).toBe(false);
+        expect(await store.setNodeStatus('n1', reg.incarnation, 'leaving')).toBe(true);
+        expect((await store.listNodes()).nodes[0]?.status).toBe('leaving');
+        await untilStoreTime(store, reg.leaseExpiresAt);
+        await store.registerNode(node('n1'));
+        expect((await store.listNodes()).nodes[0]?.status).toBe('alive');
+      });
+
+      it('removes only the matching incarnation; the name is free at once afterwards', async () => {
+        const store = await open();
+        const reg = await store.registerNode(node('n1'));
+        await store.removeNode('n1', reg.incarnation - 1);
+        expect((await store.listNodes()).nodes).toHaveLength(1);
+        await store.removeNode('n1', reg.incarnation);
+        expect((await store.listNodes()).nodes).toHaveLength(0);
+        const again = await store.registerNode(node('n1'));
+        expect(again.ok).toBe(true);
+        expect(again.incarnation).toBeGreaterThan(reg.incarnation);
+      });
+
+      it('lists every row, live or expired, by name, with the store clock', async () => {
+        const store = await open();
+        const empty = await store.listNodes();
+        expect(empty.nodes).toEqual([]);
+        expect(Math.abs(empty.now - (await store.now()))).toBeLessThan(1_000);
+
+        const dead = await store.registerNode(node('b-dead', SHORT_TTL));
+        await registered(store, 'c-live');
+        await registered(store, 'a-live');
+        await untilStoreTime(store, dead.leaseExpiresAt);
+        const list = await store.listNodes();
+        expect(list.nodes.map((n) => n.name)).toEqual(['a-live', 'b-dead', 'c-live']);
+        const live = list.nodes.filter((n) => n.leaseExpiresAt > list.now).map((n) => n.name);
+        expect(live).toEqual(['a-live', 'c-live']);
+      });
+
+      it('prunes only rows whose lease expired more than the grace ago', async () => {
+        const store = await open();
+        const dead = await store.registerNode(node('dead', SHORT_TTL));
+        await registered(store, 'live');
+        await untilStoreTime(store, dead.leaseExpiresAt + 50);
+        expect(await store.pruneNodes(60_000)).toBe(0);
+        expect((await store.listNodes()).nodes).toHaveLength(2);
+        expect(await store.pruneNodes(0)).toBe(1);
+        expect((await store.listNodes()).nodes.map((n) => n.name)).toEqual(['live']);
+        expect(await store.pruneNodes(0)).toBe(0);
+      });
+    });
+
+    describe('shards', () => {
+      it('initShards creates free shards at epoch 0 and is idempotent', async () => {
+        const store = await open();
+        await store.initShards(8);
+        const shards = await store.listShards();
+        expect(shards).toHaveLength(8);
+        expect(shards.map((s) => s.shard)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+        for (const s of shards) expect(s).toEqual({ shard: s.shard, owner: null, ownerIncarnation: null, epoch: 0 });
+
+        const inc = await registered(store, 'a');
+        expect(await store.claimShard(3, 0, 'a', inc)).toBe(1);
+        await store.initShards(8);
+        await (await open()).initShards(8);
+        const again = await store.listShards();
+        expect(again).toHaveLength(8);
+        expect(again[3]).toEqual({ shard: 3, owner: 'a', ownerIncarnation: inc, epoch: 1 });
+      });
+
+      it('initShards with a different count throws ConfigMismatch', async () => {
+        const store = await open();
+        await store.initShards(16);
+        const err = await rejection(store.initShards(32));
+        expect(err.name).toBe('ConfigMismatch');
+        expect(err.code).toBe('CONFIG_MISMATCH');
+        expect(err.message).toMatch(/16/);
+        const fromAnother = await rejection((await open()).initShards(8));
+        expect(fromAnother.code).toBe('CONFIG_MISMATCH');
+        expect(await store.listShards()).toHaveLength(16);
+      });
+
+      it('initShards rejects a count that is not a positive integer', async () => {
+        const store = await open();
+        for (const bad of [0, -1, 1.5, Number.NaN]) {
+          expect((await rejection(store.initShards(bad))).name).toBe('RangeError');
+        }
+        expect(await store.listShards()).toEqual([]);
+      });
+
+      it('claims a free shard at the expected epoch and increments the epoch', async () => {
+        const store = await open();
+        await store.initShards(4);
+        const a = await registered(store, 'a');
+        expect(await store.claimShard(2, 0, 'a', a)).toBe(1);
+        expect((await store.listShards())[2]).toEqual({ shard: 2, owner: 'a', ownerIncarnation: a, epoch: 1 });
+        expect((await store.listShards()).filter((s) => s.owner !== null)).toHaveLength(1);
+      });
+
+      it('refuses a claim at a wrong epoch or on a missing shard', async () => {
+        const store = await open();
+        await store.initShards(4);
+        const a = await registered(store, 'a');
+        expect(await store.claimShard(0, 1, 'a', a)).toBeNull();
+        expect(await store.claimShard(0, -1, 'a', a)).toBeNull();
+        expect(await store.claimShard(99, 0, 'a', a)).toBeNull();
+        expect(await store.claimShard(0, 0, 'a', a)).toBe(1);
+        expect(await store.claimShard(0, 0, 'a', a)).toBeNull();
+        expect((await store.listShards())[0]?.epoch).toBe(1);
+      });
+
+      it('refuses a claim while the owner is alive, and allows it once its lease expired', async () => {
+        const store = await open();
+        await store.initShards(2);
+        const aReg = await store.registerNode(node('a', 600));
+        const b = await registered(store, 'b');
+        expect(await store.claimShard(0, 0, 'a', aReg.incarnation)).toBe(1);
+        expect(await store.claimShard(0, 1, 'b', b)).toBeNull();
+        // The owner itself cannot claim again either: the shard is not free.
+        expect(await store.claimShard(0, 1, 'a', aReg.incarnation)).toBeNull();
+        await untilStoreTime(store, aReg.leaseExpiresAt);
+        expect(await store.claimShard(0, 1, 'b', b)).toBe(2);
+        expect((await store.listShards())[0]).toEqual({ shard: 0, owner: 'b', ownerIncarnation: b, epoch: 2 });
+      });
+
+      it('keeps a shard held while its owner renews', async () => {
+        const store = await open();
+        await store.initShards(1);
+        const aReg = await store.registerNode(node('a', 400));
+        const b = await registered(store, 'b');
+        expect(await store.claimShard(0, 0, 'a', aReg.incarnation)).toBe(1);
+        const expiry = await store.renewLease('a', aReg.incarnation, LONG_TTL);
+        expect(expiry).not.toBeNull();
+        await untilStoreTime(store, aReg.leaseExpiresAt + 50);
+        expect(await store.claimShard(0, 1, 'b', b)).toBeNull();
+      });
+
+      it('allows a claim once the owner released, left (row removed) or restarted (new incarnation)', async () => {
+        const store = await open();
+        await store.initShards(3);
+        const a = await registered(store, 'a');
+        const b = await registered(store, 'b');
+        const cReg = await store.registerNode(node('c', SHORT_TTL));
+        expect(await store.claimShard(0, 0, 'a', a)).toBe(1);
+        expect(await store.claimShard(1, 0, 'a', a)).toBe(1);
+        expect(await store.claimShard(2, 0, 'c', cReg.incarnation)).toBe(1);
+
+        // Released: the owner is null.
+        expect(await store.releaseShard(0, 1, 'a', a)).toBe(true);
+        expect(await store.claimShard(0, 1, 'b', b)).toBe(2);
+
+        // Left: the owner's row is gone, so no unexpired lease vouches for it.
+        await store.removeNode('a', a);
+        expect(await store.claimShard(1, 1, 'b', b)).toBe(2);
+
+        // Restarted: the (name, incarnation) recorded on the shard no longer exists.
+        await untilStoreTime(store, cReg.leaseExpiresAt);
+        const cAgain = await store.registerNode(node('c'));
+        expect(cAgain.ok).toBe(true);
+        expect(await store.claimShard(2, 1, 'c', cAgain.incarnation)).toBe(2);
+        expect((await store.listShards()).map((s) => [s.owner, s.epoch])).toEqual([
+          ['b', 2],
+          ['b', 2],
+          ['c', 2],
+        ]);
+      });
+
+      it('releases only for the current holder at the current epoch, keeping the epoch', async () => {
+        const store = await open();
+        await store.initShards(1);
+        const a = await registered(store, 'a');
+        const b = await registered(store, 'b');
+        expect(await store.claimShard(0, 0, 'a', a)).toBe(1);
+        expect(await store.releaseShard(0, 0, 'a', a)).toBe(false);
+        expect(await store.releaseShard(0, 1, 'b', b)).toBe(false);
+        expect(await store.releaseShard(0, 1, 'a', a + 1)).toBe(false);
+        expect(await store.releaseShard(1, 1, 'a', a)).toBe(false);
+        expect((await store.listShards())[0]?.owner).toBe('a');
+        expect(await store.releaseShard(0, 1, 'a', a)).toBe(true);
+        expect((await store.listShards())[0]).toEqual({ shard: 0, owner: null, ownerIncarnation: null, epoch: 1 });
+        expect(await store.releaseShard(0, 1, 'a', a)).toBe(false);
+      });
+    });
+
+    describe('entities', () => {
+      const act = (kind: string, id: string, epoch: number, initialState = '{"n":0}'): ActivationRequest => ({
+        kind,
+        id,
+        epoch,
+        initialState,
+      });
+      const wr = (kind: string, id: string, epoch: number, expectedVersion: number, state: string): WriteRequest => ({
+        kind,
+        id,
+        epoch,
+        expectedVersion,
+        newVersion: expectedVersion + 1,
+        state,
+      });
+
+      it('activation inserts the initial state at version 0 with the epoch', async () => {
+        const store = await open();
+        expect(await store.readEntity('counter', 'c1')).toBeNull();
+        expect(await store.activate([act('counter', 'c1', 3, '{"n":42}')])).toEqual([
+          { ok: true, state: '{"n":42}', version: 0 },
+        ]);
+        expect(await store.readEntity('counter', 'c1')).toEqual({
+          kind: 'counter',
+          id: 'c1',
+          state: '{"n":42}',
+          version: 0,
+          epoch: 3,
+        });
+      });
+
+      it('re-activation at the same or a higher epoch returns the stored state, not the initial one', async () => {
+        const store = await open();
+        await store.activate([act('counter', 'c1', 1)]);
+        expect(await store.write([wr('counter', 'c1', 1, 0, '{"n":1}')])).toEqual([true]);
+        expect(await store.activate([act('counter', 'c1', 1, '{"n":999}')])).toEqual([
+          { ok: true, state: '{"n":1}', version: 1 },
+        ]);
+        expect(await store.activate([act('counter', 'c1', 5, '{"n":999}')])).toEqual([
+          { ok: true, state: '{"n":1}', version: 1 },
+        ]);
+        expect(await store.readEntity('counter', 'c1')).toMatchObject({ epoch: 5, version: 1, state: '{"n":1}' });
+      });
+
+      it('activation at a lower epoch is refused and leaves the row alone', async () => {
+        const store = await open();
+        await store.activate([act('counter', 'c1', 4)]);
+        expect(await store.activate([act('counter', 'c1', 3, '{"n":7}')])).toEqual([{ ok: false }]);
+        expect(await store.readEntity('counter', 'c1')).toMatchObject({ epoch: 4, version: 0, state: '{"n":0}' });
+      });
+
+      it('a fenced write applies only at the row epoch and expected version', async () => {
+        const store = await open();
+        await store.activate([act('k', 'a', 2), act('k', 'b', 2), act('k', 'c', 2)]);
+        const results = await store.write([
+          wr('k', 'a', 2, 0, '"a1"'), // applies
+          wr('k', 'b', 1, 0, '"b-old-epoch"'), // epoch too low
+          wr('k', 'b', 3, 0, '"b-new-epoch"'), // epoch not the row's either
+          wr('k', 'c', 2, 5, '"c-wrong-version"'), // version mismatch
+          wr('k', 'missing', 2, 0, '"nothing"'), // no row
+        ]);
+        expect(results).toEqual([true, false, false, false, false]);
+        expect(await store.readEntity('k', 'a')).toMatchObject({ state: '"a1"', version: 1, epoch: 2 });
+        expect(await store.readEntity('k', 'b')).toMatchObject({ state: '{"n":0}', version: 0 });
+        expect(await store.readEntity('k', 'c')).toMatchObject({ state: '{"n":0}', version: 0 });
+        expect(await store.readEntity('k', 'missing')).toBeNull();
+      });
+
+      it('stores newVersion as given', async () => {
+        const store = await open();
+        await store.activate([act('k', 'a', 1)]);
+        expect(
+          await store.write([{ kind: 'k', id: 'a', epoch: 1, expectedVersion: 0, newVersion: 10, state: '1' }]),
+        ).toEqual([true]);
+        expect(await store.readEntity('k', 'a')).toMatchObject({ version: 10, state: '1' });
+      });
+
+      it('a stale owner is fenced out once a newer owner activated the entity', async () => {
+        const store = await open();
+        const other = await open();
+        await store.activate([act('k', 'x', 1)]);
+        expect(await store.write([wr('k', 'x', 1, 0, '"by-epoch-1"')])).toEqual([true]);
+        expect(await other.activate([act('k', 'x', 2)])).toEqual([{ ok: true, state: '"by-epoch-1"', version: 1 }]);
+        expect(await store.write([wr('k', 'x', 1, 1, '"stale"')])).toEqual([false]);
+        expect(await store.activate([act('k', 'x', 1)])).toEqual([{ ok: false }]);
+        expect(await other.write([wr('k', 'x', 2, 1, '"by-epoch-2"')])).toEqual([true]);
+        expect(await store.readEntity('k', 'x')).toMatchObject({ state: '"by-epoch-2"', version: 2, epoch: 2 });
+      });
+
+      it('maps batched results to the right requests (same ids across kinds, odd ids)', async () => {
+        const store = await open();
+        const ids = ['1', "o'brien", 'quote"d', 'comma,brace{}', 'back\\slash', 'ünïcødé-🚀', '', ' spaced ', 'NULL'];
+        const kinds = ['user', 'order', "ki'nd"];
+        const activations: ActivationRequest[] = [];
+        for (const kind of kinds) {
+          for (const id of ids) activations.push(act(kind, id, 1, JSON.stringify({ kind, id })));
+        }
+        // One row pre-exists at a higher epoch: only that activation is refused.
+        await store.activate([act('order', 'ünïcødé-🚀', 9, '"newer"')]);
+        const results = await store.activate(activations);
+        activations.forEach((req, i) => {
+          if (req.kind === 'order' && req.id === 'ünïcødé-🚀') expect(results[i]).toEqual({ ok: false });
+          else expect(results[i]).toEqual({ ok: true, state: req.initialState, version: 0 });
+        });
+
+        // Every other write carries a wrong version: results must alternate accordingly.
+        const writes = activations.map((req, i) => ({
+          ...wr(req.kind, req.id, 1, i % 2 === 0 ? 0 : 7, JSON.stringify({ written: i, s: 'a"b\\c,{d}' })),
+        }));
+        const applied = await store.write(writes);
+        writes.forEach((w, i) => {
+          const refusedRow = w.kind === 'order' && w.id === 'ünïcødé-🚀';
+          expect(applied[i]).toBe(i % 2 === 0 && !refusedRow);
+        });
+        for (const [i, w] of writes.entries()) {
+          const row = await store.readEntity(w.kind, w.id);
+          if (w.kind === 'order' && w.id === 'ünïcødé-🚀') expect(row).toMatchObject({ state: '"newer"', epoch: 9 });
+          else if (i % 2 === 0) expect(row).toMatchObject({ state: w.state, version: 1 });
+          else expect(row).toMatchObject({ state: JSON.stringify({ kind: w.kind, id: w.id }), version: 0 });
+        }
+      });
+
+      it('applies repeated keys within one batch in order', async () => {
+        const store = await open();
+        expect(await store.activate([act('k', 'a', 1, '"first"'), act('k', 'a', 1, '"second"')])).toEqual([
+          { ok: true, state: '"first"', version: 0 },
+          { ok: true, state: '"first"', version: 0 },
+        ]);
+        expect(
+          await store.write([
+            wr('k', 'a', 1, 0, '"v1"'),
+            wr('k', 'b', 1, 0, '"no row"'),
+            wr('k', 'a', 1, 1, '"v2"'),
+            wr('k', 'a', 1, 1, '"v2 again"'),
+            wr('k', 'a', 1, 2, '"v3"'),
+          ]),
+        ).toEqual([true, false, true, false, true]);
+        expect(await store.readEntity('k', 'a')).toMatchObject({ state: '"v3"', version: 3 });
+        // Activation and write of the same key at increasing epochs in one batch.
+        expect(await store.activate([act('k', 'a', 2), act('k', 'a', 1), act('k', 'a', 3)])).toEqual([
+          { ok: true, state: '"v3"', version: 3 },
+          { ok: false },
+          { ok: true, state: '"v3"', version: 3 },
+        ]);
+      });
+
+      it('handles empty and large batches', async () => {
+        const store = await open();
+        expect(await store.activate([])).toEqual([]);
+        expect(await store.write([])).toEqual([]);
+        const n = 500;
+        const acts = Array.from({ length: n }, (_, i) => act('bulk', `e${i}`, 1, `{"i":${i}}`));
+        const activated = await store.activate(acts);
+        expect(activated.every((r) => r.ok)).toBe(true);
+        const applied = await store.write(acts.map((a, i) => wr(a.kind, a.id, 1, 0, `{"i":${i},"w":1}`)));
+        expect(applied.every(Boolean)).toBe(true);
+        expect(await store.readEntity('bulk', 'e321')).toMatchObject({ state: '{"i":321,"w":1}', version: 1 });
+      });
+
+      it('keeps large state values intact', async () => {
+        const store = await open();
+        const big = JSON.stringify({ blob: 'x'.repeat(1_000_000), unicode: 'Ω≈ç√∫😀' });
+        await store.activate([act('k', 'big', 1, big)]);
+        expect((await store.readEntity('k', 'big'))?.state).toBe(big);
+      });
+    });
+
+    describe('durability', () => {
+      it("defaults to 'strict'", async () => {
+        expect(await target.durabilityOf(await open())).toBe('strict');
+        expect(await target.durabilityOf(await open({ durability: 'strict' }))).toBe('strict');
+      });
+
+      it("'relaxed' applies to the connection and stores the same data", async () => {
+        const relaxed = await open({ durability: 'relaxed' });
+        expect(await target.durabilityOf(relaxed)).toBe('relaxed');
+        await relaxed.activate([{ kind: 'k', id: 'r', epoch: 1, initialState: '0' }]);
+        expect(
+          await relaxed.write([{ kind: 'k', id: 'r', epoch: 1, expectedVersion: 0, newVersion: 1, state: '1' }]),
+        ).toEqual([true]);
+        const strict = await open();
+        expect(await strict.readEntity('k', 'r')).toMatchObject({ state: '1', version: 1 });
+      });
+    });
+
+    describe('races between separate store instances', () => {
+      const INSTANCES = 4;
+
+      async function instances(count = INSTANCES): Promise<Store[]> {
+        return Promise.all(Array.from({ length: count }, () => open()));
+      }
+
+      it('concurrent migrate() on a fresh database: all succeed, the schema is applied once', {
+        timeout: 30_000,
+      }, async () => {
+        const stores = Array.from({ length: 3 }, () => {
+          const store = target.connect(location);
+          opened.push(store);
+          return store;
+        });
+        await Promise.all(stores.map((s) => s.migrate()));
+        expect(await target.migrationVersions(location)).toEqual([1]);
+        await Promise.all(stores.map((s) => s.initShards(4)));
+        expect(await stores[2]!.listShards()).toHaveLength(4);
+      });
+
+      it('concurrent registerNode of one name: exactly one wins', { timeout: 30_000 }, async () => {
+        const stores = await instances();
+        for (let round = 0; round < 3; round++) {
+          const name = `race-${round}`;
+          const results = await Promise.all(
+            stores.map((s, i) => s.registerNode({ name, address: `host-${i}:1`, httpAddress: null, ttlMs: LONG_TTL })),
+          );
+          const winners = results.filter((r) => r.ok);
+          expect(winners).toHaveLength(1);
+          for (const loser of results.filter((r) => !r.ok)) {
+            expect(loser.incarnation).toBe(winners[0]!.incarnation);
+          }
+          const row = (await stores[0]!.listNodes()).nodes.find((n) => n.name === name);
+          expect(row?.incarnation).toBe(winners[0]!.incarnation);
+        }
+      });
+
+      it('concurrent claimShard of one (shard, epoch): exactly one wins', { timeout: 30_000 }, async () => {
+        const stores = await instances();
+        await stores[0]!.initShards(4);
+        const incs = await Promise.all(stores.map((s, i) => registered(s, `node-${i}`, 1_000)));
+        for (const shard of [0, 1, 2, 3]) {
+          const results = await Promise.all(stores.map((s, i) => s.claimShard(shard, 0, `node-${i}`, incs[i]!)));
+          const winners = results.map((r, i) => [r, i] as const).filter(([r]) => r !== null);
+          expect(winners).toHaveLength(1);
+          expect(winners[0]![0]).toBe(1);
+          const row = (await stores[0]!.listShards())[shard];
+          expect(row).toMatchObject({ owner: `node-${winners[0]![1]}`, epoch: 1 });
+        }
+        // Once every owner's lease expired, the next generation races again at epoch 1.
+        const leases = (await stores[0]!.listNodes()).nodes.map((n) => n.leaseExpiresAt);
+        await untilStoreTime(stores[0]!, Math.max(...leases));
+        const next = await Promise.all(stores.map((s, i) => registered(s, `next-${i}`)));
+        const results = await Promise.all(stores.map((s, i) => s.claimShard(0, 1, `next-${i}`, next[i]!)));
+        expect(results.filter((r) => r !== null)).toEqual([2]);
+      });
+
+      it('concurrent initShards: same count all succeed, a different count is refused', {
+        timeout: 30_000,
+      }, async () => {
+        const stores = await instances();
+        const outcomes = await Promise.allSettled(stores.map((s, i) => s.initShards(i === 0 ? 8 : 16)));
+        const fulfilled = outcomes.filter((o) => o.status === 'fulfilled').length;
+        const shards = await stores[0]!.listShards();
+        if (shards.length === 8) expect(fulfilled).toBe(1);
+        else {
+          expect(shards).toHaveLength(16);
+          expect(fulfilled).toBe(INSTANCES - 1);
+        }
+        for (const o of outcomes) {
+          if (o.status === 'rejected') expect((o.reason as { code?: unknown }).code).toBe('CONFIG_MISMATCH');
+        }
+      });
+
+      it('concurrent fenced read-modify-write: no lost update', { timeout: 60_000 }, async () => {
+        const stores = await instances();
+        await stores[0]!.activate([{ kind: 'counter', id: 'shared', epoch: 1, initialState: '0' }]);
+        const ATTEMPTS = 25;
+        const successes = await Promise.all(
+          stores.map(async (s) => {
+            let won = 0;
+            for (let i = 0; i < ATTEMPTS; i++) {
+              const row = await s.readEntity('counter', 'shared');
+              const [ok] = await s.write([
+                {
+                  kind: 'counter',
+                  id: 'shared',
+                  epoch: 1,
+                  expectedVersion: row!.version,
+                  newVersion: row!.version + 1,
+                  state: String(Number(row!.state) + 1),
+                },
+              ]);
+              if (ok) won++;
+            }
+            return won;
+          }),
+        );
+        const total = successes.reduce((a, b) => a + b, 0);
+        expect(total).toBeGreaterThanOrEqual(ATTEMPTS);
+        const final = await stores[0]!.readEntity('counter', 'shared');
+        expect(final?.version).toBe(total);
+        expect(Number(final?.state)).toBe(total);
+      });
+
+      it('concurrent overlapping write batches in opposite orders all complete', { timeout: 60_000 }, async () => {
+        const stores = await instances(2);
+        const keys = Array.from({ length: 20 }, (_, i) => `e${i}`);
+        await stores[0]!.activate(keys.map((id) => ({ kind: 'k', id, epoch: 1, initialState: '0' })));
+        let version = 0;
+        for (let round = 0; round < 10; round++) {
+          const batch = (order: string[]) =>
+            order.map((id) => ({
+              kind: 'k',
+              id,
+              epoch: 1,
+              expectedVersion: version,
+              newVersion: version + 1,
+              state: `${round}`,
+            }));
+          const [a, b] = await Promise.all([
+            stores[0]!.write(batch(keys)),
+            stores[1]!.write(batch([...keys].reverse())),
+          ]);
+          // Each key was written by exactly one of the two batches.
+          keys.forEach((_, i) => {
+            expect(Number(a![i]) + Number(b![keys.length - 1 - i])).toBe(1);
+          });
+          version++;
+        }
+      });
+
+      it('a stale owner racing a new owner never overwrites the new owner', { timeout: 60_000 }, async () => {
+        const [stale, fresh] = await instances(2);
+        await stale!.activate([{ kind: 'k', id: 'x', epoch: 1, initialState: '"init"' }]);
+        let staleVersion = 0;
+        const staleWrites = (async () => {
+          for (let i = 0; i < 30; i++) {
+            const [ok] = await stale!.write([
+              {
+                kind: 'k',
+                id: 'x',
+                epoch: 1,
+                expectedVersion: staleVersion,
+                newVersion: staleVersion + 1,
+                state: '"stale"',
+              },
+            ]);
+            if (!ok) return;
+            staleVersion++;
+          }
+        })();
+        await sleep(5);
+        const [activated] = await fresh!.activate([{ kind: 'k', id: 'x', epoch: 2, initialState: '"unused"' }]);
+        await staleWrites;
+        expect(activated?.ok).toBe(true);
+        if (!activated?.ok) return;
+        // Everything the new owner read is still there: the stale owner wrote nothing after it.
+        expect(await stale!.readEntity('k', 'x')).toMatchObject({ version: activated.version, epoch: 2 });
+        expect(
+          await fresh!.write([
+            {
+              kind: 'k',
+              id: 'x',
+              epoch: 2,
+              expectedVersion: activated.version,
+              newVersion: activated.version + 1,
+              state: '"fresh"',
+            },
+          ]),
+        ).toEqual([true]);
+      });
+    });
+  });
+}
