@@ -89,12 +89,20 @@ const NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
 type PeerMessage = { t: 'released'; s: number } | { t: 'leaving' } | { t: 'joined' };
 
+/** A handler for one type of peer message or request (`body.t`), registered by a service (pub/sub, …). */
+export type PeerMessageHandler = (from: PeerId, body: Record<string, unknown>) => void;
+export type PeerRequestHandler = (from: PeerId, body: Record<string, unknown>) => unknown | Promise<unknown>;
+
+const CORE_MESSAGE_TYPES = new Set(['released', 'leaving', 'joined', 'call']);
+
 export class ConcordNode {
   readonly name: string;
   readonly faults: FaultSwitch | null;
   private readonly definitions: Map<string, EntityDefinition>;
   private stopping: Promise<void> | null = null;
   private pruneCounter = 0;
+  private readonly messageHandlers = new Map<string, PeerMessageHandler>();
+  private readonly requestHandlers = new Map<string, PeerRequestHandler>();
 
   private constructor(
     options: NodeOptions,
@@ -352,14 +360,27 @@ export class ConcordNode {
 
   private wire(): void {
     const { mesh, shards, lease, router, logger } = this;
-    mesh.onRequest((_from: PeerId, body: unknown) => {
+    mesh.onRequest((from: PeerId, body: unknown) => {
       if (isCallRequest(body)) return router.serve(body);
+      if (isTyped(body)) {
+        const handler = this.requestHandlers.get(body.t);
+        if (handler) return handler(from, body);
+      }
       throw new ConcordError('BAD_MESSAGE', 'unknown request');
     });
-    mesh.onMessage((_from: PeerId, body: unknown) => {
+    mesh.onMessage((from: PeerId, body: unknown) => {
+      if (!isTyped(body)) return;
       const message = body as PeerMessage;
-      if (message && (message.t === 'released' || message.t === 'leaving' || message.t === 'joined')) {
+      if (message.t === 'released' || message.t === 'leaving' || message.t === 'joined') {
         void shards.rebalance();
+        return;
+      }
+      const handler = this.messageHandlers.get(body.t);
+      if (!handler) return;
+      try {
+        handler(from, body);
+      } catch (error) {
+        logger.warn({ type: body.t, err: String(error) }, 'peer message handler failed');
       }
     });
     mesh.on('peer-up', () => void shards.rebalance());
@@ -387,6 +408,26 @@ export class ConcordNode {
     });
   }
 
+  /**
+   * Register the handler of peer messages whose `t` is `type` (for services built on the
+   * peer transport, such as pub/sub). Types used by the core are reserved.
+   */
+  onPeerMessage(type: string, handler: PeerMessageHandler): void {
+    this.reserveType(type, this.messageHandlers);
+    this.messageHandlers.set(type, handler);
+  }
+
+  /** Register the handler of peer requests whose `t` is `type`; its result (or error) is the answer. */
+  onPeerRequest(type: string, handler: PeerRequestHandler): void {
+    this.reserveType(type, this.requestHandlers);
+    this.requestHandlers.set(type, handler);
+  }
+
+  private reserveType(type: string, map: Map<string, unknown>): void {
+    if (CORE_MESSAGE_TYPES.has(type)) throw new TypeError(`peer message type "${type}" is reserved by the core`);
+    if (map.has(type)) throw new TypeError(`peer message type "${type}" already has a handler`);
+  }
+
   private async rejoin(): Promise<void> {
     while (this.stopping === null) {
       try {
@@ -407,6 +448,10 @@ export class ConcordNode {
       if (member.name !== this.name) this.mesh.send(member.name, message);
     }
   }
+}
+
+function isTyped(body: unknown): body is Record<string, unknown> & { t: string } {
+  return typeof body === 'object' && body !== null && typeof (body as { t?: unknown }).t === 'string';
 }
 
 function isCallRequest(body: unknown): body is CallRequest {
