@@ -68,6 +68,8 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
   private rebalanceAgain = false;
   private refreshing: Promise<void> | null = null;
   private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
+  /** Peers whose connection dropped: their shards may soon need new owners. */
+  private readonly suspects = new Set<string>();
   private stopped = false;
 
   constructor(
@@ -199,11 +201,13 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
    * waiting for the next periodic pass. This is only about speed; the CAS decides.
    */
   peerDown(name: string): void {
-    const member = this.members.find((m) => m.name === name);
-    if (!member) return;
-    const delay = Math.max(0, member.leaseExpiresAt - this.storeNowEstimate()) + 25;
-    this.scheduleAt(name, delay);
+    this.suspects.add(name);
     void this.rebalance();
+  }
+
+  /** A peer's connection is up again: it is alive, no need to watch its lease. */
+  peerUp(name: string): void {
+    this.suspects.delete(name);
   }
 
   /** The lease is gone: everything held may already be someone else's. */
@@ -245,6 +249,12 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
     this.liveNames = new Set(nodes.filter((n) => n.leaseExpiresAt > now).map((n) => n.name));
     this.applyShardRows(rows);
     this.emit('members', this.liveMembers());
+    // Look again right after each suspect's lease expires (in store time, from this fresh read).
+    for (const name of this.suspects) {
+      const member = nodes.find((n) => n.name === name);
+      if (!member || member.leaseExpiresAt <= now) this.suspects.delete(name);
+      else this.scheduleAt(name, member.leaseExpiresAt - now + 15);
+    }
     if (incarnation === null || this.stopped) return;
 
     const self = this.options.self;

@@ -383,7 +383,10 @@ export class ConcordNode {
         logger.warn({ type: body.t, err: String(error) }, 'peer message handler failed');
       }
     });
-    mesh.on('peer-up', () => void shards.rebalance());
+    mesh.on('peer-up', (peer: PeerId) => {
+      shards.peerUp(peer.name);
+      void shards.rebalance();
+    });
     mesh.on('peer-down', (peer: PeerId) => shards.peerDown(peer.name));
     shards.on('members', (members) => {
       mesh.setPeers(
