@@ -52,6 +52,9 @@ interface NodeRow {
   lease_expires_at: number;
 }
 
+/** A cell nobody ever notifies: Atomics.wait on it is a precise synchronous sleep. */
+const SLEEP_CELL = new Int32Array(new SharedArrayBuffer(4));
+
 export class SqliteCore implements SyncStore {
   private readonly db: Database.Database;
   private readonly statements = new Map<string, Database.Statement>();
@@ -65,6 +68,10 @@ export class SqliteCore implements SyncStore {
       // In WAL mode, FULL fsyncs the log at every commit (survives power loss); NORMAL only at
       // checkpoints (survives any process crash, may lose the last commits on power loss).
       this.db.pragma(`synchronous = ${options.durability === 'relaxed' ? 'NORMAL' : 'FULL'}`);
+      // From here on, lock waits are retried by `retryBusy` instead of SQLite's busy handler,
+      // whose sleeps (1, 2, 5, 10 … ms) are far longer than another process's commit (~0.3 ms)
+      // and would make every lock handoff between node processes cost milliseconds.
+      this.db.pragma('busy_timeout = 0');
     } catch (err) {
       this.db.close();
       throw err;
@@ -178,11 +185,15 @@ export class SqliteCore implements SyncStore {
   listNodes(): NodeList {
     // One statement, so `now` and the rows are read together (the LEFT JOIN keeps `now` when
     // there are no rows).
-    const rows = this.statement(
+    const statement = this.statement(
       `SELECT c.now, n.name, n.incarnation, n.address, n.http_address, n.status, n.lease_expires_at
        FROM (SELECT ${NOW_MS} AS now) AS c LEFT JOIN concord_nodes AS n ON 1
        ORDER BY n.name`,
-    ).all() as ({ now: number } & (NodeRow | { [K in keyof NodeRow]: null }))[];
+    );
+    const rows = this.retryBusy(() => statement.all()) as ({ now: number } & (
+      | NodeRow
+      | { [K in keyof NodeRow]: null }
+    ))[];
     const now = rows[0]?.now ?? this.clock();
     const nodes: NodeRecord[] = [];
     for (const row of rows) {
@@ -223,9 +234,15 @@ export class SqliteCore implements SyncStore {
   }
 
   listShards(): ShardRecord[] {
-    const rows = this.statement(
+    const statement = this.statement(
       'SELECT shard, owner, owner_incarnation, epoch FROM concord_shards ORDER BY shard',
-    ).all() as { shard: number; owner: string | null; owner_incarnation: number | null; epoch: number }[];
+    );
+    const rows = this.retryBusy(() => statement.all()) as {
+      shard: number;
+      owner: string | null;
+      owner_incarnation: number | null;
+      epoch: number;
+    }[];
     return rows.map((row) => ({
       shard: row.shard,
       owner: row.owner,
@@ -299,16 +316,18 @@ export class SqliteCore implements SyncStore {
   }
 
   readEntity(kind: string, id: string): EntityRow | null {
-    const row = this.statement(
+    const statement = this.statement(
       'SELECT kind, id, state, version, epoch FROM concord_entities WHERE kind = ? AND id = ?',
-    ).get(kind, id) as EntityRow | undefined;
+    );
+    const row = this.retryBusy(() => statement.get(kind, id)) as EntityRow | undefined;
     return row ?? null;
   }
 
   // ---- helpers ----------------------------------------------------------
 
   private clock(): number {
-    return (this.statement(`SELECT ${NOW_MS} AS now`).get() as { now: number }).now;
+    const statement = this.statement(`SELECT ${NOW_MS} AS now`);
+    return (this.retryBusy(() => statement.get()) as { now: number }).now;
   }
 
   /** Prepared once per connection, on first use (tables may not exist before migrate()). */
@@ -322,7 +341,30 @@ export class SqliteCore implements SyncStore {
   }
 
   private immediate<T>(fn: () => T): T {
-    return this.db.transaction(fn).immediate();
+    return this.retryBusy(() => this.db.transaction(fn).immediate());
+  }
+
+  /**
+   * Run `op`, retrying while the database is locked by another connection: short sleeps
+   * (50 µs doubling to 2 ms, jittered) for up to BUSY_TIMEOUT_MS, then SQLITE_BUSY is thrown.
+   * Safe to retry: a statement or transaction that failed with SQLITE_BUSY changed nothing
+   * (better-sqlite3 rolls the transaction back before rethrowing).
+   */
+  private retryBusy<T>(op: () => T): T {
+    let delayMs = 0.05;
+    let giveUpAt = 0;
+    for (;;) {
+      try {
+        return op();
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== 'SQLITE_BUSY') throw err;
+        const now = performance.now();
+        if (giveUpAt === 0) giveUpAt = now + BUSY_TIMEOUT_MS;
+        else if (now >= giveUpAt) throw err;
+        Atomics.wait(SLEEP_CELL, 0, 0, delayMs * (0.5 + Math.random()));
+        delayMs = Math.min(delayMs * 2, 2);
+      }
+    }
   }
 
   private readMeta(key: string): string | undefined {

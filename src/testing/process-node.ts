@@ -39,6 +39,8 @@ export class ProcessNode {
   constructor(
     readonly config: IpcNodeConfig,
     private readonly env: Record<string, string> = {},
+    /** Extra Node.js flags for the child (for example ['--cpu-prof']). */
+    private readonly execArgv: string[] = [],
   ) {}
 
   get name(): string {
@@ -60,6 +62,7 @@ export class ProcessNode {
       },
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       serialization: 'advanced',
+      execArgv: [...process.execArgv, ...this.execArgv],
     });
     this.child = child;
     this.pid = child.pid ?? 0;

@@ -1,0 +1,95 @@
+import type { HistoryEntry } from '../checker/history.js';
+import type { CheckRunReport } from './run.js';
+
+/**
+ * The self-contained HTML report of `concord check`: verdict, availability, per-key
+ * results, the minimal failing sub-history of each failing key, and a timeline of every
+ * operation (one lane per client) with the fault windows shaded. No external assets.
+ */
+
+const COLORS = { ok: '#2e7d32', fail: '#ef6c00', info: '#c62828' } as const;
+
+export function renderHtmlReport(report: CheckRunReport): string {
+  const verdictColor =
+    report.verdict === 'linearizable' ? '#2e7d32' : report.verdict === 'unknown' ? '#ef6c00' : '#c62828';
+  const pct = (share: number) => `${(share * 100).toFixed(1)} %`;
+  const a = report.availability;
+  const failing = report.result.keys.filter((k) => k.failure);
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>concord check — ${escape(report.verdict)}</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
+h1{font-size:20px} table{border-collapse:collapse;margin:8px 0 16px}
+td,th{border:1px solid #ddd;padding:4px 8px;text-align:left} th{background:#f5f5f5}
+.verdict{color:${verdictColor};font-weight:700} code{background:#f5f5f5;padding:1px 4px}
+.legend span{display:inline-block;margin-right:14px} .sw{display:inline-block;width:10px;height:10px;margin-right:4px}
+</style></head><body>
+<h1>concord check: <span class="verdict">${escape(report.verdict)}</span></h1>
+<p>${report.operations.toLocaleString('en-US')} operations in ${(report.durationMs / 1000).toFixed(1)} s,
+checked in ${report.checkerMs.toFixed(0)} ms. Started ${escape(report.startedAt)}.
+Nodes: ${report.options.urls ? escape(report.options.urls.join(', ')) : report.options.nodes},
+store: <code>${escape(report.options.store ?? 'SQLite (fresh file)')}</code>,
+faults: ${escape(report.options.faults.join(', ') || 'none')}${report.options.nodeArgs?.length ? `, node args: <code>${escape(report.options.nodeArgs.join(' '))}</code>` : ''}.</p>
+<h2>Availability</h2>
+<table><tr><th></th><th>operations</th><th>succeeded</th><th>share</th></tr>
+<tr><td>outside fault windows</td><td>${a.outsideFaults.operations}</td><td>${a.outsideFaults.succeeded}</td><td>${pct(a.outsideFaults.share)}</td></tr>
+<tr><td>inside fault windows</td><td>${a.inFaults.operations}</td><td>${a.inFaults.succeeded}</td><td>${pct(a.inFaults.share)}</td></tr>
+<tr><td>overall</td><td>${a.overall.operations}</td><td>${a.overall.succeeded}</td><td>${pct(a.overall.share)}</td></tr></table>
+<h2>Faults</h2>
+<table><tr><th>kind</th><th>node</th><th>from (s)</th><th>to (s)</th></tr>
+${report.faults.map((f) => `<tr><td>${f.kind}</td><td>${escape(f.node)}</td><td>${(f.start / 1000).toFixed(2)}</td><td>${(f.end / 1000).toFixed(2)}</td></tr>`).join('\n')}
+</table>
+<h2>Keys</h2>
+<table><tr><th>key</th><th>verdict</th><th>operations</th><th>check ms</th><th>explanation</th></tr>
+${report.keys.map((k) => `<tr><td>${escape(k.key)}</td><td>${k.ok === true ? 'linearizable' : k.ok === false ? '<b style="color:#c62828">violation</b>' : 'unknown'}</td><td>${k.operations}</td><td>${k.elapsedMs.toFixed(1)}</td><td>${escape(k.explanation ?? '')}</td></tr>`).join('\n')}
+</table>
+${failing
+  .map(
+    (k) => `<h3>Minimal failing sub-history of ${escape(k.key)}</h3><p>${escape(k.failure!.explanation)}</p>
+<table><tr><th>client</th><th>op</th><th>value</th><th>if-match</th><th>invoked (ms)</th><th>completed (ms)</th><th>outcome</th><th>result</th></tr>
+${k.failure!.minimalHistory.map(historyRow).join('\n')}</table>`,
+  )
+  .join('\n')}
+<h2>Timeline</h2>
+<p class="legend"><span><i class="sw" style="background:${COLORS.ok}"></i>ok</span><span><i class="sw" style="background:${COLORS.fail}"></i>definite failure (412, 400)</span><span><i class="sw" style="background:${COLORS.info}"></i>unknown outcome</span><span><i class="sw" style="background:#fde0dc"></i>fault window</span></p>
+${timeline(report)}
+</body></html>
+`;
+}
+
+function historyRow(e: HistoryEntry): string {
+  const result = e.result ? `${e.result.state} v${e.result.version}` : '';
+  return `<tr><td>${escape(String(e.client))}</td><td>${e.op}</td><td>${escape(e.value ?? '')}</td><td>${e.expectedVersion ?? ''}</td><td>${e.invokedAt.toFixed(1)}</td><td>${e.completedAt === null ? '—' : e.completedAt.toFixed(1)}</td><td>${e.outcome}</td><td>${escape(result)}</td></tr>`;
+}
+
+function timeline(report: CheckRunReport): string {
+  const history = report.history;
+  if (history.length === 0) return '<p>No operations.</p>';
+  const clients = [...new Set(history.map((e) => String(e.client)))];
+  const lane = new Map(clients.map((c, i) => [c, i]));
+  const end = Math.max(...history.map((e) => e.completedAt ?? e.invokedAt), ...report.faults.map((f) => f.end), 1);
+  const width = 1200;
+  const laneHeight = 10;
+  const height = clients.length * laneHeight + 30;
+  const x = (t: number) => ((t / end) * width).toFixed(1);
+  const faults = report.faults
+    .map(
+      (f) =>
+        `<rect x="${x(f.start)}" y="0" width="${Math.max(1, ((f.end - f.start) / end) * width).toFixed(1)}" height="${height - 20}" fill="#fde0dc"><title>${f.kind} ${escape(f.node)}</title></rect><text x="${x(f.start)}" y="${height - 6}" font-size="10">${f.kind} ${escape(f.node)}</text>`,
+    )
+    .join('');
+  const ops = history
+    .map((e) => {
+      const y = (lane.get(String(e.client)) ?? 0) * laneHeight + 2;
+      const stop = e.completedAt ?? Math.min(end, e.invokedAt + 50);
+      const w = Math.max(0.6, ((stop - e.invokedAt) / end) * width).toFixed(1);
+      return `<rect x="${x(e.invokedAt)}" y="${y}" width="${w}" height="${laneHeight - 3}" fill="${COLORS[e.outcome]}"/>`;
+    })
+    .join('');
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">${faults}${ops}</svg>
+<p>Time runs left to right over ${(end / 1000).toFixed(1)} s; one lane per client.</p>`;
+}
+
+function escape(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}

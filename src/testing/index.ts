@@ -1,0 +1,22 @@
+/**
+ * concord/testing — test your own multi-node behaviour the way concord tests itself.
+ *
+ * - `LocalCluster`: real node processes started through `concord node`, with kill, pause,
+ *   resume, restart, stop, partitions, one-way cuts and store cut-offs.
+ * - `checkHistory`: a linearizability checker (Wing–Gong search with memoisation, per-key
+ *   decomposition) for versioned registers, with minimal failing sub-histories.
+ * - `runCheck`: the engine of `concord check`.
+ */
+
+export { FAULT_KINDS, type FaultKind, type FaultWindow } from './check/faults.js';
+export { type Availability, type CheckRunOptions, type CheckRunReport, runCheck } from './check/run.js';
+export * from './checker/index.js';
+export {
+  ClusterNode,
+  type EventuallyOptions,
+  eventually,
+  freePort,
+  type HttpResult,
+  LocalCluster,
+  type LocalClusterOptions,
+} from './local-cluster.js';

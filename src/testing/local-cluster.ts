@@ -1,0 +1,375 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * LocalCluster: real concord node processes for tests, started through the `concord node`
+ * command exactly as a user would, each with its own HTTP and cluster port, on one store.
+ *
+ * Nodes can be killed (SIGKILL), paused and resumed (SIGSTOP/SIGCONT), restarted and
+ * stopped (SIGTERM). Network partitions and store cut-offs go through the core's fault
+ * switch, reached over the test-only route `POST /_test/faults`, which exists only because
+ * the harness starts every node with CONCORD_TEST_FAULTS=1.
+ *
+ * ```ts
+ * const cluster = await LocalCluster.start({ nodes: 3 });
+ * await cluster.partition(['n3'], ['n1', 'n2']);
+ * await cluster.node('n1').put('/entities/e1', { state: 'working' });
+ * await cluster.heal();
+ * await cluster.eventually(async () => {
+ *   const { body } = await cluster.node('n3').get('/entities/e1');
+ *   if (body.state !== 'working') throw new Error('not yet');
+ * });
+ * await cluster.stop();
+ * ```
+ */
+
+export interface LocalClusterOptions {
+  /** Number of nodes (named n1, n2, …) unless `names` is given. */
+  nodes?: number;
+  names?: string[];
+  /** Store URL; default a fresh SQLite file in a temporary directory. */
+  store?: string;
+  /** Extra environment for every node (for example CONCORD_LEASE_TTL_MS). */
+  env?: Record<string, string>;
+  /** Extra `concord node` arguments for every node (for example ['--ownership', 'none']). */
+  args?: string[];
+  /** How long to wait for every node to be ready. Default 30 s. */
+  startTimeoutMs?: number;
+  /** Cluster secret; default random. */
+  secret?: string;
+  /** Print the nodes' logs to this process's stderr. */
+  verbose?: boolean;
+}
+
+export interface HttpResult<T = Record<string, unknown>> {
+  status: number;
+  headers: Headers;
+  body: T;
+}
+
+export interface EventuallyOptions {
+  timeout?: number;
+  interval?: number;
+}
+
+const cliPath = fileURLToPath(
+  import.meta.url.endsWith('.ts')
+    ? new URL('../../dist/src/cli/main.js', import.meta.url)
+    : new URL('../cli/main.js', import.meta.url),
+);
+
+/** A free TCP port on 127.0.0.1 (bound and released; tiny race accepted in tests). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export async function eventually<T>(fn: () => Promise<T> | T, options: EventuallyOptions = {}): Promise<T> {
+  const timeout = options.timeout ?? 10_000;
+  const interval = options.interval ?? 50;
+  const deadline = Date.now() + timeout;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() > deadline) throw lastError;
+    await new Promise((resolve) => setTimeout(resolve, interval));
+  }
+}
+
+export class ClusterNode {
+  private child: ChildProcess | null = null;
+  private exited: Promise<number | null> = Promise.resolve(null);
+  private logTail: string[] = [];
+
+  constructor(
+    readonly name: string,
+    readonly httpPort: number,
+    readonly clusterPort: number,
+    private readonly spawnArgs: string[],
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly verbose: boolean,
+  ) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.httpPort}`;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** Is the process running (possibly paused)? */
+  get running(): boolean {
+    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** Spawn the process (does not wait for readiness). */
+  launch(): void {
+    const child = spawn(process.execPath, [cliPath, ...this.spawnArgs], {
+      env: this.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    this.logTail = [];
+    const keep = (chunk: Buffer) => {
+      const text = chunk.toString('utf8');
+      this.logTail.push(text);
+      if (this.logTail.length > 100) this.logTail.shift();
+      if (this.verbose) process.stderr.write(`[${this.name}] ${text}`);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  }
+
+  /** Wait until GET /readyz answers 200. */
+  async waitReady(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (!this.running) throw new Error(`${this.name} exited before it was ready\n${this.logs()}`);
+      try {
+        const response = await fetch(`${this.url}/readyz`, { signal: AbortSignal.timeout(1000) });
+        await response.arrayBuffer();
+        if (response.status === 200) return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error(`${this.name} not ready after ${timeoutMs} ms\n${this.logs()}`);
+  }
+
+  /** SIGKILL: no cleanup, no handoff. */
+  async kill(): Promise<void> {
+    if (!this.running) return;
+    this.child?.kill('SIGCONT');
+    this.child?.kill('SIGKILL');
+    await this.exited;
+  }
+
+  /** SIGSTOP: the process freezes with its sockets open. */
+  pause(): void {
+    this.child?.kill('SIGSTOP');
+  }
+
+  /** SIGCONT. */
+  resume(): void {
+    this.child?.kill('SIGCONT');
+  }
+
+  /** SIGTERM: graceful leave. Resolves with the exit code. */
+  async stop(timeoutMs = 15_000): Promise<number | null> {
+    if (!this.running) return this.exited;
+    this.child?.kill('SIGCONT');
+    this.child?.kill('SIGTERM');
+    const timer = setTimeout(() => this.child?.kill('SIGKILL'), timeoutMs);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+
+  /** Kill (if running) and start again under the same name and ports, then wait until ready. */
+  async restart(timeoutMs = 30_000): Promise<void> {
+    await this.kill();
+    this.launch();
+    await this.waitReady(timeoutMs);
+  }
+
+  waitExit(): Promise<number | null> {
+    return this.exited;
+  }
+
+  logs(): string {
+    return this.logTail.join('').slice(-6000);
+  }
+
+  // ---- HTTP helpers -----------------------------------------------------------
+
+  request<T = Record<string, unknown>>(
+    method: string,
+    path: string,
+    options: { body?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {},
+  ): Promise<HttpResult<T>> {
+    const headers: Record<string, string> = { ...options.headers };
+    let body: string | undefined;
+    if (options.body !== undefined) {
+      body = typeof options.body === 'string' ? options.body : JSON.stringify(options.body);
+      headers['content-type'] ??= 'application/json';
+    }
+    return fetch(`${this.url}${path}`, {
+      method,
+      headers,
+      body,
+      signal: AbortSignal.timeout(options.timeoutMs ?? 10_000),
+    }).then(async (response) => {
+      const text = await response.text();
+      let parsed: unknown = text;
+      try {
+        parsed = text.length > 0 ? JSON.parse(text) : null;
+      } catch {
+        // not JSON: keep the text
+      }
+      return { status: response.status, headers: response.headers, body: parsed as T };
+    });
+  }
+
+  get<T = Record<string, unknown>>(path: string, headers?: Record<string, string>): Promise<HttpResult<T>> {
+    return this.request<T>('GET', path, { headers });
+  }
+
+  put<T = Record<string, unknown>>(
+    path: string,
+    body: unknown,
+    headers?: Record<string, string>,
+  ): Promise<HttpResult<T>> {
+    return this.request<T>('PUT', path, { body, headers });
+  }
+
+  post<T = Record<string, unknown>>(
+    path: string,
+    body: unknown,
+    headers?: Record<string, string>,
+  ): Promise<HttpResult<T>> {
+    return this.request<T>('POST', path, { body, headers });
+  }
+
+  /** Change this node's fault switch (test-only route). */
+  async faults(change: { dropTo?: string[]; allow?: string[] | 'all'; cutStore?: boolean }): Promise<void> {
+    const result = await this.post('/_test/faults', change);
+    if (result.status !== 200) {
+      throw new Error(`fault injection on ${this.name} failed: ${result.status} ${JSON.stringify(result.body)}`);
+    }
+  }
+}
+
+export class LocalCluster {
+  private constructor(
+    readonly nodes: ClusterNode[],
+    readonly store: string,
+    readonly secret: string,
+  ) {}
+
+  static async start(options: LocalClusterOptions = {}): Promise<LocalCluster> {
+    const names = options.names ?? Array.from({ length: options.nodes ?? 3 }, (_, i) => `n${i + 1}`);
+    const store = options.store ?? `sqlite:${join(mkdtempSync(join(tmpdir(), 'concord-cluster-')), 'concord.db')}`;
+    const secret = options.secret ?? randomBytes(16).toString('hex');
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      CONCORD_LOG_LEVEL: process.env.CONCORD_LOG_LEVEL ?? 'warn',
+      ...options.env,
+      CONCORD_SECRET: secret,
+      CONCORD_TEST_FAULTS: '1',
+    };
+    const nodes: ClusterNode[] = [];
+    for (const name of names) {
+      const httpPort = await freePort();
+      const clusterPort = await freePort();
+      const args = [
+        'node',
+        '--name',
+        name,
+        '--http-port',
+        String(httpPort),
+        '--cluster-port',
+        String(clusterPort),
+        '--host',
+        '127.0.0.1',
+        '--store',
+        store,
+        ...(options.args ?? []),
+      ];
+      nodes.push(new ClusterNode(name, httpPort, clusterPort, args, env, options.verbose ?? false));
+    }
+    const cluster = new LocalCluster(nodes, store, secret);
+    try {
+      // The first node creates the schema; the others then join in parallel.
+      nodes[0]?.launch();
+      await nodes[0]?.waitReady(options.startTimeoutMs);
+      for (const node of nodes.slice(1)) node.launch();
+      await Promise.all(nodes.slice(1).map((node) => node.waitReady(options.startTimeoutMs)));
+    } catch (error) {
+      await cluster.stop();
+      throw error;
+    }
+    return cluster;
+  }
+
+  node(name: string): ClusterNode {
+    const node = this.nodes.find((n) => n.name === name);
+    if (!node) throw new Error(`no node named ${name}`);
+    return node;
+  }
+
+  get urls(): string[] {
+    return this.nodes.map((n) => n.url);
+  }
+
+  /** Cut the network both ways between two groups of nodes (each keeps its store). */
+  async partition(groupA: (string | ClusterNode)[], groupB: (string | ClusterNode)[]): Promise<void> {
+    const a = groupA.map(nameOf);
+    const b = groupB.map(nameOf);
+    await Promise.all([
+      ...a.map((name) => this.node(name).faults({ dropTo: b })),
+      ...b.map((name) => this.node(name).faults({ dropTo: a })),
+    ]);
+  }
+
+  /** One-way cut: `from` can no longer send to `to` (replies included). */
+  async isolate(from: string | ClusterNode, to: string | ClusterNode): Promise<void> {
+    await this.node(nameOf(from)).faults({ dropTo: [nameOf(to)] });
+  }
+
+  /** Undo every partition and isolation (on nodes that are running and not paused). */
+  async heal(): Promise<void> {
+    await Promise.all(this.nodes.filter((n) => n.running).map((n) => n.faults({ allow: 'all' })));
+  }
+
+  /** Make every store call of `node` fail, as if the database were unreachable from it. */
+  async cutStore(node: string | ClusterNode): Promise<void> {
+    await this.node(nameOf(node)).faults({ cutStore: true });
+  }
+
+  async restoreStore(node: string | ClusterNode): Promise<void> {
+    await this.node(nameOf(node)).faults({ cutStore: false });
+  }
+
+  async waitReady(timeoutMs?: number): Promise<void> {
+    await Promise.all(this.nodes.filter((n) => n.running).map((n) => n.waitReady(timeoutMs)));
+  }
+
+  eventually<T>(fn: () => Promise<T> | T, options?: EventuallyOptions): Promise<T> {
+    return eventually(fn, options);
+  }
+
+  /** Stop every node: SIGTERM (graceful), SIGKILL after the timeout. */
+  async stop(timeoutMs = 15_000): Promise<void> {
+    for (const node of this.nodes) node.resume();
+    await Promise.all(this.nodes.map((node) => node.stop(timeoutMs)));
+  }
+
+  /** Kill every node at once (no handoff). */
+  async kill(): Promise<void> {
+    await Promise.all(this.nodes.map((node) => node.kill()));
+  }
+}
+
+function nameOf(node: string | ClusterNode): string {
+  return typeof node === 'string' ? node : node.name;
+}
