@@ -16,7 +16,7 @@ export function renderHtmlReport(report: CheckRunReport): string {
   const a = report.availability;
   const failing = report.result.keys.filter((k) => k.failure);
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>concord check — ${escape(report.verdict)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>concord check — ${escapeHtml(report.verdict)}</title>
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
 h1{font-size:20px} table{border-collapse:collapse;margin:8px 0 16px}
@@ -24,12 +24,12 @@ td,th{border:1px solid #ddd;padding:4px 8px;text-align:left} th{background:#f5f5
 .verdict{color:${verdictColor};font-weight:700} code{background:#f5f5f5;padding:1px 4px}
 .legend span{display:inline-block;margin-right:14px} .sw{display:inline-block;width:10px;height:10px;margin-right:4px}
 </style></head><body>
-<h1>concord check: <span class="verdict">${escape(report.verdict)}</span></h1>
+<h1>concord check: <span class="verdict">${escapeHtml(report.verdict)}</span></h1>
 <p>${report.operations.toLocaleString('en-US')} operations in ${(report.durationMs / 1000).toFixed(1)} s,
-checked in ${report.checkerMs.toFixed(0)} ms. Started ${escape(report.startedAt)}.
-Nodes: ${report.options.urls ? escape(report.options.urls.join(', ')) : report.options.nodes},
-store: <code>${escape(report.options.store ?? 'SQLite (fresh file)')}</code>,
-faults: ${escape(report.options.faults.join(', ') || 'none')}${report.options.nodeArgs?.length ? `, node args: <code>${escape(report.options.nodeArgs.join(' '))}</code>` : ''}.</p>
+checked in ${report.checkerMs.toFixed(0)} ms. Started ${escapeHtml(report.startedAt)}.
+Nodes: ${report.options.urls ? escapeHtml(report.options.urls.join(', ')) : report.options.nodes},
+store: <code>${escapeHtml(report.options.store ?? 'SQLite (fresh file)')}</code>,
+faults: ${escapeHtml(report.options.faults.join(', ') || 'none')}${report.options.nodeArgs?.length ? `, node args: <code>${escapeHtml(report.options.nodeArgs.join(' '))}</code>` : ''}.</p>
 <h2>Availability</h2>
 <table><tr><th></th><th>operations</th><th>succeeded</th><th>share</th></tr>
 <tr><td>outside fault windows</td><td>${a.outsideFaults.operations}</td><td>${a.outsideFaults.succeeded}</td><td>${pct(a.outsideFaults.share)}</td></tr>
@@ -37,15 +37,15 @@ faults: ${escape(report.options.faults.join(', ') || 'none')}${report.options.no
 <tr><td>overall</td><td>${a.overall.operations}</td><td>${a.overall.succeeded}</td><td>${pct(a.overall.share)}</td></tr></table>
 <h2>Faults</h2>
 <table><tr><th>kind</th><th>node</th><th>from (s)</th><th>to (s)</th></tr>
-${report.faults.map((f) => `<tr><td>${f.kind}</td><td>${escape(f.node)}</td><td>${(f.start / 1000).toFixed(2)}</td><td>${(f.end / 1000).toFixed(2)}</td></tr>`).join('\n')}
+${report.faults.map((f) => `<tr><td>${f.kind}</td><td>${escapeHtml(f.node)}</td><td>${(f.start / 1000).toFixed(2)}</td><td>${(f.end / 1000).toFixed(2)}</td></tr>`).join('\n')}
 </table>
 <h2>Keys</h2>
 <table><tr><th>key</th><th>verdict</th><th>operations</th><th>check ms</th><th>explanation</th></tr>
-${report.keys.map((k) => `<tr><td>${escape(k.key)}</td><td>${k.ok === true ? 'linearizable' : k.ok === false ? '<b style="color:#c62828">violation</b>' : 'unknown'}</td><td>${k.operations}</td><td>${k.elapsedMs.toFixed(1)}</td><td>${escape(k.explanation ?? '')}</td></tr>`).join('\n')}
+${report.keys.map((k) => `<tr><td>${escapeHtml(k.key)}</td><td>${k.ok === true ? 'linearizable' : k.ok === false ? '<b style="color:#c62828">violation</b>' : 'unknown'}</td><td>${k.operations}</td><td>${k.elapsedMs.toFixed(1)}</td><td>${escapeHtml(k.explanation ?? '')}</td></tr>`).join('\n')}
 </table>
 ${failing
   .map(
-    (k) => `<h3>Minimal failing sub-history of ${escape(k.key)}</h3><p>${escape(k.failure!.explanation)}</p>
+    (k) => `<h3>Minimal failing sub-history of ${escapeHtml(k.key)}</h3><p>${escapeHtml(k.failure!.explanation)}</p>
 <table><tr><th>client</th><th>op</th><th>value</th><th>if-match</th><th>invoked (ms)</th><th>completed (ms)</th><th>outcome</th><th>result</th></tr>
 ${k.failure!.minimalHistory.map(historyRow).join('\n')}</table>`,
   )
@@ -59,7 +59,7 @@ ${timeline(report)}
 
 function historyRow(e: HistoryEntry): string {
   const result = e.result ? `${e.result.state} v${e.result.version}` : '';
-  return `<tr><td>${escape(String(e.client))}</td><td>${e.op}</td><td>${escape(e.value ?? '')}</td><td>${e.expectedVersion ?? ''}</td><td>${e.invokedAt.toFixed(1)}</td><td>${e.completedAt === null ? '—' : e.completedAt.toFixed(1)}</td><td>${e.outcome}</td><td>${escape(result)}</td></tr>`;
+  return `<tr><td>${escapeHtml(String(e.client))}</td><td>${e.op}</td><td>${escapeHtml(e.value ?? '')}</td><td>${e.expectedVersion ?? ''}</td><td>${e.invokedAt.toFixed(1)}</td><td>${e.completedAt === null ? '—' : e.completedAt.toFixed(1)}</td><td>${e.outcome}</td><td>${escapeHtml(result)}</td></tr>`;
 }
 
 function timeline(report: CheckRunReport): string {
@@ -75,7 +75,7 @@ function timeline(report: CheckRunReport): string {
   const faults = report.faults
     .map(
       (f) =>
-        `<rect x="${x(f.start)}" y="0" width="${Math.max(1, ((f.end - f.start) / end) * width).toFixed(1)}" height="${height - 20}" fill="#fde0dc"><title>${f.kind} ${escape(f.node)}</title></rect><text x="${x(f.start)}" y="${height - 6}" font-size="10">${f.kind} ${escape(f.node)}</text>`,
+        `<rect x="${x(f.start)}" y="0" width="${Math.max(1, ((f.end - f.start) / end) * width).toFixed(1)}" height="${height - 20}" fill="#fde0dc"><title>${f.kind} ${escapeHtml(f.node)}</title></rect><text x="${x(f.start)}" y="${height - 6}" font-size="10">${f.kind} ${escapeHtml(f.node)}</text>`,
     )
     .join('');
   const ops = history
@@ -90,6 +90,6 @@ function timeline(report: CheckRunReport): string {
 <p>Time runs left to right over ${(end / 1000).toFixed(1)} s; one lane per client.</p>`;
 }
 
-function escape(text: string): string {
+function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
