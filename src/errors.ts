@@ -14,7 +14,9 @@ export type ConcordErrorCode =
   | 'UNKNOWN_HANDLER'
   | 'HANDLER_ERROR'
   | 'BAD_MESSAGE'
-  | 'STOPPED';
+  | 'STOPPED'
+  | 'WRONG_EXPECTED_VERSION'
+  | 'DOMAIN_ERROR';
 
 export class ConcordError extends Error {
   readonly code: ConcordErrorCode;
@@ -81,6 +83,58 @@ export class Stopped extends ConcordError {
   }
 }
 
+/**
+ * An append to an event stream named a version the stream no longer (or not yet) has: someone
+ * else appended first. Nothing was appended. Re-read the stream, decide again, retry.
+ */
+export class WrongExpectedVersion extends ConcordError {
+  constructor(
+    message: string,
+    details: { stream: string; expectedVersion: number; actualVersion: number } | Record<string, unknown>,
+  ) {
+    super('WRONG_EXPECTED_VERSION', message, details);
+  }
+
+  /** The stream's version when the append was refused. */
+  get actualVersion(): number {
+    return Number(this.details?.['actualVersion']);
+  }
+}
+
+/** The payload of a domain error: a code of the application's choosing plus any fields. */
+export interface DomainErrorPayload {
+  readonly code: string;
+}
+
+/**
+ * An event-sourced command refused to act (`ctx.reject(payload)`): nothing was appended.
+ * `error` is the command's payload, e.g. `{ code: 'ALREADY_ON_TEAM', teamId: 't1' }`; it
+ * travels with the error across nodes (as `details`).
+ */
+export class DomainError<P extends DomainErrorPayload = DomainErrorPayload> extends ConcordError {
+  constructor(payload: P, message = `command rejected: ${payload.code}`) {
+    super('DOMAIN_ERROR', message, { ...payload } as Record<string, unknown>);
+  }
+
+  /** The payload the command rejected with. */
+  get error(): P {
+    return this.details as unknown as P;
+  }
+
+  /** The payload's code (e.g. 'ALREADY_ON_TEAM'). */
+  get reason(): P['code'] {
+    return this.error.code;
+  }
+}
+
+/** Is `err` a DomainError (optionally with the payload code `reason`)? Works for errors from other nodes too. */
+export function isDomainError<P extends DomainErrorPayload = DomainErrorPayload>(
+  err: unknown,
+  reason?: P['code'],
+): err is DomainError<P> {
+  return err instanceof DomainError && (reason === undefined || err.reason === reason);
+}
+
 /** Plain-data form of an error, for the wire. */
 export interface ErrorShape {
   code: string;
@@ -107,6 +161,13 @@ export function errorFromShape(shape: ErrorShape): ConcordError {
       return new StoreUnavailable(shape.message, shape.details);
     case 'STOPPED':
       return new Stopped(shape.message);
+    case 'WRONG_EXPECTED_VERSION':
+      return new WrongExpectedVersion(shape.message, shape.details ?? {});
+    case 'DOMAIN_ERROR':
+      if (typeof shape.details?.['code'] === 'string') {
+        return new DomainError(shape.details as unknown as DomainErrorPayload, shape.message);
+      }
+      return new ConcordError('DOMAIN_ERROR', shape.message, shape.details);
     default: {
       const err = new ConcordError(shape.code as ConcordErrorCode, shape.message, shape.details);
       err.name = shape.name;

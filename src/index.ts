@@ -22,14 +22,33 @@ export {
   ConcordError,
   type ConcordErrorCode,
   ConfigMismatch,
+  DomainError,
+  type DomainErrorPayload,
   HandlerError,
+  isDomainError,
   NameInUse,
   Stopped,
   StoreUnavailable,
   Timeout,
   Unavailable,
+  WrongExpectedVersion,
 } from './errors.js';
+export * from './events/index.js';
+export type { AppContext, AppNode, ConcordApp } from './http/app.js';
+export { ID_MAX_LENGTH, ID_PATTERN, idParamsSchema, idSchema } from './http/schemas.js';
 export { createLogger, type Logger } from './logger.js';
+export type {
+  ChangeListener,
+  MapChange,
+  PubSub,
+  PubSubEvents,
+  PubSubStats,
+  ReplicatedMap,
+  ReplicatedMapOptions,
+  ReplicatedMapStats,
+  Subscriber,
+  SyncOutcome,
+} from './pubsub/index.js';
 export {
   type ClusterStatus,
   ConcordNode,

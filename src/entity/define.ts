@@ -17,6 +17,7 @@
  * cross nodes must be MessagePack-serialisable. Calls on the owning node pass messages
  * and replies by reference: treat them, and the state you are given, as immutable.
  */
+import type { EntityPersistence } from './persistence.js';
 
 export interface TurnContext<S> {
   readonly kind: string;
@@ -42,6 +43,8 @@ export interface EntityDefinition<S = unknown, H extends Handlers<S> = Handlers<
   readonly kind: string;
   readonly initial: (id: string) => S;
   readonly handlers: H;
+  /** Internal: how the row is kept, for kinds that differ from "row = JSON of the state" (event sourcing). */
+  readonly persistence?: EntityPersistence;
 }
 
 /** Any entity definition, whatever its state and handler types (for lists of kinds). */

@@ -2,9 +2,10 @@ import { Moved } from '../cluster/moved.js';
 import type { ShardHost } from '../cluster/shard-manager.js';
 import { ConcordError, HandlerError, StoreUnavailable, Timeout } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { ActivationRequest, ActivationResult, Store, WriteRequest } from '../store/types.js';
+import type { ActivationRequest, ActivationResult, NewEvent, Store, WriteRequest } from '../store/types.js';
 import { TickBatcher } from './batcher.js';
 import type { EntityDefinition, Handler, TurnContext } from './define.js';
+import type { AppendingTurnContext, LoadedState } from './persistence.js';
 
 /**
  * The entity host: the live entities of the shards this node owns.
@@ -20,6 +21,10 @@ import type { EntityDefinition, Handler, TurnContext } from './define.js';
  *   entity is dropped and the callers retry at the new owner.
  * - A write whose outcome is unknown (store error) drops the entity (the next call
  *   re-reads the store) and fails its callers with StoreUnavailable.
+ * - Kinds with persistence hooks (event-sourced entities, see entity/persistence.ts) differ
+ *   only in what is loaded after the claim, what the row's text is, and that a write also
+ *   appends the batch's events in the same transaction (refused like a fence when a version
+ *   is taken; the callers then retry and the entity is re-activated on fresh events).
  */
 
 /** What the host needs to know about shard ownership (implemented by the shard manager). */
@@ -44,6 +49,8 @@ export interface HostOptions {
   maxTurnsPerBatch: number;
   /** Concurrent group-commit transactions. */
   maxConcurrentCommits: number;
+  /** This node's name, recorded with the events it appends. */
+  nodeName?: string;
 }
 
 interface Turn {
@@ -60,6 +67,14 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 class Activation {
   state: unknown = undefined;
   version = 0;
+  /**
+   * The row's version as last read or written: what the next fenced write expects. Always
+   * equal to `version`, except for an event-sourced entity that caught up on events appended
+   * by an outside writer (its stream is then ahead of its row until its next write).
+   */
+  rowVersion = 0;
+  /** Event-sourced entities: the version the row's snapshot covers. */
+  snapshotVersion = 0;
   ready = false;
   running = false;
   dead = false;
@@ -95,6 +110,7 @@ export class EntityHost implements ShardHost {
   private readonly activator: TickBatcher<ActivationRequest, ActivationResult>;
   private readonly writer: TickBatcher<WriteRequest, boolean>;
   private readonly sweepTimer: NodeJS.Timeout;
+  private readonly store: Store;
   private activeCount = 0;
   readonly stats: HostStats = { activations: 0, passivations: 0, turns: 0, commits: 0, fenced: 0 };
 
@@ -106,6 +122,7 @@ export class EntityHost implements ShardHost {
     private readonly logger: Logger,
   ) {
     this.shards = [];
+    this.store = store;
     this.activator = new TickBatcher((requests) => store.activate(requests), options.maxConcurrentCommits, 512);
     this.writer = new TickBatcher(
       (requests) => {
@@ -219,7 +236,9 @@ export class EntityHost implements ShardHost {
     if (epoch === null) return null;
     let initialState: string;
     try {
-      initialState = JSON.stringify(definition.initial(id));
+      initialState = definition.persistence
+        ? definition.persistence.initialRow(id)
+        : JSON.stringify(definition.initial(id));
     } catch (error) {
       throw new HandlerError(`initial state of ${definition.kind} is not JSON-serialisable: ${String(error)}`);
     }
@@ -239,18 +258,43 @@ export class EntityHost implements ShardHost {
           this.kill(activation, key, this.moved(shard));
           return;
         }
-        activation.state = JSON.parse(result.state);
-        activation.version = result.version;
-        activation.ready = true;
-        if (activation.queue !== null && !activation.running) void this.run(activation, key);
+        if (definition.persistence) {
+          // The claim above fenced every older owner out; only now is the rest loaded.
+          definition.persistence.load(id, result, this.store).then(
+            (loaded) => {
+              if (!activation.dead) this.ready(activation, key, loaded, result.version);
+            },
+            (error: unknown) => this.activationFailed(activation, key, error),
+          );
+          return;
+        }
+        const state = JSON.parse(result.state);
+        this.ready(
+          activation,
+          key,
+          { state, version: result.version, snapshotVersion: result.version },
+          result.version,
+        );
       },
-      (error: unknown) => {
-        if (activation.dead) return;
-        this.logger.warn({ kind: definition.kind, id, err: String(error) }, 'activation failed');
-        this.kill(activation, key, new StoreUnavailable(`could not load ${definition.kind}/${id}: the store failed`));
-      },
+      (error: unknown) => this.activationFailed(activation, key, error),
     );
     return activation;
+  }
+
+  private ready(activation: Activation, key: string, loaded: LoadedState, rowVersion: number): void {
+    activation.state = loaded.state;
+    activation.version = loaded.version;
+    activation.rowVersion = rowVersion;
+    activation.snapshotVersion = loaded.snapshotVersion;
+    activation.ready = true;
+    if (activation.queue !== null && !activation.running) void this.run(activation, key);
+  }
+
+  private activationFailed(activation: Activation, key: string, error: unknown): void {
+    if (activation.dead) return;
+    const { kind } = activation.definition;
+    this.logger.warn({ kind, id: activation.id, err: String(error) }, 'activation failed');
+    this.kill(activation, key, new StoreUnavailable(`could not load ${kind}/${activation.id}: the store failed`));
   }
 
   // ---- turns ----------------------------------------------------------------
@@ -283,9 +327,13 @@ export class EntityHost implements ShardHost {
 
   private async runBatch(activation: Activation, key: string, batch: Turn[]): Promise<void> {
     const { definition, id } = activation;
+    const persistence = definition.persistence;
     const baseVersion = activation.version;
     let state = activation.state;
+    /** Version increments so far: one per setState, one per appended event. */
     let changes = 0;
+    /** Event-sourced kinds: the events of this batch, in order (versions baseVersion+1…). */
+    let events: NewEvent[] | null = null;
     const outcomes: Outcome[] = new Array(batch.length);
     const now = performance.now();
 
@@ -295,25 +343,37 @@ export class EntityHost implements ShardHost {
         outcomes[i] = { ok: false, error: new Timeout(`call to ${definition.kind}/${id} expired before it ran`) };
         continue;
       }
-      let changed = false;
+      let increments = 0;
       let next: unknown;
+      let appended: readonly NewEvent[] | null = null;
       const ctx: TurnContext<unknown> = {
         kind: definition.kind,
         id,
         get version() {
-          return baseVersion + changes + (changed ? 1 : 0);
+          return baseVersion + changes + increments;
         },
         setState(value: unknown) {
           next = value;
-          changed = true;
+          increments = 1;
         },
       };
+      if (persistence) {
+        (ctx as AppendingTurnContext<unknown>).append = (value, newEvents) => {
+          next = value;
+          increments = newEvents.length;
+          appended = newEvents;
+        };
+      }
       try {
         let value = turn.handler(state, turn.message as never, ctx);
         if (isThenable(value)) value = await value;
-        if (changed) {
+        if (increments > 0) {
           state = next;
-          changes++;
+          changes += increments;
+          if (appended !== null) {
+            events ??= [];
+            events.push(...(appended as readonly NewEvent[]));
+          }
         }
         outcomes[i] = { ok: true, value };
       } catch (error) {
@@ -324,9 +384,12 @@ export class EntityHost implements ShardHost {
     this.stats.turns += batch.length;
 
     if (changes > 0) {
-      let stateText: string;
+      const newVersion = baseVersion + changes;
+      let stateText: string | null;
       try {
-        stateText = JSON.stringify(state);
+        stateText = persistence
+          ? persistence.snapshot(state, newVersion, activation.snapshotVersion)
+          : JSON.stringify(state);
       } catch (error) {
         const failure = new HandlerError(
           `new state of ${definition.kind}/${id} is not JSON-serialisable: ${String(error)}`,
@@ -334,16 +397,22 @@ export class EntityHost implements ShardHost {
         for (const turn of batch) turn.reject(failure);
         return;
       }
+      const request: WriteRequest = {
+        kind: definition.kind,
+        id,
+        epoch: activation.epoch,
+        // The fence: the row must still be exactly as this activation last saw it.
+        expectedVersion: activation.rowVersion,
+        newVersion,
+        state: stateText,
+      };
+      if (events !== null && persistence) {
+        // Same transaction as the fenced update, at versions baseVersion+1 … newVersion.
+        request.append = { stream: persistence.stream(id), node: this.options.nodeName ?? 'unknown', events };
+      }
       let applied: boolean;
       try {
-        applied = await this.writer.submit({
-          kind: definition.kind,
-          id,
-          epoch: activation.epoch,
-          expectedVersion: baseVersion,
-          newVersion: baseVersion + changes,
-          state: stateText,
-        });
+        applied = await this.writer.submit(request);
       } catch (error) {
         // Unknown outcome: the transaction may or may not have committed. Forget the entity
         // so the next call re-reads the truth, and tell these callers we do not know.
@@ -356,7 +425,9 @@ export class EntityHost implements ShardHost {
         return;
       }
       if (!applied) {
-        // Fenced: a newer owner activated the entity. Nothing was written; callers retry there.
+        // Fenced: a newer owner activated the entity, or (event-sourced) someone appended to
+        // its stream. Nothing was written; callers retry, at the new owner or here on a fresh
+        // activation that has caught up on the stream.
         this.stats.fenced++;
         this.guard.suspect(activation.shard);
         const moved = this.moved(activation.shard);
@@ -365,7 +436,9 @@ export class EntityHost implements ShardHost {
         return;
       }
       activation.state = state;
-      activation.version = baseVersion + changes;
+      activation.version = newVersion;
+      activation.rowVersion = newVersion;
+      if (stateText !== null) activation.snapshotVersion = newVersion;
     } else if (!this.guard.leaseValid()) {
       // Self-fencing: a read is answered only while no one else can have claimed the shard.
       const moved = this.moved(activation.shard);

@@ -5,7 +5,7 @@ import type { ConcordNode } from '../runtime/node.js';
 /**
  * An application served by a node's HTTP API: the entity kinds it needs and the routes
  * that use them. The example applications under `examples/` are ConcordApps built only
- * on concord's public API; `concord node` serves every registered app.
+ * on concord's public API; `concord node` serves every registered app (src/cli/apps.ts).
  */
 export interface ConcordApp {
   /** Short name, used in logs. */
@@ -20,6 +20,25 @@ export interface ConcordApp {
   stop?(context: AppContext): void | Promise<void>;
 }
 
+/**
+ * What an app (and the HTTP layer) may use of the node serving it. A `ConcordNode` is one;
+ * so is the `NaiveNode` of `--ownership none` (the uncoordinated baseline), which is why
+ * this is a subset of ConcordNode's API rather than the class itself.
+ */
+export type AppNode = Pick<ConcordNode, 'name' | 'ready' | 'call' | 'ref' | 'callByName' | 'status' | 'stop'>;
+
+/**
+ * The cluster services of a coordinated node: pub/sub, replicated maps, the event store, and
+ * store reads of committed entity state (for read-through caches).
+ * The `--ownership none` baseline has none of them (it has no store and no peers).
+ */
+export type ClusterServices = Pick<ConcordNode, 'pubsub' | 'replicatedMap' | 'events' | 'readCommitted'>;
+
 export interface AppContext {
-  readonly node: ConcordNode;
+  readonly node: AppNode;
+  /**
+   * Null under `--ownership none`: an app that needs these answers its routes with 501 and a
+   * JSON error there instead of pretending to work.
+   */
+  readonly services: ClusterServices | null;
 }

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { FaultSwitch } from '../transport/faults.js';
+import type { AppNode } from './app.js';
 
 /**
  * Test-only control channel for fault injection: `POST /_test/faults`.
@@ -22,10 +23,12 @@ export function registerTestFaultRoutes(http: FastifyInstance, faults: FaultSwit
           additionalProperties: false,
           properties: {
             dropTo: { type: 'array', items: { type: 'string', maxLength: 64 }, maxItems: 64 },
+            // "all" first: Fastify's Ajv coerces types ('array'), so with the array branch first
+            // the string "all" became ["all"] (a peer named "all") and healing never happened.
             allow: {
               anyOf: [
-                { type: 'array', items: { type: 'string', maxLength: 64 }, maxItems: 64 },
                 { type: 'string', const: 'all' },
+                { type: 'array', items: { type: 'string', maxLength: 64 }, maxItems: 64 },
               ],
             },
             cutStore: { type: 'boolean' },
@@ -44,4 +47,35 @@ export function registerTestFaultRoutes(http: FastifyInstance, faults: FaultSwit
     },
   );
   http.get('/_test/faults', async () => ({ dropped: faults.droppedPeers(), storeCut: faults.storeCut }));
+}
+
+/**
+ * Test-only generic entity call: `POST /_test/call` with `{ kind, id, handler, message? }`
+ * answers `{ "value": <the handler's reply> }` (errors as usual: 503 unavailable, 400 bad
+ * message, 500 handler error). It lets a LocalCluster test drive a user's own entities that
+ * have no HTTP routes. Registered only with CONCORD_TEST_FAULTS=1, like the fault routes.
+ */
+export function registerTestCallRoute(http: FastifyInstance, node: Pick<AppNode, 'callByName'>): void {
+  http.post<{ Body: { kind: string; id: string; handler: string; message?: unknown } }>(
+    '/_test/call',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['kind', 'id', 'handler'],
+          additionalProperties: false,
+          properties: {
+            kind: { type: 'string', minLength: 1, maxLength: 200 },
+            id: { type: 'string', minLength: 1, maxLength: 200 },
+            handler: { type: 'string', minLength: 1, maxLength: 200 },
+            message: {},
+          },
+        },
+      },
+    },
+    async (request) => {
+      const { kind, id, handler, message } = request.body;
+      return { value: (await node.callByName(kind, id, handler, message)) ?? null };
+    },
+  );
 }

@@ -28,5 +28,9 @@ export function withStoreFaults(store: Store, faults: FaultSwitch): Store {
     activate: (requests) => guard(() => store.activate(requests)),
     write: (requests) => guard(() => store.write(requests)),
     readEntity: (kind, id) => guard(() => store.readEntity(kind, id)),
+    appendEvents: (request) => guard(() => store.appendEvents(request)),
+    readEvents: (stream, from, limit) => guard(() => store.readEvents(stream, from, limit)),
+    streamVersion: (stream) => guard(() => store.streamVersion(stream)),
+    readEventLog: (cursor, limit, prefix) => guard(() => store.readEventLog(cursor, limit, prefix)),
   };
 }

@@ -14,7 +14,11 @@ import type {
 } from '../entity/define.js';
 import { EntityHost } from '../entity/host.js';
 import { ConcordError, Stopped } from '../errors.js';
+import { EventStore } from '../events/event-store.js';
 import { createLogger, type Logger } from '../logger.js';
+import { ReplicatedMaps } from '../pubsub/maps.js';
+import { PubSub } from '../pubsub/pubsub.js';
+import type { ReplicatedMap, ReplicatedMapOptions } from '../pubsub/replicated-map.js';
 import { openStore } from '../store/open.js';
 import type { Durability, Store } from '../store/types.js';
 import { PeerUnreachable } from '../transport/errors.js';
@@ -95,6 +99,9 @@ export type PeerRequestHandler = (from: PeerId, body: Record<string, unknown>) =
 
 const CORE_MESSAGE_TYPES = new Set(['released', 'leaving', 'joined', 'call']);
 
+/** How long a leaving node waits for its peers to acknowledge the leave (see Mesh.drain). */
+const LEAVE_DRAIN_MS = 1000;
+
 export class ConcordNode {
   readonly name: string;
   readonly faults: FaultSwitch | null;
@@ -103,6 +110,10 @@ export class ConcordNode {
   private pruneCounter = 0;
   private readonly messageHandlers = new Map<string, PeerMessageHandler>();
   private readonly requestHandlers = new Map<string, PeerRequestHandler>();
+  private eventStore: EventStore | null = null;
+  /** Topics across the cluster: `node.pubsub.subscribe(topic, handler)` / `publish(topic, message)`. */
+  readonly pubsub: PubSub;
+  private readonly maps: ReplicatedMaps;
 
   private constructor(
     options: NodeOptions,
@@ -120,6 +131,16 @@ export class ConcordNode {
     this.name = options.name;
     this.faults = faults;
     this.definitions = new Map(options.entities.map((d) => [d.kind, d as unknown as EntityDefinition]));
+    this.pubsub = new PubSub(this, logger);
+    this.maps = new ReplicatedMaps(this, this.pubsub, logger);
+  }
+
+  /**
+   * The replicated map `name` (created on first use; options only then): held whole on every
+   * node that opens it, local reads, last-writer-wins writes, healed by anti-entropy.
+   */
+  replicatedMap<V, K extends string = string>(name: string, options?: ReplicatedMapOptions<V>): ReplicatedMap<K, V> {
+    return this.maps.open<V, K>(name, options);
   }
 
   static async start(options: NodeOptions): Promise<ConcordNode> {
@@ -199,6 +220,7 @@ export class ConcordNode {
           maxActiveEntities: options.maxActiveEntities ?? 1_000_000,
           maxTurnsPerBatch: 256,
           maxConcurrentCommits: store.backend === 'sqlite' ? 1 : 4,
+          nodeName: options.name,
         },
         logger,
       );
@@ -248,6 +270,16 @@ export class ConcordNode {
     }
   }
 
+  /**
+   * The event store of the cluster's store: outside appends with an expected version, stream
+   * reads, and the store-wide log that projections tail. Events appended through it record
+   * this node's name.
+   */
+  get events(): EventStore {
+    this.eventStore ??= new EventStore(this.store, { node: this.name });
+    return this.eventStore;
+  }
+
   /** The current incarnation (changes if the lease is ever lost and re-acquired). */
   get incarnation(): number | null {
     return this.lease.incarnation;
@@ -279,6 +311,24 @@ export class ConcordNode {
       return Promise.reject(new ConcordError('BAD_MESSAGE', 'entity id must be a non-empty string'));
     }
     return this.router.call(kind, id, handler, message, options?.timeoutMs);
+  }
+
+  /**
+   * The last committed state of entity `id`, read straight from the store without its owner,
+   * so it answers even when the owner is unreachable (a partition). Not linearizable: it may
+   * be a moment behind the owner, and it is null for an entity never activated. Meant for
+   * read-through caches; use `call` when the answer must be current. Plain entities only.
+   */
+  async readCommitted<S, H extends Handlers<S>>(
+    definition: EntityDefinition<S, H>,
+    id: string,
+  ): Promise<{ state: S; version: number } | null> {
+    if (this.stopping) throw new Stopped();
+    if (definition.persistence !== undefined) {
+      throw new TypeError(`readCommitted reads plain entities; "${definition.kind}" is kept another way`);
+    }
+    const row = await this.store.readEntity(definition.kind, id);
+    return row === null ? null : { state: JSON.parse(row.state) as S, version: row.version };
   }
 
   /** A typed handle on one entity: `node.ref(Counter, 'c1').add(2)`. */
@@ -353,6 +403,11 @@ export class ConcordNode {
     // Deregister only after nothing is served any more: removing the row frees our shards at once.
     this.lease.clear();
     if (incarnation !== null) await this.store.removeNode(this.name, incarnation).catch(() => {});
+    this.maps.close();
+    this.pubsub.close();
+    // Answer (with `moved`) every call peers sent before they learned we left, then close:
+    // closing first would leave those callers unsure whether their call was applied.
+    await this.mesh.drain(LEAVE_DRAIN_MS);
     await this.mesh.close();
     if (this.ownsStore) await this.store.close();
     this.logger.info({}, 'stopped');

@@ -105,6 +105,44 @@ CREATE TABLE concord_entities (
 );
 `,
   },
+  {
+    version: 2,
+    description: 'event store',
+    // Unique on (stream, version): the database itself refuses a second event at a version,
+    // which is what makes an expected-version append safe against every other writer.
+    // `position` is the store-wide log order (SQLite: one writer at a time, so positions become
+    // visible in order). PostgreSQL assigns positions before commit, so concurrent
+    // transactions can make them visible out of order; the log is read in (tx, position)
+    // order instead, and only for transactions older than every one still running
+    // (see PostgresStore.readEventLog). Needs PostgreSQL 13+ (xid8).
+    sqlite: `
+CREATE TABLE concord_events (
+  position INTEGER PRIMARY KEY AUTOINCREMENT,
+  stream TEXT NOT NULL,
+  version INTEGER NOT NULL CHECK (version >= 1),
+  type TEXT NOT NULL,
+  data TEXT NOT NULL,
+  node TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  UNIQUE (stream, version)
+) STRICT;
+`,
+    postgres: `
+CREATE TABLE concord_events (
+  stream TEXT NOT NULL,
+  version BIGINT NOT NULL CHECK (version >= 1),
+  type TEXT NOT NULL,
+  data TEXT NOT NULL,
+  node TEXT NOT NULL,
+  at BIGINT NOT NULL,
+  position BIGINT GENERATED ALWAYS AS IDENTITY,
+  tx xid8 NOT NULL DEFAULT pg_current_xact_id(),
+  PRIMARY KEY (stream, version)
+);
+
+CREATE INDEX concord_events_log ON concord_events (tx, position);
+`,
+  },
 ];
 
 /** Keys used in concord_meta. */

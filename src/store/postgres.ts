@@ -29,7 +29,11 @@ import {
 import type {
   ActivationRequest,
   ActivationResult,
+  AppendRequest,
+  AppendResult,
   EntityRow,
+  EventLogPage,
+  LogCursor,
   NodeList,
   NodeRecord,
   NodeStatus,
@@ -37,6 +41,7 @@ import type {
   RegisterResult,
   ShardRecord,
   Store,
+  StoredEvent,
   StoreOptions,
   WriteRequest,
 } from './types.js';
@@ -291,6 +296,7 @@ export class PostgresStore implements Store {
 
   async write(requests: WriteRequest[]): Promise<boolean[]> {
     if (requests.length === 0) return [];
+    if (requests.some(hasEvents)) return this.writeWithEvents(requests);
     const rounds = intoRounds(requests);
     const perRound =
       rounds.length === 1
@@ -311,6 +317,73 @@ export class PostgresStore implements Store {
     return row ?? null;
   }
 
+  // ---- events -----------------------------------------------------------
+
+  async appendEvents(request: AppendRequest): Promise<AppendResult> {
+    const { stream, expectedVersion, events } = request;
+    if (events.length > 0) {
+      try {
+        // One statement: inserts only if the stream's version is still the expected one. A
+        // concurrent append of the same versions either committed before (the check fails)
+        // or collides on the primary key (the insert waits for it, then fails): one winner.
+        const rows = await this.sql`
+          INSERT INTO concord_events (stream, version, type, data, node, at)
+          SELECT ${stream}, ${expectedVersion}::bigint + e.n, e.type, e.data, ${request.node}, ${this.clock()}
+          FROM unnest(${events.map((e) => e.type)}::text[], ${events.map((e) => e.data)}::text[])
+            WITH ORDINALITY AS e (type, data, n)
+          WHERE (SELECT coalesce(max(version), 0) FROM concord_events WHERE stream = ${stream}) = ${expectedVersion}
+          ORDER BY e.n`;
+        if (rows.count === events.length) return { ok: true, version: expectedVersion + events.length };
+      } catch (err) {
+        if (!isPgError(err, ['23505'])) throw err;
+      }
+    }
+    const actualVersion = await this.streamVersion(stream);
+    return actualVersion === expectedVersion && events.length === 0
+      ? { ok: true, version: actualVersion }
+      : { ok: false, actualVersion };
+  }
+
+  readEvents(stream: string, fromVersion: number, limit: number): Promise<StoredEvent[]> {
+    return this.sql<StoredEvent[]>`
+      SELECT stream, version, type, data, node, at FROM concord_events
+      WHERE stream = ${stream} AND version >= ${fromVersion} ORDER BY version LIMIT ${limit}`;
+  }
+
+  async streamVersion(stream: string): Promise<number> {
+    const [row] = await this.sql<{ version: number }[]>`
+      SELECT coalesce(max(version), 0)::bigint AS version FROM concord_events WHERE stream = ${stream}`;
+    return row!.version;
+  }
+
+  /**
+   * Positions (an identity column) are handed out before commit, so transactions can make them
+   * visible out of order: a reader that went past position 7 could miss a position 6 that
+   * commits afterwards. The log is therefore read in (tx, position) order, where tx is the
+   * inserting transaction's id, and only up to the oldest transaction still running
+   * (`pg_snapshot_xmin`): every transaction below it has ended, so nothing can appear behind
+   * the cursor any more. The price: a transaction that stays open anywhere on the server
+   * holds readers back until it ends.
+   */
+  async readEventLog(cursor: LogCursor | null, limit: number, streamPrefix?: string): Promise<EventLogPage> {
+    const [tx, position] = parsePgCursor(cursor);
+    // The text of tx is selected under another name: `ORDER BY tx` would otherwise sort by the
+    // output column (text, "1000" < "999") and the log would repeat and skip events.
+    const rows = await this.sql<(StoredEvent & { tx_text: string; position: number })[]>`
+      SELECT e.stream, e.version, e.type, e.data, e.node, e.at, e.tx::text AS tx_text, e.position
+      FROM concord_events AS e
+      WHERE (e.tx, e.position) > (${tx}::xid8, ${position}::bigint)
+        AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
+        ${streamPrefix === undefined ? this.sql`` : this.sql`AND starts_with(e.stream, ${streamPrefix})`}
+      ORDER BY e.tx, e.position
+      LIMIT ${limit}`;
+    const last = rows.at(-1);
+    return {
+      events: rows.map(({ tx_text: _tx, position: _position, ...event }) => event),
+      cursor: last ? `${last.tx_text}:${last.position}` : `${tx}:${position}`,
+    };
+  }
+
   /** The connections' effective `synchronous_commit` ('on' unless the server says otherwise; 'off' when relaxed). */
   async synchronousCommit(): Promise<string> {
     const [row] = await this.sql<{ synchronous_commit: string }[]>`SHOW synchronous_commit`;
@@ -318,6 +391,90 @@ export class PostgresStore implements Store {
   }
 
   // ---- helpers ----------------------------------------------------------
+
+  /**
+   * A batch in which some requests append events: one transaction with, per round, the fenced
+   * row updates and then the events of the requests that passed the fence (ON CONFLICT DO
+   * NOTHING, so a taken version does not abort the transaction). If any request could not
+   * insert all of its events, the whole transaction is rolled back (nothing of it was ever
+   * visible) and the batch runs again without those requests, which report false. Each retry
+   * drops at least one request, so this ends; collisions need an outside writer, so retries
+   * are rare.
+   */
+  private async writeWithEvents(requests: WriteRequest[]): Promise<boolean[]> {
+    const results = requests.map(() => false);
+    let live = requests.map((_, index) => index);
+    while (live.length > 0) {
+      const batch = live.map((index) => requests[index]!);
+      const outcome = await this.sql
+        .begin(async (tx) => {
+          const applied: number[] = [];
+          const collided = new Set<number>();
+          for (const round of intoRounds(batch)) {
+            const rows = await this.writeRound(tx, round);
+            const passed = rows.map((row) => round[row.i - 1]!.index);
+            applied.push(...passed);
+            const appending = passed.filter((b) => hasEvents(batch[b]!));
+            if (appending.length === 0) continue;
+            const complete = await this.insertEventsRound(
+              tx,
+              appending.map((b) => batch[b]!),
+            );
+            appending.forEach((b, k) => {
+              if (!complete[k]) collided.add(b);
+            });
+          }
+          if (collided.size > 0) throw new EventCollision(collided);
+          return applied;
+        })
+        .catch((err: unknown) => {
+          if (err instanceof EventCollision) return err;
+          throw err;
+        });
+      if (outcome instanceof EventCollision) {
+        live = live.filter((_, b) => !outcome.requests.has(b));
+        continue;
+      }
+      for (const b of outcome) results[live[b]!] = true;
+      break;
+    }
+    return results;
+  }
+
+  /** Insert the events of fenced writes that applied; result k: did all of request k's events go in? */
+  private async insertEventsRound(tx: Tx, requests: WriteRequest[]): Promise<boolean[]> {
+    const streams: string[] = [];
+    const versions: number[] = [];
+    const types: string[] = [];
+    const datas: string[] = [];
+    const nodes: string[] = [];
+    const expected = new Map<string, number>();
+    for (const request of requests) {
+      const { stream, node, events } = request.append!;
+      const first = request.newVersion - events.length + 1;
+      expected.set(stream, (expected.get(stream) ?? 0) + events.length);
+      events.forEach((event, j) => {
+        streams.push(stream);
+        versions.push(first + j);
+        types.push(event.type);
+        datas.push(event.data);
+        nodes.push(node);
+      });
+    }
+    // Inserted in (stream, version) order, like the row locks, so two batches never deadlock.
+    const rows = await tx<{ stream: string }[]>`
+      INSERT INTO concord_events (stream, version, type, data, node, at)
+      SELECT e.stream, e.version, e.type, e.data, e.node, ${this.clock()}
+      FROM unnest(${streams}::text[], ${versions}::bigint[], ${types}::text[], ${datas}::text[], ${nodes}::text[])
+        AS e (stream, version, type, data, node)
+      ORDER BY e.stream, e.version
+      ON CONFLICT (stream, version) DO NOTHING
+      RETURNING stream`;
+    const inserted = new Map<string, number>();
+    for (const row of rows) inserted.set(row.stream, (inserted.get(row.stream) ?? 0) + 1);
+    // (Requests of one round sharing a stream stand or fall together.)
+    return requests.map((request) => inserted.get(request.append!.stream) === expected.get(request.append!.stream));
+  }
 
   /** The store clock in integer milliseconds, as an SQL fragment. */
   private clock() {
@@ -371,7 +528,7 @@ export class PostgresStore implements Store {
         ORDER BY e.kind, e.id
         FOR UPDATE OF e
       )
-      UPDATE concord_entities AS e SET state = l.state, version = l.new_version
+      UPDATE concord_entities AS e SET state = coalesce(l.state, e.state), version = l.new_version
       FROM locked AS l
       WHERE e.kind = l.kind AND e.id = l.id AND e.epoch = l.epoch AND e.version = l.expected_version
       RETURNING l.i`;
@@ -411,6 +568,25 @@ export class PostgresStore implements Store {
 }
 
 type Round<T> = { index: number; request: T }[];
+
+function hasEvents(request: WriteRequest): boolean {
+  return request.append !== undefined && request.append.events.length > 0;
+}
+
+/** Thrown inside a write transaction to roll it back: these requests (batch indexes) hit a taken event version. */
+class EventCollision extends Error {
+  constructor(readonly requests: ReadonlySet<number>) {
+    super('event version taken');
+  }
+}
+
+/** A PostgreSQL event log cursor is `tx:position`; the start is `0:0`. */
+function parsePgCursor(cursor: LogCursor | null): [tx: string, position: number] {
+  if (cursor === null) return ['0', 0];
+  const match = /^(\d+):(\d+)$/.exec(cursor);
+  if (!match) throw new RangeError(`not a PostgreSQL event log cursor: ${cursor}`);
+  return [match[1]!, Number(match[2])];
+}
 
 /**
  * Splits a batch into rounds in which no (kind, id) occurs twice (one SQL statement cannot

@@ -18,7 +18,11 @@ import { assertShardCount, META, MIGRATIONS, MIGRATIONS_TABLE, shardCountMismatc
 import type {
   ActivationRequest,
   ActivationResult,
+  AppendRequest,
+  AppendResult,
   EntityRow,
+  EventLogPage,
+  LogCursor,
   NodeList,
   NodeRecord,
   NodeStatus,
@@ -26,6 +30,7 @@ import type {
   RegisterResult,
   ShardRecord,
   Store,
+  StoredEvent,
   StoreOptions,
   WriteRequest,
 } from './types.js';
@@ -304,14 +309,30 @@ export class SqliteCore implements SyncStore {
   write(requests: WriteRequest[]): boolean[] {
     if (requests.length === 0) return [];
     const update = this.statement(
-      `UPDATE concord_entities SET state = ?, version = ?
+      `UPDATE concord_entities SET state = coalesce(?, state), version = ?
        WHERE kind = ? AND id = ? AND epoch = ? AND version = ?`,
     );
+    const fenced = (req: WriteRequest) =>
+      update.run(req.state, req.newVersion, req.kind, req.id, req.epoch, req.expectedVersion).changes === 1;
+    // A request that appends events runs in a savepoint (better-sqlite3 nests transactions
+    // as savepoints): if one of its event versions is taken, the unique key throws, the
+    // savepoint rolls its row update back, and only this request reports false.
+    const fencedWithEvents = this.db.transaction((req: WriteRequest): boolean => {
+      if (!fenced(req)) return false;
+      this.insertEvents(req.append!, req.newVersion - req.append!.events.length + 1);
+      return true;
+    });
     // One transaction for the batch: one fsync (group commit).
     return this.immediate(() =>
-      requests.map(
-        (req) => update.run(req.state, req.newVersion, req.kind, req.id, req.epoch, req.expectedVersion).changes === 1,
-      ),
+      requests.map((req) => {
+        if (!req.append || req.append.events.length === 0) return fenced(req);
+        try {
+          return fencedWithEvents(req);
+        } catch (err) {
+          if (isUniqueViolation(err)) return false;
+          throw err;
+        }
+      }),
     );
   }
 
@@ -321,6 +342,65 @@ export class SqliteCore implements SyncStore {
     );
     const row = this.retryBusy(() => statement.get(kind, id)) as EntityRow | undefined;
     return row ?? null;
+  }
+
+  // ---- events -----------------------------------------------------------
+
+  appendEvents(request: AppendRequest): AppendResult {
+    // IMMEDIATE: the version check and the insert happen under the file's write lock.
+    return this.immediate(() => {
+      const actual = this.streamVersion(request.stream);
+      if (actual !== request.expectedVersion) return { ok: false, actualVersion: actual };
+      this.insertEvents(request, actual + 1);
+      return { ok: true, version: actual + request.events.length };
+    });
+  }
+
+  readEvents(stream: string, fromVersion: number, limit: number): StoredEvent[] {
+    return this.statement(
+      `SELECT stream, version, type, data, node, at FROM concord_events
+       WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?`,
+    ).all(stream, fromVersion, limit) as StoredEvent[];
+  }
+
+  streamVersion(stream: string): number {
+    const row = this.statement('SELECT max(version) AS version FROM concord_events WHERE stream = ?').get(stream) as {
+      version: number | null;
+    };
+    return row.version ?? 0;
+  }
+
+  readEventLog(cursor: LogCursor | null, limit: number, streamPrefix?: string): EventLogPage {
+    // One writer at a time holds the file, so positions become visible strictly in order:
+    // nothing can commit later below a position a reader has already seen.
+    const after = cursor === null ? 0 : Number(cursor);
+    if (!Number.isSafeInteger(after)) throw new RangeError(`not a SQLite event log cursor: ${cursor}`);
+    const rows = (
+      streamPrefix === undefined
+        ? this.statement(
+            `SELECT position, stream, version, type, data, node, at FROM concord_events
+             WHERE position > ? ORDER BY position LIMIT ?`,
+          ).all(after, limit)
+        : this.statement(
+            `SELECT position, stream, version, type, data, node, at FROM concord_events
+             WHERE position > ? AND substr(stream, 1, ?) = ? ORDER BY position LIMIT ?`,
+          ).all(after, streamPrefix.length, streamPrefix, limit)
+    ) as (StoredEvent & { position: number })[];
+    const last = rows.at(-1);
+    return {
+      events: rows.map(({ position: _, ...event }) => event),
+      cursor: last ? String(last.position) : String(after),
+    };
+  }
+
+  /** Insert `append.events` at consecutive versions from `first`; throws on a taken version. */
+  private insertEvents(append: { stream: string; node: string; events: AppendRequest['events'] }, first: number): void {
+    const insert = this.statement(
+      `INSERT INTO concord_events (stream, version, type, data, node, at) VALUES (?, ?, ?, ?, ?, ${NOW_MS})`,
+    );
+    append.events.forEach((event, i) => {
+      insert.run(append.stream, first + i, event.type, event.data, append.node);
+    });
   }
 
   // ---- helpers ----------------------------------------------------------
@@ -379,4 +459,9 @@ export class SqliteCore implements SyncStore {
       'INSERT INTO concord_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
     ).run(key, value);
   }
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
 }

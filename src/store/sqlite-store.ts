@@ -19,13 +19,18 @@ import type { WireError, WorkerInit, WorkerRequest, WorkerResponse } from './sql
 import type {
   ActivationRequest,
   ActivationResult,
+  AppendRequest,
+  AppendResult,
   EntityRow,
+  EventLogPage,
+  LogCursor,
   NodeList,
   NodeStatus,
   RegisterRequest,
   RegisterResult,
   ShardRecord,
   Store,
+  StoredEvent,
   StoreOptions,
   WriteRequest,
 } from './types.js';
@@ -121,6 +126,22 @@ export class SqliteStore implements Store {
 
   readEntity(kind: string, id: string): Promise<EntityRow | null> {
     return this.runner.call('readEntity', [kind, id]);
+  }
+
+  appendEvents(request: AppendRequest): Promise<AppendResult> {
+    return this.runner.call('appendEvents', [request]);
+  }
+
+  readEvents(stream: string, fromVersion: number, limit: number): Promise<StoredEvent[]> {
+    return this.runner.call('readEvents', [stream, fromVersion, limit]);
+  }
+
+  streamVersion(stream: string): Promise<number> {
+    return this.runner.call('streamVersion', [stream]);
+  }
+
+  readEventLog(cursor: LogCursor | null, limit: number, streamPrefix?: string): Promise<EventLogPage> {
+    return this.runner.call('readEventLog', [cursor, limit, streamPrefix]);
   }
 
   /** The connection's effective `PRAGMA synchronous`: 'FULL' (strict) or 'NORMAL' (relaxed). */

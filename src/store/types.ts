@@ -68,8 +68,72 @@ export interface WriteRequest {
   /** The version the writer read; the write applies only if the row still has it. */
   expectedVersion: number;
   newVersion: number;
-  /** JSON text of the new state. */
-  state: string;
+  /**
+   * JSON text of the new state; null keeps the row's state as it is (an event-sourced entity
+   * between two snapshots).
+   */
+  state: string | null;
+  /**
+   * Events appended in the same transaction as the row update, at versions
+   * `newVersion - events.length + 1 … newVersion` of `append.stream`. If any of those versions
+   * already exists, this request applies nothing at all (neither the row nor any event) and
+   * reports false, like a fence refusal; the other requests of the batch are unaffected.
+   */
+  append?: StreamAppend;
+}
+
+/** Events a fenced write appends (see WriteRequest.append). */
+export interface StreamAppend {
+  stream: string;
+  /** Name of the node appending (recorded with every event). */
+  node: string;
+  events: NewEvent[];
+}
+
+/** An event to append: its type and its data as JSON text. */
+export interface NewEvent {
+  type: string;
+  data: string;
+}
+
+/** An event as stored. `at` is the store's clock at the append (ms). */
+export interface StoredEvent {
+  stream: string;
+  /** 1 for the stream's first event, then consecutive. */
+  version: number;
+  type: string;
+  /** JSON text. */
+  data: string;
+  /** The node (or outside writer) that appended it. */
+  node: string;
+  at: number;
+}
+
+export interface AppendRequest {
+  stream: string;
+  /** The stream's version the writer saw: 0 for a stream with no events. */
+  expectedVersion: number;
+  events: NewEvent[];
+  node: string;
+}
+
+export type AppendResult =
+  /** Appended at expectedVersion + 1 … `version`. */
+  | { ok: true; version: number }
+  /** The stream's version was not expectedVersion (it was `actualVersion`): nothing was appended. */
+  | { ok: false; actualVersion: number };
+
+/**
+ * A position in the store-wide event log, opaque to callers (it differs by backend). Reading
+ * the log after a cursor never skips an event that commits later: see readEventLog.
+ */
+export type LogCursor = string;
+
+export interface EventLogPage {
+  /** Events in log order (per stream, in version order). */
+  events: StoredEvent[];
+  /** Pass to the next readEventLog; equals the cursor passed in when there was nothing new. */
+  cursor: LogCursor;
 }
 
 export interface EntityRow {
@@ -150,6 +214,25 @@ export interface Store {
   write(requests: WriteRequest[]): Promise<boolean[]>;
   /** Read a row directly (diagnostics, tests, the store-on-every-call baseline). */
   readEntity(kind: string, id: string): Promise<EntityRow | null>;
+
+  // ---- events -----------------------------------------------------------
+  /**
+   * Append to a stream if, and only if, its version is still expectedVersion (compare-and-
+   * append; the unique key on (stream, version) makes concurrent appends at one version have
+   * exactly one winner). All of the events or none.
+   */
+  appendEvents(request: AppendRequest): Promise<AppendResult>;
+  /** Events of `stream` with version >= fromVersion, in order, at most `limit`. */
+  readEvents(stream: string, fromVersion: number, limit: number): Promise<StoredEvent[]>;
+  /** The stream's version: its highest event version, 0 when it has none. */
+  streamVersion(stream: string): Promise<number>;
+  /**
+   * The next events of the store-wide log after `cursor` (null: from the start), at most
+   * `limit`, optionally only those of streams starting with `streamPrefix`. Only events whose
+   * transactions have committed are returned, and an event is never returned after a cursor
+   * that is past it, so a reader that follows the cursors sees every event exactly once.
+   */
+  readEventLog(cursor: LogCursor | null, limit: number, streamPrefix?: string): Promise<EventLogPage>;
 }
 
 export interface StoreOptions {

@@ -6,9 +6,19 @@
  */
 import * as hdr from 'hdr-histogram-js';
 import { errorToShape } from '../errors.js';
+import { Projection } from '../events/projection.js';
 import { ConcordNode } from '../runtime/node.js';
-import type { IpcEvent, IpcNodeConfig, IpcRequest, IpcResponse, LoadResult } from './ipc-protocol.js';
-import { testEntities } from './test-entities.js';
+import type {
+  IpcEvent,
+  IpcNodeConfig,
+  IpcRequest,
+  IpcResponse,
+  LoadResult,
+  TeamsResult,
+  TryCallResult,
+} from './ipc-protocol.js';
+import { mapOp, pubsubOp } from './ipc-services.js';
+import { TeamMember, TeamsView, testEntities } from './test-entities.js';
 
 const config = JSON.parse(process.env.CONCORD_IPC_CONFIG ?? '{}') as IpcNodeConfig;
 
@@ -85,7 +95,37 @@ async function handle(node: ConcordNode, request: IpcRequest, stop: () => Promis
       return true;
     case 'load':
       return runLoad(node, request);
+    case 'try-call':
+      return node
+        .callByName(request.kind, request.entityId, request.handler, request.message, { timeoutMs: request.timeoutMs })
+        .then(
+          (value): TryCallResult => ({ ok: true, value }),
+          (error: unknown): TryCallResult => ({ ok: false, error: errorToShape(error) }),
+        );
+    case 'teams':
+      return teams(node);
+    case 'pubsub':
+      return pubsubOp(node, request);
+    case 'map':
+      return mapOp(node, request);
   }
+}
+
+let teamProjection: { view: TeamsView; projection: Projection } | null = null;
+
+/** The team view of TeamMember's events, tailed from the store-wide log since the first request. */
+function teams(node: ConcordNode): TeamsResult {
+  if (!teamProjection) {
+    const view = new TeamsView();
+    const projection = new Projection(node.events, {
+      streamPrefix: `${TeamMember.kind}/`,
+      apply: (event) => view.apply(event),
+      pollMs: 50,
+    });
+    projection.start();
+    teamProjection = { view, projection };
+  }
+  return { teams: teamProjection.view.teams(), applied: teamProjection.projection.eventsApplied };
 }
 
 /** Closed-loop load from inside the node: `concurrency` callers, each waiting for its reply. */

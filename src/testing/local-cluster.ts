@@ -38,6 +38,12 @@ export interface LocalClusterOptions {
   env?: Record<string, string>;
   /** Extra `concord node` arguments for every node (for example ['--ownership', 'none']). */
   args?: string[];
+  /**
+   * Your own code for the nodes to run: paths of ES modules (compiled JavaScript) that export
+   * entity definitions (`defineEntity` / `defineEventSourcedEntity`) and/or ConcordApps. Each
+   * is passed as `--app PATH`; call entities without routes with `node.call(kind, id, handler, message)`.
+   */
+  entities?: string | string[];
   /** How long to wait for every node to be ready. Default 30 s. */
   startTimeoutMs?: number;
   /** Cluster secret; default random. */
@@ -250,6 +256,25 @@ export class ClusterNode {
     return this.request<T>('POST', path, { body, headers });
   }
 
+  /**
+   * Call an entity handler through this node (any kind it runs, with or without HTTP routes)
+   * via the test-only route `POST /_test/call`. Resolves with the handler's reply; rejects with
+   * an Error carrying the HTTP status and the JSON error otherwise.
+   */
+  async call<T = unknown>(kind: string, id: string, handler: string, message?: unknown): Promise<T> {
+    const result = await this.post<{ value?: T; error?: string }>('/_test/call', { kind, id, handler, message });
+    if (result.status !== 200) {
+      throw Object.assign(
+        new Error(`${kind}/${id}.${handler} via ${this.name}: ${result.status} ${result.body.error ?? ''}`),
+        {
+          status: result.status,
+          body: result.body,
+        },
+      );
+    }
+    return result.body.value as T;
+  }
+
   /** Change this node's fault switch (test-only route). */
   async faults(change: { dropTo?: string[]; allow?: string[] | 'all'; cutStore?: boolean }): Promise<void> {
     const result = await this.post('/_test/faults', change);
@@ -293,6 +318,7 @@ export class LocalCluster {
         '127.0.0.1',
         '--store',
         store,
+        ...[options.entities ?? []].flat().flatMap((path) => ['--app', path]),
         ...(options.args ?? []),
       ];
       nodes.push(new ClusterNode(name, httpPort, clusterPort, args, env, options.verbose ?? false));

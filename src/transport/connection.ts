@@ -14,6 +14,8 @@ import type { PendingRequest } from './pending.js';
 import {
   dispatchMessage,
   type MessageSink,
+  MSG_BYE,
+  MSG_BYE_ACK,
   MSG_ERROR,
   MSG_MESSAGE,
   MSG_PING,
@@ -56,6 +58,10 @@ export interface ConnectionHooks {
   onClose(conn: Connection, reason: string, wasOpen: boolean): void;
   onRequest(conn: Connection, id: number, body: unknown): void;
   onMessage(conn: Connection, body: unknown): void;
+  /** The peer is leaving the cluster (it sent BYE). */
+  onBye(conn: Connection): void;
+  /** The peer acknowledged our BYE. */
+  onByeAck(conn: Connection): void;
 }
 
 export interface CloseOptions {
@@ -87,6 +93,12 @@ export class Connection implements MessageSink {
   /** Monotonic ms (performance.now) when the last bytes arrived. */
   lastReceivedAt: number;
   closeReason = '';
+  /** Requests from the peer being served now (a leaving node waits for them to be answered). */
+  inboundInFlight = 0;
+  /** The peer acknowledged our BYE: it sends no new requests on this connection. */
+  byeAcked = false;
+  /** The peer sent BYE: it is leaving, so this connection takes no new requests from us. */
+  peerLeaving = false;
   /** Resolves once the socket is fully closed. */
   readonly closed: Promise<void>;
 
@@ -357,6 +369,24 @@ export class Connection implements MessageSink {
     this.write(PONG_FRAME);
   }
 
+  onBye(): void {
+    this.hooks.onBye(this);
+  }
+
+  onByeAck(): void {
+    this.byeAcked = true;
+    this.hooks.onByeAck(this);
+  }
+
+  /** Tell the peer we are leaving (graceful drain; see MSG_BYE). */
+  sendBye(): void {
+    if (this.state === 'open') this.write(BYE_FRAME);
+  }
+
+  sendByeAck(): void {
+    if (this.state === 'open') this.write(BYE_ACK_FRAME);
+  }
+
   onPong(): void {
     // Liveness is tracked per received chunk (lastReceivedAt); nothing else to do.
   }
@@ -415,4 +445,6 @@ export class Connection implements MessageSink {
 
 // Constant frames, encoded once: [4] and [5].
 const PING_FRAME = Buffer.from([0, 0, 0, 2, 0x91, MSG_PING]);
+const BYE_FRAME = Buffer.from([0, 0, 0, 2, 0x91, MSG_BYE]);
+const BYE_ACK_FRAME = Buffer.from([0, 0, 0, 2, 0x91, MSG_BYE_ACK]);
 const PONG_FRAME = Buffer.from([0, 0, 0, 2, 0x91, MSG_PONG]);

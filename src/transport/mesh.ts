@@ -112,6 +112,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly pingTimer: NodeJS.Timeout;
   private lastTickAt = 0;
   private closing: Promise<void> | null = null;
+  /** Set by drain(): this node is leaving; it dials nobody and admits no new connection. */
+  private leaving = false;
 
   constructor(opts: MeshOptions) {
     super();
@@ -156,6 +158,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
       onClose: (conn, reason, wasOpen) => this.onClose(conn, reason, wasOpen),
       onRequest: (conn, id, body) => this.dispatchRequest(conn, id, body),
       onMessage: (conn, body) => this.dispatchMessage(conn, body),
+      onBye: (conn) => this.onPeerBye(conn),
+      onByeAck: () => {},
     };
     this.lastTickAt = performance.now();
     this.pingTimer = setInterval(this.tick, this.pingIntervalMs);
@@ -419,7 +423,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
   }
 
   private scheduleDial(slot: PeerSlot): void {
-    if (this.closing !== null || slot.dial !== null || slot.retryTimer !== null) return;
+    if (this.closing !== null || this.leaving || slot.dial !== null || slot.retryTimer !== null) return;
     if (!this.isDialerFor(slot.info.name) || this.isSatisfied(slot)) return;
     const delay = backoffDelay(this.backoff, slot.attempt);
     slot.attempt++;
@@ -442,6 +446,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
 
   private admit(conn: Connection, peer: PeerId): string | null {
     if (this.closing !== null) return 'mesh is closing';
+    if (this.leaving) return 'node is leaving the cluster';
     if (conn.role === 'dialer') {
       const target = conn.target!;
       if (peer.name !== target) return `expected ${target} at this address but found ${peer.name}`;
@@ -511,7 +516,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
       this.logger.debug?.({ peer: conn.label, remote: conn.remoteAddress, reason }, 'peer connection attempt ended');
     }
     const retry = this.slots.get(conn.peer?.name ?? conn.target ?? '');
-    if (retry !== undefined) this.scheduleDial(retry);
+    // A peer that said BYE is gone for good under this incarnation: a restart is a new one.
+    if (retry !== undefined && !conn.peerLeaving) this.scheduleDial(retry);
   }
 
   private forgetHandshake(conn: Connection): void {
@@ -550,13 +556,58 @@ export class Mesh extends EventEmitter<MeshEvents> {
       return;
     }
     if (isThenable(result)) {
+      conn.inboundInFlight++;
       Promise.resolve(result).then(
-        (value) => conn.respond(id, value),
-        (err: unknown) => conn.respondError(id, err),
+        (value) => {
+          conn.inboundInFlight--;
+          conn.respond(id, value);
+        },
+        (err: unknown) => {
+          conn.inboundInFlight--;
+          conn.respondError(id, err);
+        },
       );
     } else {
       conn.respond(id, result);
     }
+  }
+
+  /**
+   * The peer is leaving (BYE): take it out of the open set at once, so no new request is
+   * sent to it (the router then looks for the shard's next owner), and acknowledge. Requests
+   * already sent stay pending on the connection and are answered before the peer closes it.
+   */
+  private onPeerBye(conn: Connection): void {
+    const peer = conn.peer!;
+    conn.peerLeaving = true;
+    if (this.open.get(peer.name) === conn) {
+      this.open.delete(peer.name);
+      this.logger.info({ peer }, 'peer is leaving');
+      this.emitSafely('peer-down', { ...peer }, 'peer is leaving');
+    }
+    conn.sendByeAck();
+  }
+
+  /**
+   * Graceful leave, before close(): say BYE on every open connection, then wait (at most
+   * `timeoutMs`) until each peer has acknowledged and every request it sent before the ACK
+   * has been answered. From now on no connection is dialed or admitted.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    if (this.closing !== null) return;
+    this.leaving = true;
+    for (const slot of this.slots.values()) {
+      if (slot.retryTimer !== null) clearTimeout(slot.retryTimer);
+      slot.retryTimer = null;
+    }
+    const conns = [...this.open.values()];
+    for (const conn of conns) conn.sendBye();
+    const deadline = performance.now() + timeoutMs;
+    const drained = () => conns.every((c) => c.state === 'closed' || (c.byeAcked && c.inboundInFlight === 0));
+    while (!drained() && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    if (!drained()) this.logger.warn({ timeoutMs }, 'peers did not acknowledge the leave in time; closing anyway');
   }
 
   private dispatchMessage(conn: Connection, body: unknown): void {

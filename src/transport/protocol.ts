@@ -10,6 +10,14 @@ export const MSG_ERROR = 2; // [2, id, ErrorShape]
 export const MSG_MESSAGE = 3; // [3, body]     fire-and-forget
 export const MSG_PING = 4; // [4]
 export const MSG_PONG = 5; // [5]
+/**
+ * Graceful leave: the leaving node sends BYE on each connection; the peer stops sending new
+ * requests on it and answers BYE_ACK. Frames are FIFO, so every request the peer sent before
+ * its ACK reaches the leaver before the ACK does; the leaver closes only once it has the ACK
+ * and has answered all of them, so no caller is left with an ambiguous "closed while waiting".
+ */
+export const MSG_BYE = 6; // [6]
+export const MSG_BYE_ACK = 7; // [7]
 
 /** Receives the messages of one connection, already validated. */
 export interface MessageSink {
@@ -19,6 +27,8 @@ export interface MessageSink {
   onMessage(body: unknown): void;
   onPing(): void;
   onPong(): void;
+  onBye(): void;
+  onByeAck(): void;
 }
 
 export class ProtocolError extends Error {
@@ -81,6 +91,14 @@ export function dispatchMessage(frame: unknown, sink: MessageSink): void {
     case MSG_PONG:
       if (n !== 1) break;
       sink.onPong();
+      return;
+    case MSG_BYE:
+      if (n !== 1) break;
+      sink.onBye();
+      return;
+    case MSG_BYE_ACK:
+      if (n !== 1) break;
+      sink.onByeAck();
       return;
   }
   throw new ProtocolError(`unknown or malformed message (type ${String(type)}, ${n} elements)`);

@@ -6,7 +6,14 @@
  * database. Time-dependent checks wait on the *store's* clock, never on a local timer.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { ActivationRequest, Store, StoreOptions, WriteRequest } from '../../src/store/types.js';
+import type {
+  ActivationRequest,
+  EventLogPage,
+  Store,
+  StoredEvent,
+  StoreOptions,
+  WriteRequest,
+} from '../../src/store/types.js';
 
 export interface ConformanceTarget {
   /** Location of a brand-new, empty database (a file path or URL, whatever `connect` takes). */
@@ -84,7 +91,7 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
         await store.migrate();
         const other = await open();
         await other.migrate();
-        expect(await target.migrationVersions(location)).toEqual([1]);
+        expect(await target.migrationVersions(location)).toEqual([1, 2]);
         await store.initShards(4);
         expect(await other.listShards()).toHaveLength(4);
       });
@@ -564,6 +571,177 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
       });
     });
 
+    describe('events', () => {
+      const ev = (type: string, data: unknown = null) => ({ type, data: JSON.stringify(data) });
+      const append = (stream: string, expectedVersion: number, types: string[], nodeName = 'n1') => ({
+        stream,
+        expectedVersion,
+        events: types.map((t) => ev(t, { t })),
+        node: nodeName,
+      });
+
+      /** Follow the log from the start until it is drained; returns every event seen. */
+      async function drainLog(store: Store, limit = 1000, prefix?: string) {
+        const seen: StoredEvent[] = [];
+        let cursor: string | null = null;
+        for (;;) {
+          const page: EventLogPage = await store.readEventLog(cursor, limit, prefix);
+          seen.push(...page.events);
+          cursor = page.cursor;
+          if (page.events.length < limit) return { seen, cursor };
+        }
+      }
+
+      it('appends at the expected version; events carry type, data, time (store clock) and node', async () => {
+        const store = await open();
+        const before = await store.now();
+        expect(await store.appendEvents(append('user/sue', 0, ['A', 'B'], 'node-a'))).toEqual({ ok: true, version: 2 });
+        expect(await store.appendEvents(append('user/sue', 2, ['C'], 'node-b'))).toEqual({ ok: true, version: 3 });
+        const after = await store.now();
+        const events = await store.readEvents('user/sue', 1, 100);
+        expect(events.map((e) => [e.stream, e.version, e.type, JSON.parse(e.data), e.node])).toEqual([
+          ['user/sue', 1, 'A', { t: 'A' }, 'node-a'],
+          ['user/sue', 2, 'B', { t: 'B' }, 'node-a'],
+          ['user/sue', 3, 'C', { t: 'C' }, 'node-b'],
+        ]);
+        for (const event of events) {
+          expect(Number.isSafeInteger(event.at)).toBe(true);
+          expect(event.at).toBeGreaterThanOrEqual(before);
+          expect(event.at).toBeLessThanOrEqual(after);
+        }
+        expect(await store.streamVersion('user/sue')).toBe(3);
+        expect(await store.streamVersion('user/nobody')).toBe(0);
+      });
+
+      it('refuses an append at any other version, appending nothing, and reports the actual version', async () => {
+        const store = await open();
+        await store.appendEvents(append('s', 0, ['A', 'B']));
+        expect(await store.appendEvents(append('s', 0, ['X']))).toEqual({ ok: false, actualVersion: 2 });
+        expect(await store.appendEvents(append('s', 1, ['X', 'Y']))).toEqual({ ok: false, actualVersion: 2 });
+        expect(await store.appendEvents(append('s', 3, ['X']))).toEqual({ ok: false, actualVersion: 2 });
+        expect(await store.appendEvents(append('fresh', 1, ['X']))).toEqual({ ok: false, actualVersion: 0 });
+        expect((await store.readEvents('s', 1, 100)).map((e) => e.type)).toEqual(['A', 'B']);
+        expect(await store.streamVersion('fresh')).toBe(0);
+        // An empty append is a version check that writes nothing.
+        expect(await store.appendEvents(append('s', 2, []))).toEqual({ ok: true, version: 2 });
+        expect(await store.appendEvents(append('s', 1, []))).toEqual({ ok: false, actualVersion: 2 });
+      });
+
+      it('reads from a version with a limit; streams are independent', async () => {
+        const store = await open();
+        await store.appendEvents(append('a', 0, ['1', '2', '3', '4', '5']));
+        await store.appendEvents(append('b', 0, ['x']));
+        await store.appendEvents(append('ab', 0, ['y']));
+        expect((await store.readEvents('a', 3, 100)).map((e) => e.version)).toEqual([3, 4, 5]);
+        expect((await store.readEvents('a', 2, 2)).map((e) => e.version)).toEqual([2, 3]);
+        expect(await store.readEvents('a', 6, 100)).toEqual([]);
+        expect((await store.readEvents('b', 1, 100)).map((e) => e.type)).toEqual(['x']);
+        expect(await store.streamVersion('a')).toBe(5);
+        expect(await store.streamVersion('b')).toBe(1);
+      });
+
+      it('keeps large and unicode event data intact', async () => {
+        const store = await open();
+        const data = JSON.stringify({ blob: 'x'.repeat(200_000), unicode: 'Ω≈ç√∫😀' });
+        await store.appendEvents({ stream: 'big', expectedVersion: 0, events: [{ type: 'Big', data }], node: 'n' });
+        expect((await store.readEvents('big', 1, 1))[0]?.data).toBe(data);
+      });
+
+      it('a fenced write with events applies the row and the events together, or neither', async () => {
+        const store = await open();
+        await store.activate([
+          { kind: 'es', id: 'a', epoch: 2, initialState: '"snap0"' },
+          { kind: 'es', id: 'b', epoch: 2, initialState: '"snap0"' },
+          { kind: 'es', id: 'c', epoch: 2, initialState: '"snap0"' },
+        ]);
+        // c's stream moved under it (an outside writer appended version 1).
+        await store.appendEvents(append('es/c', 0, ['Outside'], 'outside'));
+        const withEvents = (id: string, epoch: number, state: string | null, types: string[]): WriteRequest => ({
+          kind: 'es',
+          id,
+          epoch,
+          expectedVersion: 0,
+          newVersion: types.length,
+          state,
+          append: { stream: `es/${id}`, node: 'owner', events: types.map((t) => ev(t)) },
+        });
+        const results = await store.write([
+          withEvents('a', 2, null, ['A1', 'A2']), // applies; null keeps the row's snapshot
+          withEvents('b', 1, '"stale"', ['B1']), // fenced: wrong epoch
+          withEvents('c', 2, '"c1"', ['C1']), // version 1 of es/c is taken
+        ]);
+        expect(results).toEqual([true, false, false]);
+        expect(await store.readEntity('es', 'a')).toMatchObject({ state: '"snap0"', version: 2 });
+        expect((await store.readEvents('es/a', 1, 10)).map((e) => [e.version, e.type, e.node])).toEqual([
+          [1, 'A1', 'owner'],
+          [2, 'A2', 'owner'],
+        ]);
+        expect(await store.readEntity('es', 'b')).toMatchObject({ state: '"snap0"', version: 0 });
+        expect(await store.streamVersion('es/b')).toBe(0);
+        expect(await store.readEntity('es', 'c')).toMatchObject({ state: '"snap0"', version: 0 });
+        expect((await store.readEvents('es/c', 1, 10)).map((e) => e.type)).toEqual(['Outside']);
+        // The writer that caught up (row at 0, stream at 1) appends after the outside event.
+        expect(
+          await store.write([
+            {
+              kind: 'es',
+              id: 'c',
+              epoch: 2,
+              expectedVersion: 0,
+              newVersion: 2,
+              state: '"c2"',
+              append: { stream: 'es/c', node: 'owner', events: [ev('C2')] },
+            },
+          ]),
+        ).toEqual([true]);
+        expect(await store.readEntity('es', 'c')).toMatchObject({ state: '"c2"', version: 2 });
+        expect((await store.readEvents('es/c', 1, 10)).map((e) => e.type)).toEqual(['Outside', 'C2']);
+      });
+
+      it('the log visits every event once, per stream in version order, with prefix filter and stable cursor', async () => {
+        const store = await open();
+        for (let i = 0; i < 5; i++) {
+          await store.appendEvents(append('user/a', i, [`a${i}`]));
+          await store.appendEvents(append('team/t', i, [`t${i}`]));
+          await store.appendEvents(append('user/b', 2 * i, [`b${2 * i}`, `b${2 * i + 1}`]));
+        }
+        const all = await drainLog(store, 3);
+        expect(all.seen).toHaveLength(20);
+        const byStream = (events: StoredEvent[], stream: string) =>
+          events.filter((e) => e.stream === stream).map((e) => e.version);
+        expect(byStream(all.seen, 'user/a')).toEqual([1, 2, 3, 4, 5]);
+        expect(byStream(all.seen, 'user/b')).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        expect(byStream(all.seen, 'team/t')).toEqual([1, 2, 3, 4, 5]);
+        const users = await drainLog(store, 4, 'user/');
+        expect(users.seen).toHaveLength(15);
+        expect(users.seen.every((e) => e.stream.startsWith('user/'))).toBe(true);
+        // Nothing new: the cursor stays put; something new: only that.
+        expect(await store.readEventLog(all.cursor, 10)).toEqual({ events: [], cursor: all.cursor });
+        await store.appendEvents(append('user/a', 5, ['late']));
+        const next = await store.readEventLog(all.cursor, 10);
+        expect(next.events.map((e) => [e.stream, e.version, e.type])).toEqual([['user/a', 6, 'late']]);
+        expect(next.cursor).not.toBe(all.cursor);
+      });
+
+      it('the log includes events appended by fenced writes, and never refused ones', async () => {
+        const store = await open();
+        await store.activate([{ kind: 'es', id: 'x', epoch: 1, initialState: '"s"' }]);
+        const req = (epoch: number, type: string): WriteRequest => ({
+          kind: 'es',
+          id: 'x',
+          epoch,
+          expectedVersion: 0,
+          newVersion: 1,
+          state: null,
+          append: { stream: 'es/x', node: 'owner', events: [ev(type)] },
+        });
+        expect(await store.write([req(0, 'Refused')])).toEqual([false]);
+        expect(await store.write([req(1, 'Applied')])).toEqual([true]);
+        const { seen } = await drainLog(store);
+        expect(seen.map((e) => [e.stream, e.version, e.type])).toEqual([['es/x', 1, 'Applied']]);
+      });
+    });
+
     describe('durability', () => {
       it("defaults to 'strict'", async () => {
         expect(await target.durabilityOf(await open())).toBe('strict');
@@ -598,7 +776,7 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
           return store;
         });
         await Promise.all(stores.map((s) => s.migrate()));
-        expect(await target.migrationVersions(location)).toEqual([1]);
+        expect(await target.migrationVersions(location)).toEqual([1, 2]);
         await Promise.all(stores.map((s) => s.initShards(4)));
         expect(await stores[2]!.listShards()).toHaveLength(4);
       });
@@ -754,6 +932,115 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
             },
           ]),
         ).toEqual([true]);
+      });
+
+      it('two writers appending at the same expected version: exactly one succeeds', { timeout: 60_000 }, async () => {
+        const [a, b] = await instances(2);
+        const ROUNDS = 40;
+        for (let round = 0; round < ROUNDS; round++) {
+          const results = await Promise.all(
+            [a!, b!].map((s, i) =>
+              s.appendEvents({
+                stream: 'user/sue',
+                expectedVersion: round,
+                events: [{ type: 'Joined', data: JSON.stringify({ writer: i, round }) }],
+                node: `writer-${i}`,
+              }),
+            ),
+          );
+          expect(results.filter((r) => r.ok)).toEqual([{ ok: true, version: round + 1 }]);
+          expect(results.filter((r) => !r.ok)).toEqual([{ ok: false, actualVersion: round + 1 }]);
+        }
+        const events = await a!.readEvents('user/sue', 1, 1000);
+        expect(events.map((e) => e.version)).toEqual(Array.from({ length: ROUNDS }, (_, i) => i + 1));
+      });
+
+      it('a fenced write with events and a direct append at one version: exactly one lands', {
+        timeout: 60_000,
+      }, async () => {
+        const [owner, outside] = await instances(2);
+        await owner!.activate([{ kind: 'es', id: 'u', epoch: 1, initialState: '"s"' }]);
+        let row = 0;
+        let stream = 0;
+        for (let round = 0; round < 30; round++) {
+          const [[fenced], direct] = await Promise.all([
+            owner!.write([
+              {
+                kind: 'es',
+                id: 'u',
+                epoch: 1,
+                expectedVersion: row,
+                newVersion: stream + 1,
+                state: null,
+                append: { stream: 'es/u', node: 'owner', events: [{ type: 'Owner', data: '1' }] },
+              },
+            ]),
+            outside!.appendEvents({
+              stream: 'es/u',
+              expectedVersion: stream,
+              events: [{ type: 'Outside', data: '1' }],
+              node: 'outside',
+            }),
+          ]);
+          expect(Number(fenced) + Number(direct.ok)).toBe(1);
+          stream++;
+          if (fenced) row = stream;
+          const stored = await owner!.readEntity('es', 'u');
+          expect(stored?.version).toBe(row);
+        }
+        const events = await owner!.readEvents('es/u', 1, 100);
+        expect(events.map((e) => e.version)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+      });
+
+      it('concurrent appenders and a log reader: following the cursor sees every event exactly once', {
+        timeout: 60_000,
+      }, async () => {
+        const stores = await instances(4);
+        const reader = stores[0]!;
+        const WRITERS = 3;
+        const PER_WRITER = 60;
+        let done = false;
+        const seen: StoredEvent[] = [];
+        const reading = (async () => {
+          let cursor: string | null = null;
+          for (;;) {
+            const finished = done;
+            const page: EventLogPage = await reader.readEventLog(cursor, 7);
+            seen.push(...page.events);
+            cursor = page.cursor;
+            if (finished && page.events.length === 0) return;
+          }
+        })();
+        await Promise.all(
+          stores.slice(1).map(async (s, w) => {
+            for (let i = 0; i < PER_WRITER; i++) {
+              // Two streams per writer, several events per append, all racing each other.
+              const stream = `w${w}/${i % 2}`;
+              const version = await s.streamVersion(stream);
+              const result = await s.appendEvents({
+                stream,
+                expectedVersion: version,
+                events: [
+                  { type: 'E', data: String(i) },
+                  { type: 'E', data: String(i) },
+                ],
+                node: `w${w}`,
+              });
+              expect(result.ok).toBe(true);
+            }
+          }),
+        );
+        done = true;
+        await reading;
+        expect(seen).toHaveLength(WRITERS * PER_WRITER * 2);
+        const keys = seen.map((e) => `${e.stream}@${e.version}`);
+        expect(new Set(keys).size).toBe(keys.length);
+        for (let w = 0; w < WRITERS; w++) {
+          for (const half of [0, 1]) {
+            const versions = seen.filter((e) => e.stream === `w${w}/${half}`).map((e) => e.version);
+            expect(versions).toEqual(Array.from({ length: PER_WRITER }, (_, i) => i + 1));
+          }
+        }
       });
     });
   });

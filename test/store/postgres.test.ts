@@ -90,6 +90,30 @@ describe('PostgresStore specifics', () => {
     expect((await store.listShards())[0]).toMatchObject({ owner: 'a', epoch: 1 });
   });
 
+  it('the event log stays in xid order across a decimal digit boundary of the xids', { timeout: 60_000 }, async () => {
+    // Cursor order is numeric on the xid: a text order ("1000" < "999") would repeat or skip events.
+    const store = await open();
+    const sql = raw();
+    await store.appendEvents({ stream: 's', expectedVersion: 0, events: [{ type: 'Before', data: '1' }], node: 'n' });
+    const xid = (await sql<{ xid: string }[]>`SELECT pg_current_xact_id()::text AS xid`)[0]!.xid;
+    const boundary = 10 ** String(xid).length;
+    // Burn xids up to just past the boundary: each subtransaction that writes takes one.
+    await sql.unsafe(`CREATE TEMP TABLE burn (x int)`);
+    await sql.unsafe(`DO $$ BEGIN FOR i IN 1..${boundary - Number(xid) + 1} LOOP
+      BEGIN INSERT INTO burn VALUES (i); EXCEPTION WHEN others THEN NULL; END; END LOOP; END $$`);
+    await store.appendEvents({ stream: 's', expectedVersion: 1, events: [{ type: 'After', data: '2' }], node: 'n' });
+    const after = (await sql<{ after: string }[]>`SELECT max(tx)::text AS after FROM concord_events`)[0]!.after;
+    expect(String(after).length).toBeGreaterThan(String(xid).length);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    for (let i = 0; i < 4; i++) {
+      const page = await store.readEventLog(cursor, 1);
+      seen.push(...page.events.map((e) => e.type));
+      cursor = page.cursor;
+    }
+    expect(seen).toEqual(['Before', 'After']);
+  });
+
   it('a renewal waiting behind a claim re-reads the clock and fails once the lease expired', async () => {
     const store = await open();
     const a = await store.registerNode({ name: 'a', address: 'a:1', httpAddress: null, ttlMs: 300 });
@@ -159,6 +183,7 @@ describe('PostgresStore specifics', () => {
       SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY table_name`;
     expect(tables.map((t) => t.table_name)).toEqual([
       'concord_entities',
+      'concord_events',
       'concord_meta',
       'concord_migrations',
       'concord_nodes',

@@ -218,7 +218,7 @@ describe('SqliteStore specifics', () => {
     expect(await relaxed.store.synchronousMode()).toBe('NORMAL');
   });
 
-  it('separate processes race on one file: migrate once, one name, one claim, no lost update', {
+  it('separate processes race on one file: migrate once, one name, one claim, no lost update, one append per version', {
     timeout: 60_000,
   }, async () => {
     const path = tempSqliteUrl().slice('sqlite:'.length);
@@ -247,11 +247,26 @@ describe('SqliteStore specifics', () => {
       expect(wins).toBeGreaterThanOrEqual(ROUNDS);
 
       const raw = rawConnection(path);
-      expect(raw.prepare('SELECT version FROM concord_migrations').pluck().all()).toEqual([1]);
+      expect(raw.prepare('SELECT version FROM concord_migrations').pluck().all()).toEqual([1, 2]);
       expect(raw.prepare("SELECT version, state FROM concord_entities WHERE id = 'shared'").get()).toEqual({
         version: wins,
         state: String(wins),
       });
+      // Appends at the same expected version from separate processes: exactly one per version.
+      expect(outcomes.reduce((sum, o) => sum + o.appended, 0)).toBe(ROUNDS);
+      const events = raw
+        .prepare("SELECT version, node, data FROM concord_events WHERE stream = 'race' ORDER BY version")
+        .all() as {
+        version: number;
+        node: string;
+        data: string;
+      }[];
+      expect(events.map((e) => e.version)).toEqual(Array.from({ length: ROUNDS }, (_, i) => i + 1));
+      for (const [i, outcome] of outcomes.entries()) {
+        expect(events.filter((e) => e.node === `proc-${i}` && JSON.parse(e.data) === e.node)).toHaveLength(
+          outcome.appended,
+        );
+      }
     } finally {
       for (const child of children) if (child.exitCode === null) child.kill();
     }
@@ -274,6 +289,8 @@ interface RaceResult {
   registered: boolean;
   claimed: boolean;
   wins: number;
+  /** Appends this process won. */
+  appended: number;
 }
 
 const RACE_CHILD = `
@@ -295,8 +312,15 @@ for (let i = 0; i < Number(rounds); i++) {
     newVersion: row.version + 1, state: String(Number(row.state) + 1) }]);
   if (ok) wins++;
 }
+// Every process appends at expected versions 0, 1, 2, … of one stream: per version, one winner.
+let appended = 0;
+for (let v = 0; v < Number(rounds); v++) {
+  const result = await store.appendEvents({ stream: 'race', expectedVersion: v,
+    events: [{ type: 'Won', data: JSON.stringify(name) }], node: name });
+  if (result.ok) appended++;
+}
 await store.close();
-process.send({ registered: shared.ok, claimed: claim !== null, wins }, () => process.disconnect());
+process.send({ registered: shared.ok, claimed: claim !== null, wins, appended }, () => process.disconnect());
 `;
 
 describe('openStore (sqlite)', () => {

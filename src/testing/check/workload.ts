@@ -83,8 +83,13 @@ export async function runWorkload(options: WorkloadOptions): Promise<HistoryEntr
       } else if (status === 412 && op === 'cas') {
         history.push({ ...base, ...writeFields, completedAt, outcome: 'fail' });
         if (typeof (body as { version?: unknown }).version === 'number') lastSeen.set(key, body.version as number);
-      } else if (status === 400 || refused) {
+      } else if ((status === 400 || refused) && op !== 'cas') {
+        // Definitely not applied (a refused connection, a rejected body).
         history.push({ ...base, ...writeFields, completedAt, outcome: 'fail' });
+      } else if (status === 400 || refused) {
+        // Not applied either, but a failed cas means "412: the version differed" to the
+        // checker, which this is not: record it as carrying no information instead.
+        history.push({ ...base, ...writeFields, completedAt: null, outcome: 'info' });
       } else {
         history.push({ ...base, ...writeFields, completedAt: null, outcome: 'info' });
         // Do not hammer a node that is down or frozen.

@@ -1,0 +1,166 @@
+#!/usr/bin/env node
+/**
+ * One node process of a benchmark cluster, driven over the IPC channel of `fork`. It runs
+ * concord (ConcordNode), the naive per-node cache (NaiveNode, `--ownership none`) or the
+ * store-on-every-call baseline (StoreCallNode), all serving the same entity-state app over
+ * HTTP; and it runs the library-API load loop in-process, so that driver measures the calls
+ * a service makes, not the IPC channel. Config: JSON in CONCORD_BENCH_CONFIG.
+ */
+import { entityStateApp } from '../examples/entity-state/app.js';
+import { EntityState } from '../examples/entity-state/entity.js';
+import type { AppNode } from '../src/http/app.js';
+import { introspectConcordNode, introspectNaiveNode, type NodeIntrospection } from '../src/http/introspection.js';
+import { createHttpServer, type HttpServer } from '../src/http/server.js';
+import { createLogger } from '../src/logger.js';
+import { NaiveNode } from '../src/runtime/naive-node.js';
+import { ConcordNode } from '../src/runtime/node.js';
+import { openStore } from '../src/store/open.js';
+import { activateAll, closedLoop } from './load-loop.js';
+import type {
+  BenchEvent,
+  BenchNodeConfig,
+  BenchRequest,
+  BenchResponse,
+  CpuSample,
+  MemorySample,
+  NodeStatus,
+} from './protocol.js';
+import { StoreCallNode } from './store-call-node.js';
+
+const config = JSON.parse(process.env['CONCORD_BENCH_CONFIG'] ?? '{}') as BenchNodeConfig;
+const STATES = ['working', 'finalized', 'initialized'] as const;
+
+function send(message: BenchEvent | BenchResponse): void {
+  if (process.connected) process.send?.(message);
+}
+
+interface Running {
+  node: AppNode;
+  concord: ConcordNode | null;
+  http: HttpServer | null;
+  httpUrl: string | null;
+}
+
+async function start(): Promise<Running> {
+  const logger = createLogger();
+  const entities = [EntityState];
+  let node: AppNode;
+  let concord: ConcordNode | null = null;
+  let introspection: NodeIntrospection;
+  if (config.system === 'concord') {
+    concord = await ConcordNode.start({
+      name: config.name,
+      store: config.store,
+      secret: config.secret,
+      entities,
+      durability: config.durability,
+      leaseTtlMs: config.leaseTtlMs,
+      maxActiveEntities: config.maxActiveEntities,
+      faultInjection: false,
+      logger,
+    });
+    node = concord;
+    introspection = introspectConcordNode(concord);
+  } else if (config.system === 'naive') {
+    const naive = await NaiveNode.start({ name: config.name, entities });
+    node = naive;
+    introspection = introspectNaiveNode(naive);
+  } else {
+    const store = await openStore(config.store, { durability: config.durability });
+    const storeCall = new StoreCallNode(config.name, store, entities);
+    node = storeCall;
+    introspection = storeCall.introspection();
+  }
+  if (config.httpPort === null) return { node, concord, http: null, httpUrl: null };
+  const http = await createHttpServer({
+    context: { node, services: concord },
+    introspection,
+    apps: [entityStateApp],
+    logger: logger.child({ node: config.name, component: 'http' }),
+  });
+  const httpUrl = await http.listen(config.httpPort, '127.0.0.1');
+  return { node, concord, http, httpUrl };
+}
+
+function call(node: AppNode, id: string, write: boolean, n: number, timeoutMs?: number): Promise<unknown> {
+  const options = timeoutMs === undefined ? undefined : { timeoutMs };
+  return write
+    ? node.callByName(EntityState.kind, id, 'set', { state: STATES[n % STATES.length] }, options)
+    : node.callByName(EntityState.kind, id, 'get', undefined, options);
+}
+
+async function handle(running: Running, request: BenchRequest): Promise<unknown> {
+  const { node } = running;
+  switch (request.op) {
+    case 'status': {
+      const status = node.status();
+      return { name: node.name, held: status.shards.held, activeEntities: status.activeEntities } satisfies NodeStatus;
+    }
+    case 'cpu': {
+      const usage = process.cpuUsage();
+      return { user: usage.user, system: usage.system, at: performance.now() } satisfies CpuSample;
+    }
+    case 'memory': {
+      const gc = (globalThis as { gc?: () => void }).gc;
+      for (let i = 0; i < 3; i++) gc?.();
+      const usage = process.memoryUsage();
+      return {
+        heapUsed: usage.heapUsed,
+        rss: usage.rss,
+        activeEntities: node.status().activeEntities,
+      } satisfies MemorySample;
+    }
+    case 'call':
+      return call(node, request.entityId, request.handler === 'set', 0, request.timeoutMs);
+    case 'load':
+      return closedLoop((id, write, n) => call(node, id, write, n), request);
+    case 'activate':
+      return activateAll(
+        (id) => call(node, id, false, 0),
+        request.prefix,
+        request.from,
+        request.count,
+        request.concurrency,
+      );
+  }
+}
+
+async function main(): Promise<void> {
+  let running: Running;
+  try {
+    running = await start();
+  } catch (error) {
+    send({ type: 'start-failed', message: error instanceof Error ? error.message : String(error) });
+    setTimeout(() => process.exit(1), 50).unref();
+    return;
+  }
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await running.http?.close().catch(() => {});
+    await running.node.stop().catch(() => {});
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  process.on('disconnect', () => void stop());
+  process.on('message', (request: BenchRequest) => {
+    void handle(running, request).then(
+      (value) => send({ id: request.id, ok: true, value }),
+      (error: unknown) => {
+        const code = (error as { code?: unknown }).code;
+        send({
+          id: request.id,
+          ok: false,
+          error: {
+            code: typeof code === 'string' ? code : 'ERROR',
+            message: error instanceof Error ? error.message : String(error),
+          },
+        });
+      },
+    );
+  });
+  send({ type: 'ready', name: config.name, pid: process.pid, httpUrl: running.httpUrl });
+}
+
+void main();

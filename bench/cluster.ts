@@ -1,0 +1,69 @@
+import { rendezvousOwner } from '../src/cluster/hash.js';
+import { BenchChild } from './child.js';
+import { sleep } from './load-loop.js';
+import type { BenchNodeConfig, Durability, SystemKind } from './protocol.js';
+
+/** Start and settle small clusters of bench node processes. */
+
+export const SHARDS = 256;
+
+export interface ClusterOptions {
+  system: SystemKind;
+  store: string;
+  durability: Durability;
+  http: boolean;
+  maxActiveEntities?: number;
+}
+
+export function nodeConfig(options: ClusterOptions, name: string): BenchNodeConfig {
+  return {
+    name,
+    system: options.system,
+    store: options.store,
+    secret: 'concord-bench',
+    durability: options.durability,
+    httpPort: options.http ? 0 : null,
+    maxActiveEntities: options.maxActiveEntities,
+  };
+}
+
+export async function startCluster(options: ClusterOptions, count: number, prefix = 'n'): Promise<BenchChild[]> {
+  const nodes = Array.from({ length: count }, (_, i) => new BenchChild(nodeConfig(options, `${prefix}${i + 1}`)));
+  try {
+    await Promise.all(nodes.map((node) => node.start()));
+    if (options.system === 'concord') await settle(nodes);
+  } catch (error) {
+    await Promise.all(nodes.map((node) => node.kill()));
+    throw error;
+  }
+  return nodes;
+}
+
+/** Wait until every shard is held by exactly its rendezvous owner among `nodes`. */
+export async function settle(nodes: BenchChild[], timeoutMs = 30_000): Promise<void> {
+  const names = nodes.map((n) => n.name);
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const held = await Promise.all(nodes.map(async (n) => new Set((await n.status()).held)));
+    let misplaced = 0;
+    for (let s = 0; s < SHARDS; s++) {
+      const desired = rendezvousOwner(s, names);
+      nodes.forEach((n, i) => {
+        if (held[i]!.has(s) !== (n.name === desired)) misplaced++;
+      });
+    }
+    if (misplaced === 0) return;
+    if (performance.now() > deadline)
+      throw new Error(`cluster not settled after ${timeoutMs} ms (${misplaced} misplaced)`);
+    await sleep(50);
+  }
+}
+
+/**
+ * kill -9: the cluster's store is thrown away anyway. Under CONCORD_BENCH_NODE_ARGS (e.g.
+ * `--cpu-prof`) SIGTERM instead, so the children exit normally and write their profiles.
+ */
+export async function stopCluster(nodes: BenchChild[]): Promise<void> {
+  const graceful = Boolean(process.env['CONCORD_BENCH_NODE_ARGS']);
+  await Promise.all(nodes.map((node) => (graceful ? node.stop(10_000) : node.kill())));
+}

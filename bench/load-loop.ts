@@ -1,0 +1,114 @@
+import * as hdr from 'hdr-histogram-js';
+import type { ActivateResult, LoadResult } from './protocol.js';
+
+/**
+ * The library-API driver: a closed loop of `concurrency` callers inside a node process, each
+ * waiting for its reply before the next call, with latencies in an HDR histogram (µs).
+ */
+
+export type Caller = (id: string, write: boolean, n: number) => Promise<unknown>;
+
+export interface LoopOptions {
+  prefix: string;
+  count: number;
+  writeRatio: number;
+  concurrency: number;
+  warmupMs: number;
+  durationMs: number;
+}
+
+export function latencyHistogram(): hdr.Histogram {
+  return hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 120_000_000,
+    numberOfSignificantValueDigits: 3,
+  });
+}
+
+export async function closedLoop(call: Caller, options: LoopOptions): Promise<LoadResult> {
+  const histogram = latencyHistogram();
+  const ids = Array.from({ length: options.count }, (_, i) => `${options.prefix}${i}`);
+  let ops = 0;
+  let errors = 0;
+  const errorCodes: Record<string, number> = {};
+  let measuring = false;
+  let running = true;
+  let n = 0;
+  const worker = async (seed: number) => {
+    let x = seed;
+    let k = 0;
+    while (running) {
+      // Calls answered from memory resolve in microtasks only: yield now and then so that
+      // timers and I/O (the measuring window, peers, IPC) still run, as in a real service.
+      if ((++k & 31) === 0) await new Promise(setImmediate);
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      const id = ids[x % ids.length]!;
+      const write = options.writeRatio > 0 && Math.random() < options.writeRatio;
+      const started = performance.now();
+      try {
+        await call(id, write, n++);
+        if (measuring) {
+          histogram.recordValue(Math.max(1, Math.round((performance.now() - started) * 1000)));
+          ops++;
+        }
+      } catch (error) {
+        if (measuring) {
+          errors++;
+          const code = String((error as { code?: unknown }).code ?? (error as Error).name);
+          errorCodes[code] = (errorCodes[code] ?? 0) + 1;
+        }
+      }
+    }
+  };
+  const workers = Array.from({ length: options.concurrency }, (_, w) => worker(w * 7919 + 1));
+  await sleep(options.warmupMs);
+  measuring = true;
+  const started = performance.now();
+  await sleep(options.durationMs);
+  measuring = false;
+  const durationMs = performance.now() - started;
+  running = false;
+  await Promise.all(workers);
+  const result: LoadResult = {
+    ops,
+    errors,
+    errorCodes,
+    durationMs,
+    p50: histogram.getValueAtPercentile(50),
+    p90: histogram.getValueAtPercentile(90),
+    p99: histogram.getValueAtPercentile(99),
+    max: histogram.maxValue,
+  };
+  histogram.destroy();
+  return result;
+}
+
+/** Call each fresh id once, `concurrency` calls in flight: cold activations. */
+export async function activateAll(
+  call: (id: string) => Promise<unknown>,
+  prefix: string,
+  from: number,
+  count: number,
+  concurrency: number,
+): Promise<ActivateResult> {
+  let next = from;
+  const end = from + count;
+  let errors = 0;
+  const started = performance.now();
+  const worker = async () => {
+    let k = 0;
+    while (next < end) {
+      if ((++k & 31) === 0) await new Promise(setImmediate);
+      const id = `${prefix}${next++}`;
+      try {
+        await call(id);
+      } catch {
+        errors++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+  return { count, errors, elapsedMs: performance.now() - started };
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,104 @@
+/** Messages between the bench orchestrator and the node processes it forks (bench-node.ts). */
+
+/** Which service the node process runs. */
+export type SystemKind =
+  /** concord: single owner, fenced write-through. */
+  | 'concord'
+  /** `--ownership none`: each process keeps its own in-memory copy (NaiveNode). */
+  | 'naive'
+  /** Store on every call: get = a read query, set = a read + a fenced write transaction. */
+  | 'store-call';
+
+export type Durability = 'strict' | 'relaxed';
+
+export interface BenchNodeConfig {
+  name: string;
+  system: SystemKind;
+  /** Store URL (concord and store-call). */
+  store: string;
+  secret: string;
+  durability: Durability;
+  /** Serve the HTTP API (entity-state app) on this port; 0 picks one; null: no HTTP. */
+  httpPort: number | null;
+  maxActiveEntities?: number;
+  leaseTtlMs?: number;
+}
+
+export type BenchRequest =
+  | { id: number; op: 'status' }
+  | { id: number; op: 'cpu' }
+  | { id: number; op: 'memory' }
+  | { id: number; op: 'call'; entityId: string; handler: 'get' | 'set'; timeoutMs: number }
+  | {
+      id: number;
+      op: 'load';
+      /** Ids are `${prefix}${0..count-1}`. */
+      prefix: string;
+      count: number;
+      /** Share of calls that are sets (0..1). */
+      writeRatio: number;
+      concurrency: number;
+      warmupMs: number;
+      durationMs: number;
+    }
+  | {
+      id: number;
+      op: 'activate';
+      /** Fresh ids `${prefix}${from..from+count-1}`, each called once (get), `concurrency` in flight. */
+      prefix: string;
+      from: number;
+      count: number;
+      concurrency: number;
+    };
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+export type BenchRequestBody = DistributiveOmit<BenchRequest, 'id'>;
+
+export type BenchEvent =
+  | { type: 'ready'; name: string; pid: number; httpUrl: string | null }
+  | { type: 'start-failed'; message: string };
+
+export type BenchResponse =
+  | { id: number; ok: true; value: unknown }
+  | { id: number; ok: false; error: { code: string; message: string } };
+
+export interface CpuSample {
+  /** process.cpuUsage() in microseconds, user + system, all threads of the process. */
+  user: number;
+  system: number;
+  at: number;
+}
+
+export interface MemorySample {
+  heapUsed: number;
+  rss: number;
+  activeEntities: number;
+}
+
+export interface NodeStatus {
+  name: string;
+  held: number[];
+  activeEntities: number;
+}
+
+/** A latency summary in microseconds. */
+export interface Latency {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+export interface LoadResult extends Latency {
+  ops: number;
+  errors: number;
+  /** Failed calls by error code (library driver) or status / error (HTTP driver). */
+  errorCodes: Record<string, number>;
+  durationMs: number;
+}
+
+export interface ActivateResult {
+  count: number;
+  errors: number;
+  elapsedMs: number;
+}

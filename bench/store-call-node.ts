@@ -1,0 +1,155 @@
+import type {
+  AnyEntityDefinition,
+  CallOptions,
+  EntityDefinition,
+  EntityRef,
+  Handlers,
+  MessageOf,
+  ReplyOf,
+  TurnContext,
+} from '../src/entity/define.js';
+import { ConcordError, HandlerError, Stopped } from '../src/errors.js';
+import type { NodeIntrospection } from '../src/http/introspection.js';
+import type { ClusterStatus } from '../src/runtime/node.js';
+import type { Store } from '../src/store/types.js';
+
+/**
+ * Baseline "store on every call": the service that keeps no state in memory and asks the
+ * database on every call. Same entity definitions, same handlers, same Store as concord:
+ *
+ * - a call reads the row (one read query) and runs the handler on it;
+ * - a handler that changes the state is then written back in one write transaction, a
+ *   conditional update on the version just read (optimistic concurrency: if another node
+ *   wrote in between, the call reads again and retries), acknowledged once committed with
+ *   the store's durability. The first write of an id inserts its row first.
+ *
+ * No ownership, no fencing, no lease: every node may serve every id, and correctness comes
+ * from the version check in the database.
+ */
+export class StoreCallNode {
+  readonly stats = { calls: 0, reads: 0, writes: 0, conflicts: 0 };
+  private readonly definitions: Map<string, EntityDefinition>;
+  private stopped = false;
+
+  constructor(
+    readonly name: string,
+    private readonly store: Store,
+    definitions: readonly AnyEntityDefinition[],
+  ) {
+    this.definitions = new Map(definitions.map((d) => [d.kind, d as unknown as EntityDefinition]));
+  }
+
+  get ready(): boolean {
+    return !this.stopped;
+  }
+
+  call<S, H extends Handlers<S>, K extends keyof H & string>(
+    definition: EntityDefinition<S, H>,
+    id: string,
+    handler: K,
+    message: MessageOf<H[K]>,
+    options?: CallOptions,
+  ): Promise<ReplyOf<H[K]>> {
+    return this.callByName(definition.kind, id, handler, message, options) as Promise<ReplyOf<H[K]>>;
+  }
+
+  ref<S, H extends Handlers<S>>(definition: EntityDefinition<S, H>, id: string): EntityRef<H> {
+    const ref: Record<string, (message?: unknown, options?: CallOptions) => Promise<unknown>> = {};
+    for (const handler of Object.keys(definition.handlers)) {
+      ref[handler] = (message?: unknown, options?: CallOptions) =>
+        this.callByName(definition.kind, id, handler, message, options);
+    }
+    return ref as EntityRef<H>;
+  }
+
+  async callByName(kind: string, id: string, handler: string, message: unknown, _options?: CallOptions) {
+    if (this.stopped) throw new Stopped();
+    const definition = this.definitions.get(kind);
+    if (!definition) throw new ConcordError('UNKNOWN_ENTITY_KIND', `unknown entity kind "${kind}"`);
+    const fn = definition.handlers[handler];
+    if (typeof fn !== 'function') {
+      throw new ConcordError('UNKNOWN_HANDLER', `entity kind "${kind}" has no handler "${handler}"`);
+    }
+    this.stats.calls++;
+    for (;;) {
+      this.stats.reads++;
+      const row = await this.store.readEntity(kind, id);
+      const state: unknown = row ? JSON.parse(row.state) : definition.initial(id);
+      const version = row?.version ?? 0;
+      let next: unknown;
+      let changed = false;
+      const ctx: TurnContext<unknown> = {
+        kind,
+        id,
+        get version() {
+          return version + (changed ? 1 : 0);
+        },
+        setState(value: unknown) {
+          next = value;
+          changed = true;
+        },
+      };
+      let reply: unknown;
+      try {
+        reply = await fn(state, message as never, ctx);
+      } catch (error) {
+        if (error instanceof ConcordError) throw error;
+        throw new HandlerError(error instanceof Error ? error.message : String(error));
+      }
+      if (!changed) return reply;
+      let epoch = row?.epoch ?? 0;
+      if (!row) {
+        const [inserted] = await this.store.activate([
+          { kind, id, epoch: 0, initialState: JSON.stringify(definition.initial(id)) },
+        ]);
+        if (!inserted?.ok || inserted.version !== 0) {
+          this.stats.conflicts++;
+          continue;
+        }
+        epoch = 0;
+      }
+      this.stats.writes++;
+      const [applied] = await this.store.write([
+        { kind, id, epoch, expectedVersion: version, newVersion: version + 1, state: JSON.stringify(next) },
+      ]);
+      if (applied) return reply;
+      this.stats.conflicts++;
+    }
+  }
+
+  status(): ClusterStatus {
+    return {
+      self: this.name,
+      incarnation: null,
+      ready: this.ready,
+      leaseRemainingMs: 0,
+      members: [],
+      shards: { count: 0, held: [], owners: {}, unowned: 0 },
+      activeEntities: 0,
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.store.close();
+  }
+
+  introspection(): NodeIntrospection {
+    return {
+      ownership: 'none',
+      counters: () => ({
+        activations: 0,
+        passivations: 0,
+        turns: this.stats.calls,
+        commits: this.stats.writes,
+        fenced: this.stats.conflicts,
+        localCalls: this.stats.calls,
+        remoteCalls: 0,
+        retries: this.stats.conflicts,
+        servedForPeers: 0,
+      }),
+      shardOwners: () => [],
+      faults: null,
+    };
+  }
+}

@@ -1,0 +1,136 @@
+import type { BenchChild } from './child.js';
+import { httpLoad } from './http-load.js';
+import { sleep } from './load-loop.js';
+import type { CpuSample, LoadResult, SystemKind } from './protocol.js';
+import type { StoreBackend } from './stores.js';
+import {
+  type BenchOptions,
+  type Driver,
+  type ProcessCpu,
+  type ThroughputRow,
+  type Workload,
+  WRITE_RATIO,
+} from './types.js';
+
+/** The R / M / W matrix on one running cluster: every driver × workload × concurrency. */
+
+export const ENTITY_PREFIX = 'e';
+
+export interface CellContext {
+  nodes: BenchChild[];
+  system: SystemKind;
+  store: StoreBackend | null;
+  durability: string | null;
+}
+
+export async function throughputMatrix(context: CellContext, options: BenchOptions): Promise<ThroughputRow[]> {
+  const rows: ThroughputRow[] = [];
+  for (const driver of options.drivers) {
+    for (const workload of options.workloads) {
+      for (const concurrency of options.concurrency) {
+        const row = await cell(context, options, driver, workload, concurrency);
+        options.log?.(
+          `  ${context.system.padEnd(10)} ${driver.padEnd(4)} ${workload} C=${String(concurrency).padEnd(3)} ${Math.round(row.opsPerSecond).toLocaleString('en-US').padStart(9)} ops/s  p99 ${row.p99Ms.toFixed(2)} ms${row.errors ? `  errors ${row.errors}` : ''}`,
+        );
+        rows.push(row);
+      }
+    }
+  }
+  return rows;
+}
+
+async function cell(
+  context: CellContext,
+  options: BenchOptions,
+  driver: Driver,
+  workload: Workload,
+  concurrency: number,
+): Promise<ThroughputRow> {
+  const { nodes } = context;
+  const warmupMs = Math.round(options.warmupSeconds * 1000);
+  const durationMs = Math.round(options.seconds * 1000);
+  const load = {
+    prefix: ENTITY_PREFIX,
+    count: options.entities,
+    writeRatio: WRITE_RATIO[workload],
+    concurrency,
+    warmupMs,
+    durationMs,
+  };
+  let before: CpuSample[] = [];
+  let after: CpuSample[] = [];
+  let generatorBefore = process.cpuUsage();
+  let generatorCpuUs = 0;
+  const sample = () => Promise.all(nodes.map((node) => node.cpu()));
+  let result: LoadResult;
+  if (driver === 'api') {
+    const running = nodes[0]!.load(load);
+    await sleep(warmupMs);
+    before = await sample();
+    result = await running;
+    after = await sample();
+  } else {
+    result = await httpLoad({
+      ...load,
+      urls: nodes.map((node) => node.httpUrl!),
+      onWindow: async (edge) => {
+        if (edge === 'start') {
+          before = await sample();
+          generatorBefore = process.cpuUsage();
+        } else {
+          const used = process.cpuUsage(generatorBefore);
+          generatorCpuUs = used.user + used.system;
+          after = await sample();
+        }
+      },
+    });
+  }
+  const opsPerSecond = result.durationMs > 0 ? (result.ops / result.durationMs) * 1000 : 0;
+  const cpu: ProcessCpu[] = nodes.map((node, i) => {
+    const b = before[i]!;
+    const a = after[i]!;
+    const windowSeconds = (a.at - b.at) / 1000;
+    const cpuSeconds = (a.user + a.system - b.user - b.system) / 1e6;
+    return { process: node.name, cpuSecondsPer10k: perTenK(cpuSeconds, opsPerSecond * windowSeconds) };
+  });
+  if (driver === 'http') {
+    cpu.push({
+      process: 'load generator',
+      cpuSecondsPer10k: perTenK(generatorCpuUs / 1e6, opsPerSecond * (result.durationMs / 1000)),
+    });
+  }
+  return {
+    store: context.store,
+    system: context.system,
+    driver,
+    workload,
+    concurrency,
+    opsPerSecond,
+    p50Ms: result.p50 / 1000,
+    p90Ms: result.p90 / 1000,
+    p99Ms: result.p99 / 1000,
+    maxMs: result.max / 1000,
+    errors: result.errors,
+    cpu,
+    durability: workload === 'R' ? null : context.durability,
+    vsNaive: null,
+    vsStoreCall: null,
+    pids: nodes.map((node) => node.pid),
+    raw: result,
+  };
+}
+
+function perTenK(cpuSeconds: number, ops: number): number {
+  return ops > 0 ? (cpuSeconds / ops) * 10_000 : 0;
+}
+
+/** Fill in the baseline ratios: same driver, workload and C; store-call on the same store. */
+export function addRatios(rows: ThroughputRow[]): void {
+  const key = (r: ThroughputRow) => `${r.driver}/${r.workload}/${r.concurrency}`;
+  for (const row of rows) {
+    const naive = rows.find((r) => r.system === 'naive' && key(r) === key(row));
+    const storeCall = rows.find((r) => r.system === 'store-call' && r.store === row.store && key(r) === key(row));
+    row.vsNaive = naive && naive.opsPerSecond > 0 ? row.opsPerSecond / naive.opsPerSecond : null;
+    row.vsStoreCall = storeCall && storeCall.opsPerSecond > 0 ? row.opsPerSecond / storeCall.opsPerSecond : null;
+  }
+}

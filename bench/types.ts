@@ -1,0 +1,149 @@
+import type { Durability, LoadResult, SystemKind } from './protocol.js';
+
+export const SYSTEMS: readonly SystemKind[] = ['concord', 'store-call', 'naive'];
+
+import type { StoreBackend } from './stores.js';
+
+/** What a benchmark run is asked to do, and what it found (the JSON report). */
+
+export type Workload = 'R' | 'M' | 'W';
+export type Driver = 'api' | 'http';
+export type Section = 'throughput' | 'activation' | 'memory' | 'failover' | 'join';
+export type Scale = 'full' | 'quick' | 'tiny';
+
+export const WRITE_RATIO: Record<Workload, number> = { R: 0, M: 0.1, W: 1 };
+export const SECTIONS: readonly Section[] = ['throughput', 'activation', 'memory', 'failover', 'join'];
+
+export interface BenchOptions {
+  workloads: Workload[];
+  /** Store specs: 'sqlite', 'postgres' (embedded, throwaway) or a postgres:// URL. */
+  stores: string[];
+  nodes: number;
+  entities: number;
+  concurrency: number[];
+  seconds: number;
+  warmupSeconds: number;
+  drivers: Driver[];
+  /** Systems of the throughput matrix: concord and its baselines. */
+  systems: SystemKind[];
+  durability: Durability;
+  scale: Scale;
+  sections: Section[];
+  /** The command line, for the report. */
+  command: string;
+  /** Progress lines go here (stderr by default). */
+  log?: (line: string) => void;
+}
+
+/** Sizes of the extra measurements at each scale. */
+export interface ScaleSizes {
+  coldActivations: number;
+  memoryPoints: number[];
+  failoverRuns: number;
+  joinLoadMs: number;
+}
+
+export const SCALES: Record<Scale, ScaleSizes> = {
+  full: { coldActivations: 10_000, memoryPoints: [100_000, 1_000_000], failoverRuns: 5, joinLoadMs: 9000 },
+  quick: { coldActivations: 5_000, memoryPoints: [20_000, 100_000], failoverRuns: 3, joinLoadMs: 6000 },
+  tiny: { coldActivations: 500, memoryPoints: [2_000, 5_000], failoverRuns: 1, joinLoadMs: 3000 },
+};
+
+export interface ProcessCpu {
+  /** Node name, or 'load generator' (the bench process running autocannon). */
+  process: string;
+  /** CPU seconds (user + system) this process spent per 10,000 operations. */
+  cpuSecondsPer10k: number;
+}
+
+export interface ThroughputRow {
+  store: StoreBackend | null;
+  system: SystemKind;
+  driver: Driver;
+  workload: Workload;
+  concurrency: number;
+  opsPerSecond: number;
+  /** Latencies in milliseconds. */
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  errors: number;
+  cpu: ProcessCpu[];
+  /** What survives an acknowledged write (W and M rows). */
+  durability: string | null;
+  /** This row's ops/s over the naive per-node cache's, same driver, workload and C. */
+  vsNaive: number | null;
+  /** This row's ops/s over store-on-every-call on the same store, same driver, workload and C. */
+  vsStoreCall: number | null;
+  /** Process ids of the cluster's nodes (all children of the bench process). */
+  pids: number[];
+  raw: LoadResult;
+}
+
+export interface ActivationResult {
+  store: StoreBackend;
+  /** Entities already active (whole cluster) when the fresh ids were called. */
+  alreadyActive: number;
+  count: number;
+  perSecond: number;
+  errors: number;
+}
+
+export interface MemoryResult {
+  store: StoreBackend;
+  activeEntities: number;
+  heapBytesPerEntity: number;
+  rssBytesPerEntity: number;
+}
+
+export interface FailoverResult {
+  store: StoreBackend;
+  runsMs: number[];
+  medianMs: number;
+  shardsPerRun: number;
+}
+
+export interface PauseResult {
+  store: StoreBackend;
+  event: 'join' | 'leave';
+  longestCallMs: number;
+  errors: number;
+  errorCodes: Record<string, number>;
+  /** How long the join or leave took, until the shard map had settled (ms). */
+  rebalanceMs: number;
+}
+
+export interface MachineInfo {
+  cores: number;
+  cpuModel: string;
+  memoryGiB: number;
+  node: string;
+  platform: string;
+}
+
+export interface TargetCheck {
+  figure: string;
+  target: string;
+  measured: string;
+  met: boolean | null;
+}
+
+export interface BenchReport {
+  date: string;
+  command: string;
+  machine: MachineInfo;
+  /** pid of the bench process: every node process of the run is its child. */
+  benchPid: number;
+  options: Omit<BenchOptions, 'log'>;
+  stores: { backend: StoreBackend; description: string }[];
+  throughput: ThroughputRow[];
+  activations: ActivationResult[];
+  memory: MemoryResult[];
+  failover: FailoverResult[];
+  pauses: PauseResult[];
+  targets: TargetCheck[];
+  /** Node processes started by the run, with their parent pid as seen by the bench. */
+  processes: { name: string; system: SystemKind; pid: number; ppid: number }[];
+  durationSeconds: number;
+}

@@ -1,0 +1,70 @@
+import type { FastifyInstance } from 'fastify';
+import type { AppContext, ConcordApp } from '../../src/index.js';
+import { idParamsSchema } from '../../src/index.js';
+import { EntityState, type EntityStateName, type Snapshot, STATES } from './entity.js';
+import { parseIfMatch } from './if-match.js';
+
+/**
+ * The entity-state application: any node answers for any entity, and the answer is the
+ * same whichever node is asked.
+ *
+ * - `GET /entities/:id` → 200 `{"id","state","version"}` (`ETag: "<version>"`)
+ * - `PUT /entities/:id` `{"state"}` [+ `If-Match: "<version>"`] → 200 once durable;
+ *   400 for a bad body, state or If-Match; 412 when If-Match is not the current version.
+ *
+ * Errors of the runtime (no owner reachable in time → 503) are mapped by the HTTP layer.
+ */
+
+interface EntityRoute {
+  Params: { id: string };
+}
+
+interface PutRoute extends EntityRoute {
+  Body: { state: EntityStateName };
+}
+
+const putBodySchema = {
+  type: 'object',
+  required: ['state'],
+  properties: { state: { type: 'string', enum: STATES } },
+} as const;
+
+function snapshotBody(id: string, snapshot: Snapshot) {
+  return { id, state: snapshot.state, version: snapshot.version };
+}
+
+function routes(http: FastifyInstance, { node }: AppContext): void {
+  const params = idParamsSchema('id');
+
+  http.get<EntityRoute>('/entities/:id', { schema: { params } }, async (request, reply) => {
+    const { id } = request.params;
+    const snapshot = await node.call(EntityState, id, 'get', undefined);
+    return reply.header('etag', `"${snapshot.version}"`).send(snapshotBody(id, snapshot));
+  });
+
+  http.put<PutRoute>('/entities/:id', { schema: { params, body: putBodySchema } }, async (request, reply) => {
+    const { id } = request.params;
+    const ifMatch = parseIfMatch(request.headers['if-match']);
+    if (ifMatch instanceof Error) return reply.code(400).send({ error: ifMatch.message });
+    const result = await node.call(
+      EntityState,
+      id,
+      'set',
+      ifMatch === undefined ? { state: request.body.state } : { state: request.body.state, ifMatch },
+    );
+    reply.header('etag', `"${result.version}"`);
+    if (!result.ok) {
+      return reply.code(412).send({
+        error: `If-Match "${ifMatch}" does not match the current version ${result.version}`,
+        ...snapshotBody(id, result),
+      });
+    }
+    return reply.send(snapshotBody(id, result));
+  });
+}
+
+export const entityStateApp: ConcordApp = {
+  name: 'entity-state',
+  entities: [EntityState],
+  routes,
+};

@@ -1,0 +1,173 @@
+import { hostname } from 'node:os';
+import type { AppContext, AppNode, ConcordApp } from '../http/app.js';
+import { introspectConcordNode, introspectNaiveNode, type NodeIntrospection } from '../http/introspection.js';
+import { createHttpServer, type HttpServer } from '../http/server.js';
+import { createLogger, type Logger } from '../logger.js';
+import { NaiveNode } from '../runtime/naive-node.js';
+import { ConcordNode } from '../runtime/node.js';
+import type { Durability } from '../store/types.js';
+import { apps as builtInApps } from './apps.js';
+import { loadAppModules } from './load-apps.js';
+import { type OwnershipMode, redactUrl } from './options.js';
+import { portIsFree } from './ports.js';
+
+/**
+ * The life of one `concord node` process: start the node (or the naive baseline), serve
+ * HTTP, and on SIGTERM / SIGINT (or, for demo children, when the parent goes away) stop
+ * gracefully — readiness off, HTTP closed after in-flight requests, apps stopped, shards
+ * handed over — then exit 0.
+ */
+
+export interface NodeRunConfig {
+  name: string;
+  httpPort: number;
+  clusterPort: number;
+  host: string;
+  advertiseHost: string | undefined;
+  store: string;
+  secret: string;
+  ownership: OwnershipMode;
+  callTimeoutMs: number | undefined;
+  leaseTtlMs: number | undefined;
+  durability: Durability | undefined;
+  /** Extra application modules (`--app`), served after the built-in example apps. */
+  appModules: readonly string[];
+  /** Stop when the IPC channel to the parent closes (set by `concord demo` for its children). */
+  exitWithParent: boolean;
+}
+
+interface RunningNode {
+  node: AppNode;
+  context: AppContext;
+  apps: readonly ConcordApp[];
+  server: HttpServer;
+  url: string;
+}
+
+/** A graceful stop that takes longer than this ends with exit 1 (the lease then frees the shards). */
+const HARD_EXIT_MS = 20_000;
+const NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+
+export async function runNode(config: NodeRunConfig): Promise<void> {
+  const logger = createLogger();
+  const log = logger.child({ node: config.name });
+  let running: RunningNode | null = null;
+  let stopReason: string | null = null;
+
+  const requestStop = (reason: string) => {
+    if (stopReason !== null) return;
+    stopReason = reason;
+    setTimeout(() => {
+      log.error({ reason }, `graceful stop took longer than ${HARD_EXIT_MS} ms; exiting`);
+      process.exit(1);
+    }, HARD_EXIT_MS).unref();
+    // Still starting: the stop runs as soon as the start finishes.
+    if (running) void stopAndExit(running, reason, log);
+  };
+  process.on('SIGTERM', () => requestStop('SIGTERM'));
+  process.on('SIGINT', () => requestStop('SIGINT'));
+  if (config.exitWithParent) {
+    if (!process.connected) process.exit(0);
+    process.on('disconnect', () => requestStop('parent exited'));
+  }
+
+  try {
+    running = await start(config, logger);
+  } catch (error) {
+    process.stderr.write(`concord node: ${config.name} could not start: ${messageOf(error)}\n`);
+    process.exit(1);
+  }
+  if (stopReason !== null) {
+    await stopAndExit(running, stopReason, log);
+    return;
+  }
+  const where = config.ownership === 'none' ? 'no store: ownership none' : `store ${redactUrl(config.store)}`;
+  process.stdout.write(`concord node ${config.name} ready at ${running.url} (${where})\n`);
+}
+
+async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode> {
+  if (!NAME_PATTERN.test(config.name)) {
+    throw new Error(`node name "${config.name}" must be 1-64 characters of letters, digits, _ . -`);
+  }
+  if (!(await portIsFree(config.httpPort, config.host))) {
+    throw new Error(`HTTP port ${config.httpPort} on ${config.host} is already in use`);
+  }
+  const advertise = config.advertiseHost ?? (isWildcard(config.host) ? hostname() : config.host);
+  const httpAddress = `http://${advertise.includes(':') ? `[${advertise}]` : advertise}:${config.httpPort}`;
+  const apps: readonly ConcordApp[] = [...builtInApps, ...(await loadAppModules(config.appModules))];
+  const entities = apps.flatMap((app) => app.entities);
+
+  let node: AppNode;
+  let services: AppContext['services'] = null;
+  let introspection: NodeIntrospection;
+  if (config.ownership === 'none') {
+    logger.warn({ node: config.name }, 'ownership none: no coordination, nodes will disagree (baseline only)');
+    const naive = await NaiveNode.start({ name: config.name, entities, httpAddress });
+    node = naive;
+    introspection = introspectNaiveNode(naive);
+  } else {
+    const concord = await ConcordNode.start({
+      name: config.name,
+      store: config.store,
+      secret: config.secret,
+      entities,
+      host: config.host,
+      clusterPort: config.clusterPort,
+      advertiseHost: config.advertiseHost,
+      httpAddress,
+      callTimeoutMs: config.callTimeoutMs,
+      leaseTtlMs: config.leaseTtlMs,
+      durability: config.durability,
+      logger,
+    });
+    node = concord;
+    services = concord;
+    introspection = introspectConcordNode(concord);
+  }
+
+  const context: AppContext = { node, services };
+  try {
+    const server = await createHttpServer({
+      context,
+      introspection,
+      apps,
+      logger: logger.child({ node: config.name, component: 'http' }),
+    });
+    for (const app of apps) await app.start?.(context);
+    const url = await server.listen(config.httpPort, config.host);
+    return { node, context, apps, server, url };
+  } catch (error) {
+    await node.stop().catch(() => {});
+    throw error;
+  }
+}
+
+async function stopAndExit(running: RunningNode, reason: string, log: Logger): Promise<void> {
+  log.info({ reason }, 'stopping');
+  let code = 0;
+  running.server.drain();
+  await running.server.close().catch((error: unknown) => log.warn({ err: messageOf(error) }, 'closing HTTP failed'));
+  const { context } = running;
+  for (const app of [...running.apps].reverse()) {
+    try {
+      await app.stop?.(context);
+    } catch (error) {
+      log.warn({ app: app.name, err: messageOf(error) }, 'app did not stop cleanly');
+    }
+  }
+  try {
+    await running.node.stop();
+  } catch (error) {
+    log.error({ err: messageOf(error) }, 'node did not stop cleanly');
+    code = 1;
+  }
+  process.exit(code);
+}
+
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,91 @@
+import type { FastifyInstance } from 'fastify';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { AppNode } from './app.js';
+import type { NodeIntrospection, RuntimeCounters } from './introspection.js';
+
+/**
+ * `GET /metrics` in Prometheus text format. HTTP calls are measured by an onResponse hook
+ * (labelled by route template, never by raw URL, so ids cannot blow up the cardinality);
+ * node state is read from the node's own counters at scrape time by collect callbacks.
+ * Each server has its own registry (several nodes may run in one process in tests).
+ */
+
+export function registerMetrics(http: FastifyInstance, node: AppNode, introspection: NodeIntrospection): void {
+  const registry = new Registry();
+  registry.setDefaultLabels({ node: node.name });
+  collectDefaultMetrics({ register: registry, prefix: 'concord_process_' });
+
+  const labelNames = ['method', 'route', 'status'] as const;
+  const requests = new Counter({
+    name: 'concord_http_requests_total',
+    help: 'HTTP requests answered, by method, route template and status',
+    labelNames,
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: 'concord_http_request_duration_seconds',
+    help: 'HTTP request latency, by method, route template and status',
+    labelNames,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  http.addHook('onResponse', async (request, reply) => {
+    const labels = {
+      method: request.method,
+      route: request.routeOptions.url ?? 'unmatched',
+      status: String(reply.statusCode),
+    };
+    requests.inc(labels);
+    latency.observe(labels, reply.elapsedTime / 1000);
+  });
+
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  gauge('concord_node_ready', '1 while the node holds a valid lease and has a shard map', () => (node.ready ? 1 : 0));
+  gauge('concord_active_entities', 'Entities active in memory on this node', () => node.status().activeEntities);
+  gauge('concord_shards_held', 'Shards this node owns', () => node.status().shards.held.length);
+  gauge('concord_lease_remaining_seconds', 'Time left on this node’s lease by its own clock', () =>
+    Math.max(0, node.status().leaseRemainingMs / 1000),
+  );
+  gauge(
+    'concord_members_alive',
+    'Members of the cluster with a live lease, as seen by this node',
+    () => node.status().members.filter((m) => m.status === 'alive').length,
+  );
+
+  // Counters mirror the node's monotonic stats: at scrape time, add what was counted since.
+  const counter = (name: string, help: string, field: keyof RuntimeCounters) => {
+    let seen = 0;
+    return new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const value = introspection.counters()[field];
+        if (value > seen) this.inc(value - seen);
+        seen = Math.max(seen, value);
+      },
+    });
+  };
+  counter('concord_commits_total', 'Group-commit transactions written to the store', 'commits');
+  counter('concord_fenced_writes_total', 'Writes refused by the store because a newer owner exists', 'fenced');
+  counter('concord_call_retries_total', 'Call attempts retried while ownership moved', 'retries');
+  counter('concord_turns_total', 'Entity turns run on this node', 'turns');
+  counter('concord_activations_total', 'Entity activations on this node', 'activations');
+  counter('concord_passivations_total', 'Entity passivations on this node', 'passivations');
+  counter('concord_local_calls_total', 'Calls served by this node as owner', 'localCalls');
+  counter('concord_remote_calls_total', 'Calls forwarded to the owning peer', 'remoteCalls');
+  counter('concord_calls_served_for_peers_total', 'Calls this node served for other nodes', 'servedForPeers');
+
+  http.get('/metrics', async (_request, reply) => {
+    const text = await registry.metrics();
+    return reply.type(registry.contentType).send(text);
+  });
+}

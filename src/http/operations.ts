@@ -1,0 +1,74 @@
+import type { FastifyInstance } from 'fastify';
+import type { ClusterStatus } from '../runtime/node.js';
+import type { AppNode } from './app.js';
+import { sendError } from './errors.js';
+import type { NodeIntrospection, Ownership } from './introspection.js';
+
+/**
+ * Operations routes: `/healthz` (the process runs), `/readyz` (the node may serve: valid
+ * lease and a shard map), `/cluster` (membership and shard ownership as this node sees it).
+ */
+
+export interface ClusterView {
+  self: string;
+  ownership: Ownership;
+  ready: boolean;
+  incarnation: number | null;
+  leaseRemainingMs: number;
+  activeEntities: number;
+  members: {
+    name: string;
+    address: string;
+    httpAddress: string | null;
+    status: ClusterStatus['members'][number]['status'];
+    connected: boolean;
+    incarnation: number;
+    leaseExpiresInMs: number;
+    shards: number;
+  }[];
+  shards: ClusterStatus['shards'] & { map: (string | null)[] };
+}
+
+export function clusterView(node: AppNode, introspection: NodeIntrospection): ClusterView {
+  const status = node.status();
+  return {
+    self: status.self,
+    ownership: introspection.ownership,
+    ready: status.ready,
+    incarnation: status.incarnation,
+    leaseRemainingMs: status.leaseRemainingMs,
+    activeEntities: status.activeEntities,
+    members: status.members.map((m) => ({
+      name: m.name,
+      address: m.address,
+      httpAddress: m.httpAddress,
+      status: m.status,
+      connected: m.connected,
+      incarnation: m.incarnation,
+      leaseExpiresInMs: Math.round(m.leaseExpiresInMs),
+      shards: status.shards.owners[m.name] ?? 0,
+    })),
+    shards: { ...status.shards, map: introspection.shardOwners() },
+  };
+}
+
+export function registerOperationRoutes(
+  http: FastifyInstance,
+  node: AppNode,
+  introspection: NodeIntrospection,
+  isDraining: () => boolean,
+): void {
+  http.get('/healthz', async () => ({ status: 'ok', node: node.name }));
+
+  http.get('/readyz', async (_request, reply) => {
+    if (node.ready && !isDraining()) return { ready: true, node: node.name };
+    const reason = isDraining() ? 'the node is stopping' : 'the node holds no valid lease or has no shard map yet';
+    return sendError(reply, {
+      status: 503,
+      body: { error: `not ready: ${reason}`, ready: false },
+      retryAfterSeconds: 1,
+    });
+  });
+
+  http.get('/cluster', async () => clusterView(node, introspection));
+}

@@ -1,0 +1,139 @@
+/**
+ * `concord bench` runs end to end on each store (a very short run: --tiny, two
+ * concurrencies): its table has a row for every system × driver × workload × C and for every
+ * extra figure, the baselines ran as children of the same bench process, and the JSON parses.
+ * The numbers themselves are not asserted (this machine is shared and small).
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { BenchReport } from '../../bench/types.js';
+import { createTestDatabase, dropTestDatabase } from '../support/pg.js';
+import { tempDir } from '../support/tmp.js';
+
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const CLI = join(REPO, 'dist/src/cli/main.js');
+
+interface Ran {
+  code: number | null;
+  pid: number;
+  stdout: string;
+  stderr: string;
+}
+
+function runBench(args: string[], timeoutMs: number): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, 'bench', ...args], {
+      cwd: REPO,
+      env: { ...process.env, CONCORD_LOG_LEVEL: 'error' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`bench did not finish in ${timeoutMs} ms\n${stderr}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, pid: child.pid ?? 0, stdout, stderr });
+    });
+  });
+}
+
+const SYSTEM_LABELS = ['concord', 'naive per-node cache', 'store on every call'];
+const CONCURRENCY = [1, 16];
+
+async function benchOnStore(store: string, backend: 'sqlite' | 'postgres'): Promise<void> {
+  const dir = tempDir('bench-');
+  const jsonFile = join(dir, 'bench.json');
+  const mdFile = join(dir, 'bench.md');
+  const ran = await runBench(
+    ['--tiny', '--store', store, '--concurrency', CONCURRENCY.join(','), '--json', jsonFile, '--markdown', mdFile],
+    80_000,
+  );
+  expect(ran.code, ran.stderr).toBe(0);
+
+  const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as BenchReport;
+  const markdown = readFileSync(mdFile, 'utf8');
+  expect(ran.stdout).toContain(markdown.trim());
+
+  // Every throughput row, for concord and both baselines, in the table and the JSON.
+  const rows = markdown.split('\n').filter((line) => /^\| (sqlite|postgres|—) \|/.test(line));
+  for (const system of SYSTEM_LABELS) {
+    for (const driver of ['library API', 'HTTP']) {
+      for (const workload of ['R', 'M', 'W']) {
+        for (const c of CONCURRENCY) {
+          const match = rows.filter((line) => {
+            const cells = line.split('|').map((cell) => cell.trim());
+            return (
+              cells[2]!.startsWith(system) && cells[3] === driver && cells[4] === workload && cells[5] === String(c)
+            );
+          });
+          expect(match, `${system} ${driver} ${workload} C=${c}`).toHaveLength(1);
+        }
+      }
+    }
+  }
+  expect(report.throughput).toHaveLength(SYSTEM_LABELS.length * 2 * 3 * CONCURRENCY.length);
+  for (const row of report.throughput) {
+    expect(row.store).toBe(row.system === 'naive' ? null : backend);
+    if (row.workload !== 'R') expect(row.durability).toBeTruthy();
+    expect(row.cpu.length).toBeGreaterThanOrEqual(2);
+  }
+  // Write figures carry their durability in the table.
+  expect(markdown).toContain('crash + power loss');
+  expect(markdown).toContain('#### Durability of the write figures');
+
+  // The extra figures and the targets.
+  expect(report.activations).toHaveLength(2);
+  expect(report.memory).toHaveLength(2);
+  expect(report.failover).toHaveLength(1);
+  expect(report.pauses.map((p) => p.event)).toEqual(['join', 'leave']);
+  for (const figure of [
+    'cold activations/s',
+    'memory per active idle entity',
+    'failover after kill -9',
+    'join',
+    'graceful leave',
+  ]) {
+    expect(markdown).toContain(figure);
+  }
+  expect(report.targets.length).toBeGreaterThanOrEqual(8);
+  expect(markdown).toContain('| figure | target | measured | met |');
+  expect(report.machine.cores).toBeGreaterThan(0);
+  expect(report.command).toContain('bench --tiny');
+
+  // Baselines ran in the same process tree: every node process is a child of the bench process.
+  expect(report.benchPid).toBe(ran.pid);
+  const systems = new Set(report.processes.map((p) => p.system));
+  expect([...systems].sort()).toEqual(['concord', 'naive', 'store-call']);
+  for (const p of report.processes) expect(p.ppid, `${p.system} ${p.name}`).toBe(ran.pid);
+  const pids = new Set(report.processes.map((p) => p.pid));
+  for (const row of report.throughput) for (const pid of row.pids) expect(pids.has(pid)).toBe(true);
+}
+
+describe('concord bench', () => {
+  const databases: string[] = [];
+  afterAll(async () => {
+    for (const url of databases) await dropTestDatabase(url);
+  });
+
+  it('runs every row on SQLite', async () => {
+    await benchOnStore('sqlite', 'sqlite');
+  }, 90_000);
+
+  it('runs every row on PostgreSQL', async () => {
+    const url = await createTestDatabase();
+    databases.push(url);
+    await benchOnStore(url, 'postgres');
+  }, 90_000);
+});

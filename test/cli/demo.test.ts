@@ -1,0 +1,98 @@
+/**
+ * `npm start` (= `concord demo`): the local cluster comes up, every node is ready, and
+ * Ctrl-C — or the parent dying — leaves no process behind. Ports already taken: a clear
+ * message, a non-zero exit, nothing started. Runs in a temporary working directory, so the
+ * default store `./.concord/` is created there and never in the repository.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { tempDir } from '../support/tmp.js';
+import { alive, eventually, freePortRange, REPO, request, runCli, type Spawned } from './harness.js';
+
+interface DemoNode {
+  name: string;
+  url: string;
+  pid: number;
+}
+
+/** Wait for the demo's banner and read the nodes from it. */
+async function demoNodes(demo: Spawned, count: number): Promise<DemoNode[]> {
+  await eventually(async () => {
+    if (!demo.running) throw new Error(`demo exited:\n${demo.stdout()}\n${demo.stderr()}`);
+    if (!demo.stdout().includes('Ctrl-C stops every node')) throw new Error('not up yet');
+  }, 20_000);
+  const nodes = [...demo.stdout().matchAll(/^ {2}(node-\d+) {2}(http:\S+) {2}\(pid (\d+)\)$/gm)].map((m) => ({
+    name: m[1]!,
+    url: m[2]!,
+    pid: Number(m[3]),
+  }));
+  expect(nodes).toHaveLength(count);
+  return nodes;
+}
+
+describe('concord demo (npm start)', () => {
+  it('npm start runs the demo command', () => {
+    const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    expect(pkg.scripts['start']).toBe('node dist/src/cli/main.js demo');
+  });
+
+  it('comes up with three ready nodes on ./.concord/, and Ctrl-C stops every one of them', async () => {
+    const cwd = tempDir('demo-');
+    const base = await freePortRange(3);
+    const started = performance.now();
+    const demo = runCli(['demo', '--base-port', String(base)], { cwd });
+    const nodes = await demoNodes(demo, 3);
+    console.log(`demo ready in ${(performance.now() - started).toFixed(0)} ms`);
+
+    expect(nodes.map((n) => n.url)).toEqual([0, 1, 2].map((i) => `http://127.0.0.1:${base + i}`));
+    expect(demo.stdout()).toContain(`dashboard: http://127.0.0.1:${base}/`);
+    expect(existsSync(join(cwd, '.concord', 'concord.db'))).toBe(true);
+    for (const node of nodes) expect((await request(node, 'GET', '/readyz')).status).toBe(200);
+    // One cluster: a change through one node is seen through another.
+    expect((await request(nodes[0]!, 'PUT', '/entities/entity_1', { json: { state: 'working' } })).status).toBe(200);
+    expect((await request(nodes[2]!, 'GET', '/entities/entity_1')).body).toMatchObject({
+      state: 'working',
+      version: 1,
+    });
+
+    demo.process.kill('SIGINT');
+    const exit = await demo.exited;
+    expect(exit.code).toBe(0);
+    expect(demo.stdout()).toContain('all nodes stopped.');
+    for (const node of nodes) expect(alive(node.pid)).toBe(false);
+  });
+
+  it('leaves no orphans when the demo itself is killed (the children watch their parent)', async () => {
+    const cwd = tempDir('demo-');
+    const base = await freePortRange(2);
+    const demo = runCli(['demo', '--nodes', '2', '--base-port', String(base)], { cwd });
+    const nodes = await demoNodes(demo, 2);
+    demo.process.kill('SIGKILL');
+    await demo.exited;
+    await eventually(async () => {
+      for (const node of nodes) expect(alive(node.pid)).toBe(false);
+    }, 15_000);
+  });
+
+  it('ports already taken: a clear message, a non-zero exit, nothing left running', async () => {
+    const base = await freePortRange(3);
+    const blocker: Server = createServer();
+    await new Promise<void>((resolve) => blocker.listen(base + 1, '127.0.0.1', resolve));
+    try {
+      const demo = runCli(['demo', '--base-port', String(base)], { cwd: tempDir('demo-') });
+      const exit = await demo.exited;
+      expect(exit.code).not.toBe(0);
+      expect(demo.stderr()).toContain(`port ${base + 1}`);
+      expect(demo.stderr()).toContain('already in use');
+      expect(demo.stderr()).toContain('--base-port');
+      // Nothing was started: the free ports of the range are still free.
+      await expect(
+        request({ url: `http://127.0.0.1:${base}` }, 'GET', '/healthz', { timeoutMs: 1000 }),
+      ).rejects.toThrow();
+    } finally {
+      await new Promise((resolve) => blocker.close(resolve));
+    }
+  });
+});
