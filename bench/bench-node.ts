@@ -102,7 +102,7 @@ async function handle(running: Running, request: BenchRequest): Promise<unknown>
     }
     case 'memory': {
       const gc = (globalThis as { gc?: () => void }).gc;
-      for (let i = 0; i < 3; i++) gc?.();
+      for (let i = 0; i < 2; i++) gc?.();
       const usage = process.memoryUsage();
       return {
         heapUsed: usage.heapUsed,

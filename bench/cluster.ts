@@ -13,6 +13,7 @@ export interface ClusterOptions {
   durability: Durability;
   http: boolean;
   maxActiveEntities?: number;
+  leaseTtlMs?: number;
 }
 
 export function nodeConfig(options: ClusterOptions, name: string): BenchNodeConfig {
@@ -24,6 +25,7 @@ export function nodeConfig(options: ClusterOptions, name: string): BenchNodeConf
     durability: options.durability,
     httpPort: options.http ? 0 : null,
     maxActiveEntities: options.maxActiveEntities,
+    leaseTtlMs: options.leaseTtlMs,
   };
 }
 

@@ -33,7 +33,12 @@ export async function activationAndMemory(
   wantMemory: boolean,
 ): Promise<{ activations: ActivationResult[]; memory: MemoryResult[] }> {
   const backend = factory.backend;
-  const nodes = await startCluster(clusterOptions(await factory.fresh(), options), options.nodes);
+  // A long lease: the forced full GCs of the memory samples stop the event loop for a while
+  // with a million entities, and a lost lease would passivate a node's entities mid-run.
+  const nodes = await startCluster(
+    { ...clusterOptions(await factory.fresh(), options), leaseTtlMs: 15_000 },
+    options.nodes,
+  );
   tracked.track(nodes);
   const activations: ActivationResult[] = [];
   const memory: MemoryResult[] = [];

@@ -51,7 +51,10 @@ export type PubSubOp =
   | { action: 'publish'; topic: string; count: number; chunk?: number }
   | { action: 'members'; topic: string }
   | { action: 'received'; topic: string }
-  | { action: 'stats' };
+  | { action: 'stats' }
+  /** Start recording node-up / node-down events; `nodeEvents` returns them ("up n2", "down n3"). */
+  | { action: 'watchNodes' }
+  | { action: 'nodeEvents' };
 
 /** Replicated-map operations (ipc-services.ts); every one but `open` needs the map open. */
 export type MapOp =

@@ -17,6 +17,8 @@ interface TopicRecord {
 }
 
 const records = new Map<string, TopicRecord>();
+const nodeEvents: string[] = [];
+let watchingNodes = false;
 const sequences = new Map<string, number>();
 
 function wallNow(): number {
@@ -96,6 +98,15 @@ export async function pubsubOp(node: ConcordNode, op: PubSubOp): Promise<unknown
     }
     case 'stats':
       return { ...node.pubsub.stats(), nodes: node.pubsub.nodes() };
+    case 'watchNodes':
+      if (!watchingNodes) {
+        watchingNodes = true;
+        node.pubsub.on('node-up', (name) => nodeEvents.push(`up ${name}`));
+        node.pubsub.on('node-down', (name) => nodeEvents.push(`down ${name}`));
+      }
+      return true;
+    case 'nodeEvents':
+      return [...nodeEvents];
   }
 }
 

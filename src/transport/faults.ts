@@ -16,6 +16,15 @@
 export class FaultSwitch {
   private readonly dropped = new Set<string>();
   private cut = false;
+  private readonly allowListeners: ((peers: string[]) => void)[] = [];
+
+  /**
+   * Called with the peers traffic is allowed to again (a healed partition). The mesh uses it
+   * to re-dial them at once instead of waiting out a handshake whose frames were dropped.
+   */
+  onAllow(listener: (peers: string[]) => void): void {
+    this.allowListeners.push(listener);
+  }
 
   /** Start dropping outgoing frames to these peers (adds to the current set). */
   dropTo(peers: string[]): void {
@@ -24,11 +33,10 @@ export class FaultSwitch {
 
   /** Stop dropping to these peers, or to every peer when called without arguments. */
   allow(peers?: string[]): void {
-    if (peers === undefined) {
-      this.dropped.clear();
-      return;
-    }
-    for (const p of peers) this.dropped.delete(p);
+    const healed = peers === undefined ? [...this.dropped] : peers.filter((p) => this.dropped.has(p));
+    if (peers === undefined) this.dropped.clear();
+    else for (const p of peers) this.dropped.delete(p);
+    if (healed.length > 0) for (const listener of this.allowListeners) listener(healed);
   }
 
   isDropped(peer: string): boolean {

@@ -161,6 +161,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
       onBye: (conn) => this.onPeerBye(conn),
       onByeAck: () => {},
     };
+    opts.faults?.onAllow((peers) => this.redialHealed(peers));
     this.lastTickAt = performance.now();
     this.pingTimer = setInterval(this.tick, this.pingIntervalMs);
     this.pingTimer.unref();
@@ -403,6 +404,29 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private isSatisfied(slot: PeerSlot): boolean {
     const conn = this.open.get(slot.info.name);
     return conn !== undefined && conn.peer!.incarnation >= slot.info.incarnation;
+  }
+
+  /**
+   * Test fault switch: traffic to `peers` flows again. A handshake begun during the partition
+   * had its frames dropped and would only fail at its timeout, and the redial backoff grew
+   * meanwhile: drop those attempts and dial again now. Inbound handshakes in progress are
+   * closed too (their answers may have been dropped); their dialers retry promptly.
+   */
+  private redialHealed(peers: string[]): void {
+    if (this.closing !== null || this.leaving) return;
+    for (const conn of [...this.handshaking]) {
+      if (conn.role === 'acceptor') conn.close('partition healed; expecting a fresh handshake');
+    }
+    for (const name of peers) {
+      const slot = this.slots.get(name);
+      if (slot === undefined || this.open.has(name)) continue;
+      slot.dial?.close('partition healed; dialing again');
+      slot.dial = null;
+      if (slot.retryTimer !== null) clearTimeout(slot.retryTimer);
+      slot.retryTimer = null;
+      slot.attempt = 0;
+      this.dialNow(slot);
+    }
   }
 
   private dialNow(slot: PeerSlot): void {

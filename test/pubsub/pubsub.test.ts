@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { eventually, freshStoreUrl, sleep, startCluster } from '../support/cluster.js';
+import { eventually, freshStoreUrl, nodeConfig, sleep, startCluster, startNode } from '../support/cluster.js';
 import { heal, members, partition, pubsub, received, waitForMembers } from './support.js';
 
 // Pub/sub involves no store beyond membership, so one backend is enough here.
@@ -115,5 +115,22 @@ describe('pub/sub across node processes', () => {
     });
     // In order, with exactly one gap: the messages published during the partition.
     expect(report.senders.n1).toEqual({ count: 2000, last: 2999, reordered: 0, gaps: 1 });
+  });
+
+  it('node-up and node-down events follow peers joining, being cut off, healing and leaving', async () => {
+    const store = await freshStoreUrl('sqlite');
+    const [n1, n2] = await startCluster({ store, nodes: 2 });
+    await pubsub(n1!, { action: 'watchNodes' });
+    const events = async () => (await pubsub(n1!, { action: 'nodeEvents' })) as string[];
+    const n3 = await startNode(nodeConfig({ store, nodes: 3 }, 'n3'));
+    await eventually(async () => expect(await events()).toEqual(['up n3']));
+
+    await partition([n1!], [n2!, n3]);
+    await eventually(async () => expect((await events()).slice(1).sort()).toEqual(['down n2', 'down n3']), 5000);
+    await heal([n1!, n2!, n3]);
+    await eventually(async () => expect((await events()).slice(3).sort()).toEqual(['up n2', 'up n3']), 5000);
+
+    await n3.stop();
+    await eventually(async () => expect((await events()).slice(5)).toEqual(['down n3']), 5000);
   });
 });

@@ -68,6 +68,28 @@ describe('partitions', () => {
     expect(await b.mesh.request('node-a', 5, 1000)).toEqual({ a: 5 });
   });
 
+  it('after a long partition, allow re-dials at once instead of waiting out a dropped handshake', async () => {
+    // Production-like timings: a 2 s handshake timeout and a backoff that grows to 1 s.
+    const fa = new FaultSwitch();
+    const fb = new FaultSwitch();
+    const options = { handshakeTimeoutMs: 2000, backoff: { baseMs: 50, capMs: 1000 } };
+    const a = await startMesh('node-a', 1, { faults: fa, ...options });
+    const b = await startMesh('node-b', 1, { faults: fb, ...options });
+    b.mesh.onRequest((_f, body) => ({ b: body }));
+    await connectAll([a, b]);
+    fa.dropTo(['node-b']);
+    fb.dropTo(['node-a']);
+    await waitFor(() => !a.mesh.isConnected('node-b') && !b.mesh.isConnected('node-a'), 2000, 'link down');
+    await sleep(1500); // re-dials are under way, their handshakes silently dropped
+
+    const healedAt = performance.now();
+    fa.allow();
+    fb.allow();
+    await waitFor(() => a.mesh.isConnected('node-b') && b.mesh.isConnected('node-a'), 3000, 'heal');
+    expect(performance.now() - healedAt).toBeLessThan(500);
+    expect(await a.mesh.request('node-b', 1, 1000)).toEqual({ b: 1 });
+  });
+
   it('a request made during a partition succeeds if the partition heals before its deadline', async () => {
     const { a, fa, fb } = await pair();
     fa.dropTo(['node-b']);
