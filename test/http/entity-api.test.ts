@@ -233,7 +233,9 @@ describe.each(backends)('HTTP API of a 3-node cluster started with `concord node
     // An id owned by n2, asked through n1 while the network between n1 and the others is cut.
     const held = new Set((await request<{ shards: { held: number[] } }>(n2, 'GET', '/cluster')).body.shards.held);
     let e = '';
-    for (let i = 0; !e; i++) if (held.has(shardOf('entity-state', id(`cut-${i}`), 256))) e = id(`cut-${i}`);
+    for (let i = 0; !e && i < 100_000; i++)
+      if (held.has(shardOf('entity-state', id(`cut-${i}`), 256))) e = id(`cut-${i}`);
+    expect(e).not.toBe('');
     expectEntity(await put(n1, e, 'working'), e, 'working', 1);
 
     await request(n1, 'POST', '/_test/faults', { json: { dropTo: ['n2', 'n3'] } });

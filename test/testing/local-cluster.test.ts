@@ -50,6 +50,9 @@ async function waitSettled(c: LocalCluster): Promise<void> {
         if (owners.has(null) || [...owners].some((o) => !live.some((n) => n.name === o))) {
           throw new Error(`${node.name}: shard map not settled`);
         }
+        // Every live node owns some shards (a node that just joined may not have claimed yet).
+        if (live.some((n) => !owners.has(n.name))) throw new Error(`${node.name}: not every node owns shards yet`);
+        if (body.shards.held.length === 0) throw new Error(`${node.name} holds no shards yet`);
       }
     },
     { timeout: 20_000 },
@@ -62,10 +65,11 @@ async function shardMap(node: ClusterNode): Promise<(string | null)[]> {
 
 /** A fresh entity id whose shard `owner` holds (per `map`). */
 function idOwnedBy(map: (string | null)[], owner: string, prefix: string): string {
-  for (let i = 0; ; i++) {
+  for (let i = 0; i < 100_000; i++) {
     const id = `${prefix}-${i}`;
     if (map[shardOf(KIND, id, map.length)] === owner) return id;
   }
+  throw new Error(`${owner} owns no shard in ${JSON.stringify(map.slice(0, 8))}…`);
 }
 
 describe.each(backends)('LocalCluster harness (%s)', (backend: Backend) => {
