@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,16 +71,32 @@ const cliPath = fileURLToPath(
 
 /** A free TCP port on 127.0.0.1 (bound and released; tiny race accepted in tests). */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
+  return (await freePorts(1))[0]!;
+}
+
+/**
+ * `count` distinct free ports: every one is held until all are chosen, so no two are the
+ * same (ports chosen one at a time may repeat once released).
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<Server>((resolve, reject) => {
+          const server = createServer();
+          server.unref();
+          server.once('error', reject);
+          server.listen(0, '127.0.0.1', () => resolve(server));
+        }),
+    ),
+  );
+  const ports = servers.map((server) => {
+    const address = server.address();
+    return typeof address === 'object' && address ? address.port : 0;
   });
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  return ports;
 }
 
 export async function eventually<T>(fn: () => Promise<T> | T, options: EventuallyOptions = {}): Promise<T> {
@@ -303,9 +319,12 @@ export class LocalCluster {
       CONCORD_TEST_FAULTS: '1',
     };
     const nodes: ClusterNode[] = [];
-    for (const name of names) {
-      const httpPort = await freePort();
-      const clusterPort = await freePort();
+    // Every port chosen up front: a node binding "any free port" could otherwise take the
+    // port just picked for another node.
+    const ports = await freePorts(names.length * 2);
+    for (const [i, name] of names.entries()) {
+      const httpPort = ports[2 * i]!;
+      const clusterPort = ports[2 * i + 1]!;
       const args = [
         'node',
         '--name',

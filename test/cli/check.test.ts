@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type Backend, backends, freshStoreUrl } from '../support/cluster.js';
-import { runCli } from './harness.js';
+import { runCli, startCliCluster, stopAll } from './harness.js';
 
 const SECONDS = 12;
 const FAULTS = ['kill', 'pause', 'partition', 'store'] as const;
@@ -60,6 +60,24 @@ describe('concord check has teeth', () => {
     expect(stdout).toContain('verdict: NOT LINEARIZABLE');
     expect(report.keys.some((k) => k.ok === false)).toBe(true);
     expect(code).toBe(1);
+  }, 60_000);
+
+  it('checks running nodes given by --urls (no faults there), and refuses faults for them', async () => {
+    const nodes = await startCliCluster({ store: await freshStoreUrl('sqlite'), nodes: 2 });
+    try {
+      const urls = nodes.map((n) => n.url).join(',');
+      const { code, report } = await check(['--urls', urls, '--seconds', '3']);
+      expect(report.verdict).toBe('linearizable');
+      expect(report.faults).toEqual([]);
+      expect(report.operations).toBeGreaterThan(100);
+      expect(code).toBe(0);
+
+      const refused = runCli(['check', '--urls', urls, '--faults', 'partition']);
+      expect((await refused.exited).code).not.toBe(0);
+      expect(refused.stderr()).toContain('with --urls use --faults none');
+    } finally {
+      await stopAll(nodes);
+    }
   }, 60_000);
 
   it('refuses bad flags with a clear message and exit status', async () => {

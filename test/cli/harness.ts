@@ -88,10 +88,14 @@ export interface CliClusterOptions {
 export async function startCliCluster(options: CliClusterOptions): Promise<CliNode[]> {
   const count = options.nodes ?? 3;
   const secret = options.secret === undefined ? randomBytes(12).toString('hex') : options.secret;
-  const ports = await freePorts(count);
+  // HTTP and cluster ports chosen together: a node binding "any free port" for its cluster
+  // port could otherwise take the HTTP port just picked for another node.
+  const all = await freePorts(count * 2);
+  const ports = all.slice(0, count);
   const nodes = ports.map((port, i): CliNode => {
     const name = `n${i + 1}`;
     const args = ['node', '--name', name, '--http-port', String(port), '--host', '127.0.0.1'];
+    args.push('--cluster-port', String(all[count + i]));
     if (options.store) args.push('--store', options.store);
     const env = { ...(secret === null ? {} : { CONCORD_SECRET: secret }), ...options.env };
     return Object.assign(runCli([...args, ...(options.args ?? [])], { env }), {
