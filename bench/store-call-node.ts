@@ -6,8 +6,8 @@ import type {
   Handlers,
   MessageOf,
   ReplyOf,
-  TurnContext,
 } from '../src/entity/define.js';
+import { entityRef, plainTurnContext } from '../src/entity/define.js';
 import { ConcordError, HandlerError, Stopped } from '../src/errors.js';
 import type { NodeIntrospection } from '../src/http/introspection.js';
 import type { ClusterStatus } from '../src/runtime/node.js';
@@ -54,12 +54,7 @@ export class StoreCallNode {
   }
 
   ref<S, H extends Handlers<S>>(definition: EntityDefinition<S, H>, id: string): EntityRef<H> {
-    const ref: Record<string, (message?: unknown, options?: CallOptions) => Promise<unknown>> = {};
-    for (const handler of Object.keys(definition.handlers)) {
-      ref[handler] = (message?: unknown, options?: CallOptions) =>
-        this.callByName(definition.kind, id, handler, message, options);
-    }
-    return ref as EntityRef<H>;
+    return entityRef(definition, id, (...args) => this.callByName(...args));
   }
 
   async callByName(kind: string, id: string, handler: string, message: unknown, _options?: CallOptions) {
@@ -76,19 +71,7 @@ export class StoreCallNode {
       const row = await this.store.readEntity(kind, id);
       const state: unknown = row ? JSON.parse(row.state) : definition.initial(id);
       const version = row?.version ?? 0;
-      let next: unknown;
-      let changed = false;
-      const ctx: TurnContext<unknown> = {
-        kind,
-        id,
-        get version() {
-          return version + (changed ? 1 : 0);
-        },
-        setState(value: unknown) {
-          next = value;
-          changed = true;
-        },
-      };
+      const { ctx, changed, next } = plainTurnContext(kind, id, version);
       let reply: unknown;
       try {
         reply = await fn(state, message as never, ctx);
@@ -96,7 +79,7 @@ export class StoreCallNode {
         if (error instanceof ConcordError) throw error;
         throw new HandlerError(error instanceof Error ? error.message : String(error));
       }
-      if (!changed) return reply;
+      if (!changed()) return reply;
       let epoch = row?.epoch ?? 0;
       if (!row) {
         const [inserted] = await this.store.activate([
@@ -110,7 +93,7 @@ export class StoreCallNode {
       }
       this.stats.writes++;
       const [applied] = await this.store.write([
-        { kind, id, epoch, expectedVersion: version, newVersion: version + 1, state: JSON.stringify(next) },
+        { kind, id, epoch, expectedVersion: version, newVersion: version + 1, state: JSON.stringify(next()) },
       ]);
       if (applied) return reply;
       this.stats.conflicts++;

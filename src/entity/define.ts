@@ -90,3 +90,52 @@ export function defineEntity<S, H extends Handlers<S>>(
   }
   return Object.freeze({ kind, initial: options.initial, handlers: options.handlers });
 }
+
+/** Calls a handler by kind name; every node flavour (ConcordNode, the baselines) has one. */
+export type CallByName = (
+  kind: string,
+  id: string,
+  handler: string,
+  message: unknown,
+  options?: CallOptions,
+) => Promise<unknown>;
+
+/** A typed handle on one entity (`node.ref(Counter, 'c1').add(2)`), over any node's callByName. */
+export function entityRef<S, H extends Handlers<S>>(
+  definition: EntityDefinition<S, H>,
+  id: string,
+  callByName: CallByName,
+): EntityRef<H> {
+  const ref: Record<string, (message?: unknown, options?: CallOptions) => Promise<unknown>> = {};
+  for (const handler of Object.keys(definition.handlers)) {
+    ref[handler] = (message?: unknown, options?: CallOptions) =>
+      callByName(definition.kind, id, handler, message, options);
+  }
+  return ref as EntityRef<H>;
+}
+
+/**
+ * A turn context for hosts that keep a plain state and version (the `--ownership none` and
+ * store-on-every-call baselines): `changed()` and `next()` tell afterwards whether and how
+ * the handler changed the state. (The entity host builds its own, with group commit.)
+ */
+export function plainTurnContext(
+  kind: string,
+  id: string,
+  version: number,
+): { ctx: TurnContext<unknown>; changed: () => boolean; next: () => unknown } {
+  let changed = false;
+  let next: unknown;
+  const ctx: TurnContext<unknown> = {
+    kind,
+    id,
+    get version() {
+      return version + (changed ? 1 : 0);
+    },
+    setState(value: unknown) {
+      next = value;
+      changed = true;
+    },
+  };
+  return { ctx, changed: () => changed, next: () => next };
+}

@@ -6,8 +6,8 @@ import type {
   Handlers,
   MessageOf,
   ReplyOf,
-  TurnContext,
 } from '../entity/define.js';
+import { entityRef, plainTurnContext } from '../entity/define.js';
 import { ConcordError, HandlerError, Stopped } from '../errors.js';
 import type { ClusterStatus } from './node.js';
 
@@ -77,12 +77,7 @@ export class NaiveNode {
   }
 
   ref<S, H extends Handlers<S>>(definition: EntityDefinition<S, H>, id: string): EntityRef<H> {
-    const ref: Record<string, (message?: unknown, options?: CallOptions) => Promise<unknown>> = {};
-    for (const handler of Object.keys(definition.handlers)) {
-      ref[handler] = (message?: unknown, options?: CallOptions) =>
-        this.callByName(definition.kind, id, handler, message, options);
-    }
-    return ref as EntityRef<H>;
+    return entityRef(definition, id, (...args) => this.callByName(...args));
   }
 
   callByName(kind: string, id: string, handler: string, message: unknown, _options?: CallOptions): Promise<unknown> {
@@ -151,24 +146,12 @@ export class NaiveNode {
     fn: EntityDefinition['handlers'][string],
     message: unknown,
   ): Promise<unknown> {
-    let changed = false;
-    let next: unknown;
-    const ctx: TurnContext<unknown> = {
-      kind: definition.kind,
-      id,
-      get version() {
-        return activation.version + (changed ? 1 : 0);
-      },
-      setState(value: unknown) {
-        next = value;
-        changed = true;
-      },
-    };
+    const { ctx, changed, next } = plainTurnContext(definition.kind, id, activation.version);
     this.stats.turns++;
     try {
       const reply = await fn(activation.state, message as never, ctx);
-      if (changed) {
-        activation.state = next;
+      if (changed()) {
+        activation.state = next();
         activation.version++;
       }
       return reply;

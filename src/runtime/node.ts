@@ -12,6 +12,7 @@ import type {
   MessageOf,
   ReplyOf,
 } from '../entity/define.js';
+import { entityRef } from '../entity/define.js';
 import { EntityHost } from '../entity/host.js';
 import { ConcordError, Stopped } from '../errors.js';
 import { EventStore } from '../events/event-store.js';
@@ -333,12 +334,7 @@ export class ConcordNode {
 
   /** A typed handle on one entity: `node.ref(Counter, 'c1').add(2)`. */
   ref<S, H extends Handlers<S>>(definition: EntityDefinition<S, H>, id: string): EntityRef<H> {
-    const ref: Record<string, (message?: unknown, options?: CallOptions) => Promise<unknown>> = {};
-    for (const handler of Object.keys(definition.handlers)) {
-      ref[handler] = (message?: unknown, options?: CallOptions) =>
-        this.callByName(definition.kind, id, handler, message, options);
-    }
-    return ref as EntityRef<H>;
+    return entityRef(definition, id, (...args) => this.callByName(...args));
   }
 
   status(): ClusterStatus {
