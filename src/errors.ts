@@ -16,7 +16,10 @@ export type ConcordErrorCode =
   | 'BAD_MESSAGE'
   | 'STOPPED'
   | 'WRONG_EXPECTED_VERSION'
-  | 'DOMAIN_ERROR';
+  | 'DOMAIN_ERROR'
+  | 'IDEMPOTENCY_KEY_REUSED'
+  | 'SECRET_MISMATCH'
+  | 'WEAK_SECRET';
 
 export class ConcordError extends Error {
   readonly code: ConcordErrorCode;
@@ -31,27 +34,44 @@ export class ConcordError extends Error {
   }
 }
 
-/** No owner of the entity could be reached before the call's deadline. Nothing was applied. */
+/**
+ * The call was certainly not applied: no owner of the entity could be reached (or the owner
+ * is known to be unreachable, or this node is not serving). Safe to retry, with or without an
+ * idempotency key. `retryAfterMs` (in `details`, when known) is when the entity is expected to
+ * be served again, e.g. once its shard has moved to a reachable node.
+ */
 export class Unavailable extends ConcordError {
   constructor(message: string, details?: Record<string, unknown>) {
-    super('UNAVAILABLE', message, details);
+    super('UNAVAILABLE', message, { ...details, maybeApplied: false });
+  }
+
+  /** Milliseconds after which a retry is expected to succeed, when the node could tell. */
+  get retryAfterMs(): number | undefined {
+    const value = this.details?.['retryAfterMs'];
+    return typeof value === 'number' && Number.isFinite(value) ? value : undefined;
   }
 }
 
 /**
- * The call reached an owner (or may have) but no answer arrived before the deadline.
- * A state-changing call that times out may or may not have been applied.
+ * The outcome is unknown: the call reached an owner (or may have) but no answer arrived
+ * before the deadline, or the connection dropped while it waited. A state-changing call may
+ * or may not have been applied (exactly once if at all). Retry it only with the same
+ * idempotency key, which makes the retry return the first answer instead of applying twice.
  */
 export class Timeout extends ConcordError {
   constructor(message: string, details?: Record<string, unknown>) {
-    super('TIMEOUT', message, details);
+    super('TIMEOUT', message, { ...details, maybeApplied: true });
   }
 }
 
-/** The store could not be reached or failed; whether a write landed is unknown. */
+/**
+ * The store could not be reached or failed. `maybeApplied` (in `details`) says whether a write
+ * may have landed: true when a write's transaction failed without a known outcome (treat it
+ * like Timeout), false when the call failed before anything was written (an activation, a read).
+ */
 export class StoreUnavailable extends ConcordError {
   constructor(message: string, details?: Record<string, unknown>) {
-    super('STORE_UNAVAILABLE', message, details);
+    super('STORE_UNAVAILABLE', message, { maybeApplied: true, ...details });
   }
 }
 
@@ -76,10 +96,52 @@ export class HandlerError extends ConcordError {
   }
 }
 
-/** The node was stopped while the call was pending. */
+/** The node (or the part of it asked) is stopped or stopping: the call was not applied. */
 export class Stopped extends ConcordError {
   constructor(message = 'node is stopping') {
-    super('STOPPED', message);
+    super('STOPPED', message, { maybeApplied: false });
+  }
+}
+
+/**
+ * An idempotency key was used before, on the same entity, with a different request (another
+ * handler or message). Nothing was applied. HTTP answers 422.
+ */
+export class IdempotencyKeyReused extends ConcordError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('IDEMPOTENCY_KEY_REUSED', message, details);
+  }
+}
+
+/** This node's cluster secret does not match the verifier recorded in the store. */
+export class SecretMismatch extends ConcordError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('SECRET_MISMATCH', message, details);
+  }
+}
+
+/** The cluster secret is too short to be safe (fewer than 16 bytes). */
+export class WeakSecret extends ConcordError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('WEAK_SECRET', message, details);
+  }
+}
+
+/**
+ * Whether a failed call may have been applied: false when it certainly was not (safe to
+ * retry without an idempotency key), true when its outcome is unknown. Errors that are the
+ * handler's or the application's own answer (a domain error, a bad message) were not applied
+ * either. Errors that are not concord's are treated as unknown.
+ */
+export function maybeApplied(err: unknown): boolean {
+  if (!(err instanceof ConcordError)) return true;
+  switch (err.code) {
+    case 'TIMEOUT':
+      return true;
+    case 'STORE_UNAVAILABLE':
+      return err.details?.['maybeApplied'] !== false;
+    default:
+      return false;
   }
 }
 
@@ -161,6 +223,8 @@ export function errorFromShape(shape: ErrorShape): ConcordError {
       return new StoreUnavailable(shape.message, shape.details);
     case 'STOPPED':
       return new Stopped(shape.message);
+    case 'IDEMPOTENCY_KEY_REUSED':
+      return new IdempotencyKeyReused(shape.message, shape.details);
     case 'WRONG_EXPECTED_VERSION':
       return new WrongExpectedVersion(shape.message, shape.details ?? {});
     case 'DOMAIN_ERROR':

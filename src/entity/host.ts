@@ -1,6 +1,6 @@
 import { Moved } from '../cluster/moved.js';
 import type { ShardHost } from '../cluster/shard-manager.js';
-import { ConcordError, HandlerError, StoreUnavailable, Timeout } from '../errors.js';
+import { ConcordError, HandlerError, StoreUnavailable, Unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ActivationRequest, ActivationResult, NewEvent, Store, WriteRequest } from '../store/types.js';
 import { TickBatcher } from './batcher.js';
@@ -294,7 +294,12 @@ export class EntityHost implements ShardHost {
     if (activation.dead) return;
     const { kind } = activation.definition;
     this.logger.warn({ kind, id: activation.id, err: String(error) }, 'activation failed');
-    this.kill(activation, key, new StoreUnavailable(`could not load ${kind}/${activation.id}: the store failed`));
+    // Nothing ran: the turns queued behind the activation were never applied.
+    this.kill(
+      activation,
+      key,
+      new StoreUnavailable(`could not load ${kind}/${activation.id}: the store failed`, { maybeApplied: false }),
+    );
   }
 
   // ---- turns ----------------------------------------------------------------
@@ -340,7 +345,11 @@ export class EntityHost implements ShardHost {
     for (let i = 0; i < batch.length; i++) {
       const turn = batch[i]!;
       if (turn.deadline <= now) {
-        outcomes[i] = { ok: false, error: new Timeout(`call to ${definition.kind}/${id} expired before it ran`) };
+        // Its deadline passed while it queued: it never ran, so it certainly was not applied.
+        outcomes[i] = {
+          ok: false,
+          error: new Unavailable(`call to ${definition.kind}/${id} expired before it ran; it was not applied`),
+        };
         continue;
       }
       let increments = 0;

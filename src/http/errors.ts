@@ -1,13 +1,19 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { ConcordError } from '../errors.js';
+import { ConcordError, maybeApplied } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { ID_RULE } from './schemas.js';
 
 /**
  * How errors become HTTP answers: always JSON `{"error": "...", …}`, never a stack trace.
  *
- * - concord's `Unavailable`, `Timeout`, `StoreUnavailable`, `Stopped` → 503 + `Retry-After: 1`
- *   (no owner could be reached in time: the client may retry, on this node or another);
+ * - a call that was certainly not applied (`Unavailable`, `Stopped`, a `StoreUnavailable` before
+ *   anything was written) → 503 `{"error","code":"UNAVAILABLE","maybeApplied":false}` +
+ *   `Retry-After` (whole seconds: when the entity is expected to be served again, at least 1);
+ *   safe to retry, on this node or another;
+ * - a call whose outcome is unknown (`Timeout`, a write whose transaction failed) → 504
+ *   `{"error","code":"TIMEOUT","maybeApplied":true}`: retry only with the same
+ *   `Idempotency-Key`, which replays the first answer instead of applying twice;
+ * - an idempotency key reused with a different request → 422;
  * - bad input (schema validation, invalid JSON, `BAD_MESSAGE`) → 400; body too large → 413;
  * - an unknown entity kind → 404; a command's typed refusal (`DOMAIN_ERROR`) → 409;
  * - unknown route → 404, known route with another method → 405 + `Allow`;
@@ -22,7 +28,8 @@ export interface ErrorAnswer {
   retryAfterSeconds?: number;
 }
 
-const RETRYABLE_CODES = new Set(['UNAVAILABLE', 'TIMEOUT', 'STORE_UNAVAILABLE', 'STOPPED']);
+/** Codes of errors that say the call did not get through (as opposed to the handler's own answer). */
+const AVAILABILITY_CODES = new Set(['UNAVAILABLE', 'TIMEOUT', 'STORE_UNAVAILABLE', 'STOPPED']);
 
 /** Friendlier words for Fastify's own client errors. */
 const FASTIFY_MESSAGES: Record<string, string> = {
@@ -35,8 +42,21 @@ const FASTIFY_MESSAGES: Record<string, string> = {
 
 export function errorAnswer(error: unknown, bodyLimit: number): ErrorAnswer {
   if (error instanceof ConcordError) {
-    if (RETRYABLE_CODES.has(error.code)) {
-      return { status: 503, body: { error: error.message, code: error.code }, retryAfterSeconds: 1 };
+    if (AVAILABILITY_CODES.has(error.code)) {
+      // Two answers only, so that clients need to know exactly two codes: 503 certainly not
+      // applied, 504 unknown. The original code (e.g. STORE_UNAVAILABLE) is kept as `reason`.
+      const reason = error.code === 'UNAVAILABLE' || error.code === 'TIMEOUT' ? {} : { reason: error.code };
+      if (maybeApplied(error)) {
+        return { status: 504, body: { error: error.message, code: 'TIMEOUT', maybeApplied: true, ...reason } };
+      }
+      return {
+        status: 503,
+        body: { error: error.message, code: 'UNAVAILABLE', maybeApplied: false, ...reason },
+        retryAfterSeconds: retryAfterSeconds(error),
+      };
+    }
+    if (error.code === 'IDEMPOTENCY_KEY_REUSED') {
+      return { status: 422, body: { error: error.message, code: error.code } };
     }
     if (error.code === 'BAD_MESSAGE') return { status: 400, body: { error: error.message, code: error.code } };
     if (error.code === 'UNKNOWN_ENTITY_KIND') return { status: 404, body: { error: error.message, code: error.code } };
@@ -65,6 +85,13 @@ export function errorAnswer(error: unknown, bodyLimit: number): ErrorAnswer {
     }
   }
   return { status: 500, body: { error: 'internal server error' } };
+}
+
+/** Retry-After in whole seconds (at least 1) from the error's `retryAfterMs`, when it has one. */
+function retryAfterSeconds(error: ConcordError): number {
+  const ms = error.details?.['retryAfterMs'];
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms <= 0) return 1;
+  return Math.max(1, Math.ceil(ms / 1000));
 }
 
 function isFastifyError(error: unknown): error is FastifyError {
@@ -118,8 +145,11 @@ export function installErrorHandling(http: FastifyInstance, logger: Logger, body
   http.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const answer = errorAnswer(error, bodyLimit);
     const fields = { method: request.method, url: request.url, status: answer.status };
-    if (answer.status >= 500 && answer.status !== 503) logger.error({ ...fields, err: error }, 'request failed');
-    else if (answer.status === 503) logger.info({ ...fields, error: answer.body.error }, 'unavailable');
+    if (answer.status >= 500 && answer.status !== 503 && answer.status !== 504) {
+      logger.error({ ...fields, err: error }, 'request failed');
+    } else if (answer.status === 503 || answer.status === 504) {
+      logger.info({ ...fields, error: answer.body.error }, answer.status === 503 ? 'unavailable' : 'outcome unknown');
+    }
     else logger.debug({ ...fields, error: answer.body.error }, 'client error');
     return sendError(reply, answer);
   });
