@@ -25,6 +25,7 @@ export interface LocalInvoker {
     handler: string,
     message: unknown,
     deadline: number,
+    idempotencyKey?: string,
   ): Promise<unknown>;
 }
 
@@ -36,7 +37,10 @@ export interface PeerChannel {
   notDelivered(error: unknown): boolean;
 }
 
-/** Wire format of a routed call. `d` is the time left in ms (clocks of nodes differ). */
+/**
+ * Wire format of a routed call. `d` is the time left in ms (clocks of nodes differ); `y` is the
+ * call's idempotency key, when it has one.
+ */
 export interface CallRequest {
   t: 'call';
   k: string;
@@ -44,6 +48,15 @@ export interface CallRequest {
   h: string;
   m: unknown;
   d: number;
+  y?: string;
+}
+
+/** Per-call options of Router.call. */
+export interface RouteOptions {
+  /** The call's deadline, retries included; the router's default when absent. */
+  timeoutMs?: number | undefined;
+  /** Makes a retry of a state-changing call safe: see CallOptions.idempotencyKey. */
+  idempotencyKey?: string | undefined;
 }
 
 export type CallResponse = { v: unknown } | { moved: [owner: string | null, epoch: number] };
@@ -76,8 +89,9 @@ export class Router {
     return shardOf(kind, id, this.shards.shardCount);
   }
 
-  async call(kind: string, id: string, handler: string, message: unknown, timeoutMs?: number): Promise<unknown> {
-    const budget = timeoutMs ?? this.options.defaultTimeoutMs;
+  async call(kind: string, id: string, handler: string, message: unknown, options: RouteOptions = {}): Promise<unknown> {
+    const budget = options.timeoutMs ?? this.options.defaultTimeoutMs;
+    const key = options.idempotencyKey;
     const deadline = performance.now() + budget;
     const shard = this.shardOf(kind, id);
     let attempt = 0;
@@ -87,7 +101,7 @@ export class Router {
       if (this.shards.canServe(shard)) {
         this.stats.localCalls++;
         try {
-          return await this.local.invoke(kind, id, shard, handler, message, deadline);
+          return await this.local.invoke(kind, id, shard, handler, message, deadline, key);
         } catch (error) {
           if (!(error instanceof Moved)) throw error;
           this.shards.applyHint(shard, error.owner, error.epoch);
@@ -100,6 +114,7 @@ export class Router {
           if (remaining <= 0) break;
           this.stats.remoteCalls++;
           const request: CallRequest = { t: 'call', k: kind, i: id, h: handler, m: message, d: remaining };
+          if (key !== undefined) request.y = key;
           let response: CallResponse;
           try {
             response = (await this.peers.request(owner, request, remaining)) as CallResponse;
@@ -142,7 +157,8 @@ export class Router {
     if (!this.shards.canServe(shard)) return this.movedResponse(shard);
     this.stats.servedForPeers++;
     try {
-      return { v: await this.local.invoke(request.k, request.i, shard, request.h, request.m, deadline) };
+      const key = typeof request.y === 'string' ? request.y : undefined;
+      return { v: await this.local.invoke(request.k, request.i, shard, request.h, request.m, deadline, key) };
     } catch (error) {
       if (error instanceof Moved) return { moved: [error.owner, error.epoch] };
       throw error;

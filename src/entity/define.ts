@@ -74,6 +74,14 @@ export type EntityRef<H> = {
 export interface CallOptions {
   /** How long the call may take, including retries while ownership moves. */
   timeoutMs?: number;
+  /**
+   * Makes retrying a state-changing call safe: a call that changed the entity is remembered
+   * with its key and its reply, in the same fenced write as the change, so a retry with the
+   * same key (after `Unavailable`, a timeout, a failover) returns the first reply instead of
+   * applying the change again. The same key with another handler or message fails with
+   * IdempotencyKeyReused. Keys are per entity.
+   */
+  idempotencyKey?: string;
 }
 
 const KIND_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;

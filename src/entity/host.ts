@@ -57,6 +57,8 @@ interface Turn {
   handler: Handler<unknown>;
   message: unknown;
   deadline: number;
+  /** The call's idempotency key, if any (see CallOptions.idempotencyKey). */
+  idempotencyKey?: string;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
 }
@@ -152,6 +154,7 @@ export class EntityHost implements ShardHost {
     handlerName: string,
     message: unknown,
     deadline: number,
+    idempotencyKey?: string,
   ): Promise<unknown> {
     const definition = this.definitions.get(kind);
     if (!definition) {
@@ -175,6 +178,7 @@ export class EntityHost implements ShardHost {
     if (!target) return Promise.reject(this.moved(shard));
     return new Promise<unknown>((resolve, reject) => {
       const turn: Turn = { handler: handler as Handler<unknown>, message, deadline, resolve, reject };
+      if (idempotencyKey !== undefined) turn.idempotencyKey = idempotencyKey;
       if (target.queue === null) target.queue = [turn];
       else target.queue.push(turn);
       if (target.ready && !target.running) void this.run(target, key);

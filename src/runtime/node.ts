@@ -311,7 +311,10 @@ export class ConcordNode {
     if (typeof id !== 'string' || id.length === 0) {
       return Promise.reject(new ConcordError('BAD_MESSAGE', 'entity id must be a non-empty string'));
     }
-    return this.router.call(kind, id, handler, message, options?.timeoutMs);
+    return this.router.call(kind, id, handler, message, {
+      timeoutMs: options?.timeoutMs,
+      idempotencyKey: options?.idempotencyKey,
+    });
   }
 
   /**

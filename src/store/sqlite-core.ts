@@ -69,7 +69,9 @@ export class SqliteCore implements SyncStore {
     try {
       // busy_timeout first: switching to WAL needs a lock another process may hold.
       this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-      this.db.pragma('journal_mode = WAL');
+      // SQLite does not call the busy handler for every lock it may wait for here (a new file
+      // being set up by another process at the same moment), so retry on top of it.
+      this.retryBusy(() => this.db.pragma('journal_mode = WAL'));
       // In WAL mode, FULL fsyncs the log at every commit (survives power loss); NORMAL only at
       // checkpoints (survives any process crash, may lose the last commits on power loss).
       this.db.pragma(`synchronous = ${options.durability === 'relaxed' ? 'NORMAL' : 'FULL'}`);
@@ -349,7 +351,7 @@ export class SqliteCore implements SyncStore {
   appendEvents(request: AppendRequest): AppendResult {
     // IMMEDIATE: the version check and the insert happen under the file's write lock.
     return this.immediate(() => {
-      const actual = this.streamVersion(request.stream);
+      const actual = this.currentStreamVersion(request.stream);
       if (actual !== request.expectedVersion) return { ok: false, actualVersion: actual };
       this.insertEvents(request, actual + 1);
       return { ok: true, version: actual + request.events.length };
@@ -357,13 +359,18 @@ export class SqliteCore implements SyncStore {
   }
 
   readEvents(stream: string, fromVersion: number, limit: number): StoredEvent[] {
-    return this.statement(
+    const statement = this.statement(
       `SELECT stream, version, type, data, node, at FROM concord_events
        WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?`,
-    ).all(stream, fromVersion, limit) as StoredEvent[];
+    );
+    return this.retryBusy(() => statement.all(stream, fromVersion, limit)) as StoredEvent[];
   }
 
   streamVersion(stream: string): number {
+    return this.retryBusy(() => this.currentStreamVersion(stream));
+  }
+
+  private currentStreamVersion(stream: string): number {
     const row = this.statement('SELECT max(version) AS version FROM concord_events WHERE stream = ?').get(stream) as {
       version: number | null;
     };
@@ -375,7 +382,7 @@ export class SqliteCore implements SyncStore {
     // nothing can commit later below a position a reader has already seen.
     const after = cursor === null ? 0 : Number(cursor);
     if (!Number.isSafeInteger(after)) throw new RangeError(`not a SQLite event log cursor: ${cursor}`);
-    const rows = (
+    const rows = this.retryBusy(() =>
       streamPrefix === undefined
         ? this.statement(
             `SELECT position, stream, version, type, data, node, at FROM concord_events
@@ -384,7 +391,7 @@ export class SqliteCore implements SyncStore {
         : this.statement(
             `SELECT position, stream, version, type, data, node, at FROM concord_events
              WHERE position > ? AND substr(stream, 1, ?) = ? ORDER BY position LIMIT ?`,
-          ).all(after, streamPrefix.length, streamPrefix, limit)
+          ).all(after, streamPrefix.length, streamPrefix, limit),
     ) as (StoredEvent & { position: number })[];
     const last = rows.at(-1);
     return {
@@ -437,7 +444,7 @@ export class SqliteCore implements SyncStore {
       try {
         return op();
       } catch (err) {
-        if ((err as { code?: unknown }).code !== 'SQLITE_BUSY') throw err;
+        if (!isBusy(err)) throw err;
         const now = performance.now();
         if (giveUpAt === 0) giveUpAt = now + BUSY_TIMEOUT_MS;
         else if (now >= giveUpAt) throw err;
@@ -459,6 +466,16 @@ export class SqliteCore implements SyncStore {
       'INSERT INTO concord_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
     ).run(key, value);
   }
+}
+
+/**
+ * SQLITE_BUSY and its extended codes (SQLITE_BUSY_RECOVERY while another process recovers the
+ * WAL, SQLITE_BUSY_SNAPSHOT, SQLITE_BUSY_TIMEOUT): better-sqlite3 reports the extended code, and
+ * all of them mean "another connection holds the file; nothing was done; try again".
+ */
+function isBusy(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
 }
 
 function isUniqueViolation(err: unknown): boolean {
