@@ -89,7 +89,13 @@ export class Router {
     return shardOf(kind, id, this.shards.shardCount);
   }
 
-  async call(kind: string, id: string, handler: string, message: unknown, options: RouteOptions = {}): Promise<unknown> {
+  async call(
+    kind: string,
+    id: string,
+    handler: string,
+    message: unknown,
+    options: RouteOptions = {},
+  ): Promise<unknown> {
     const budget = options.timeoutMs ?? this.options.defaultTimeoutMs;
     const key = options.idempotencyKey;
     const deadline = performance.now() + budget;

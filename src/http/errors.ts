@@ -149,8 +149,7 @@ export function installErrorHandling(http: FastifyInstance, logger: Logger, body
       logger.error({ ...fields, err: error }, 'request failed');
     } else if (answer.status === 503 || answer.status === 504) {
       logger.info({ ...fields, error: answer.body.error }, answer.status === 503 ? 'unavailable' : 'outcome unknown');
-    }
-    else logger.debug({ ...fields, error: answer.body.error }, 'client error');
+    } else logger.debug({ ...fields, error: answer.body.error }, 'client error');
     return sendError(reply, answer);
   });
 
