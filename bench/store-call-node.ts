@@ -105,6 +105,7 @@ export class StoreCallNode {
       self: this.name,
       incarnation: null,
       ready: this.ready,
+      notReadyReason: this.ready ? null : 'stopped',
       leaseRemainingMs: 0,
       members: [],
       shards: { count: 0, held: [], owners: {}, unowned: 0 },

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { NameInUse } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Store } from '../store/types.js';
+import type { RenewResult, Store } from '../store/types.js';
 
 /**
  * The node's membership lease. The store holds `lease_expires_at` (store clock);
@@ -34,6 +34,11 @@ export interface LeaseEvents {
   renewed: [];
   /** The store refused a renewal: the lease expired, every shard must be treated as lost. */
   lost: [];
+  /**
+   * The store refused a renewal because the members evicted this incarnation: the lease is
+   * cleared (nothing may be served any more); the node must drop everything and acknowledge.
+   */
+  evicted: [incarnation: number];
   'store-error': [error: unknown];
 }
 
@@ -69,8 +74,9 @@ export class Lease extends EventEmitter<LeaseEvents> {
   }
 
   /**
-   * Register a fresh incarnation. If a live process holds the name (for example our own
-   * predecessor killed a moment ago), wait for its lease to run out — never take over a
+   * Register a fresh incarnation, as `joining` (the node becomes a member, `alive`, once it
+   * can reach the members: see Membership). If a live process holds the name (for example our
+   * own predecessor killed a moment ago), wait for its lease to run out — never take over a
    * live lease — and give up with NameInUse after nameWaitMs.
    */
   async acquire(): Promise<number> {
@@ -80,7 +86,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
     for (;;) {
       if (this.stopped) throw new NameInUse(`node ${name} stopped while registering`);
       const tSent = this.clock();
-      const result = await this.store.registerNode({ name, address, httpAddress, ttlMs });
+      const result = await this.store.registerNode({ name, address, httpAddress, ttlMs, status: 'joining' });
       if (result.ok) {
         this.currentIncarnation = result.incarnation;
         this.deadline = tSent + ttlMs - this.options.marginMs;
@@ -152,9 +158,9 @@ export class Lease extends EventEmitter<LeaseEvents> {
     if (incarnation === null || this.stopped) return;
     // Safety: t_sent is taken before the request leaves, see the comment at the top.
     const tSent = this.clock();
-    let expiresAt: number | null;
+    let result: RenewResult;
     try {
-      expiresAt = await this.store.renewLease(this.options.name, incarnation, this.options.ttlMs);
+      result = await this.store.renewLease(this.options.name, incarnation, this.options.ttlMs);
     } catch (error) {
       this.consecutiveErrors++;
       this.emit('store-error', error);
@@ -162,11 +168,17 @@ export class Lease extends EventEmitter<LeaseEvents> {
     }
     this.consecutiveErrors = 0;
     if (this.currentIncarnation !== incarnation) return; // cleared meanwhile
-    if (expiresAt === null) {
-      // The store says our lease had already expired: someone may own our shards now.
-      this.logger.warn({ incarnation }, 'lease lost: renewal refused by the store');
+    if (!result.ok) {
+      // Stop serving at once: after an eviction the members wait for our acknowledgement (or
+      // for the lease to run out) before they claim our shards; after an expiry they may
+      // already have.
       this.clear();
-      this.emit('lost');
+      if (result.reason === 'evicted') {
+        this.emit('evicted', incarnation);
+      } else {
+        this.logger.warn({ incarnation, reason: result.reason }, 'lease lost: renewal refused by the store');
+        this.emit('lost');
+      }
       return;
     }
     this.deadline = Math.max(this.deadline, tSent + this.options.ttlMs - this.options.marginMs);

@@ -11,9 +11,14 @@ import type { ShardManager } from './shard-manager.js';
  * - Owner is another node: one request over the peer connection.
  * - `moved` (the node asked does not serve the shard) or no known live owner: fold in the
  *   hint, refresh the shard map, back off briefly and retry — until the call's deadline.
- *   Only then does the caller see `Unavailable`. A request that was delivered but not
- *   answered in time is `Timeout`: it may or may not have been applied, so it is never
- *   retried blindly (that could apply a change twice).
+ *   Only then does the caller see `Unavailable`.
+ * - Owner known to be unreachable (membership: the link is down and not coming straight back):
+ *   `Unavailable` at once, with `retryAfterMs` set to when the shard is expected to move,
+ *   instead of waiting out the deadline (unless the shard is about to move anyway).
+ * - A request that was written to the owner's connection but not answered (deadline passed,
+ *   or the connection dropped) is `Timeout`: it may or may not have been applied, so it is
+ *   never retried here (that could apply a change twice); `Unavailable` is only ever thrown
+ *   for calls that certainly did not run.
  */
 
 /** The local entity host, as the router sees it. */
@@ -35,6 +40,12 @@ export interface PeerChannel {
   request(peer: string, body: unknown, timeoutMs: number): Promise<unknown>;
   /** True when `error` (from request) proves the request never reached the peer. */
   notDelivered(error: unknown): boolean;
+  /**
+   * Is `peer` known to be unreachable (see Membership.unreachableOwner)? Then: when its shards
+   * are expected to be served again. Null when it may answer soon, or its shards move within
+   * `soonMs` anyway.
+   */
+  knownUnreachable(peer: string, soonMs: number): { retryAfterMs: number } | null;
 }
 
 /**
@@ -74,6 +85,8 @@ export interface RouterStats {
 }
 
 const BACKOFF_MS = [1, 2, 5, 10, 20, 40, 80, 100];
+/** A shard expected to move within this long is waited for rather than failed fast. */
+const MOVE_SOON_MS = 250;
 
 export class Router {
   readonly stats: RouterStats = { localCalls: 0, remoteCalls: 0, retries: 0, servedForPeers: 0 };
@@ -115,6 +128,15 @@ export class Router {
       } else {
         const { owner } = this.shards.ownerOf(shard);
         lastOwner = owner;
+        if (owner !== null && owner !== this.options.self && !this.peers.isConnected(owner)) {
+          const unreachable = this.peers.knownUnreachable(owner, MOVE_SOON_MS);
+          if (unreachable !== null) {
+            throw new Unavailable(
+              `the owner of ${kind}/${id} (${owner}) is unreachable from ${this.options.self}; the call was not applied. Retry in ${Math.ceil(unreachable.retryAfterMs)} ms (its shard moves then)`,
+              { shard, owner, retryAfterMs: unreachable.retryAfterMs },
+            );
+          }
+        }
         if (owner !== null && owner !== this.options.self && this.peers.isConnected(owner)) {
           const remaining = deadline - performance.now();
           if (remaining <= 0) break;
@@ -126,9 +148,10 @@ export class Router {
             response = (await this.peers.request(owner, request, remaining)) as CallResponse;
           } catch (error) {
             if (!this.peers.notDelivered(error)) {
-              if (error instanceof Error && 'code' in error && error.code === 'TIMEOUT') {
+              if (isTransportFailure(error)) {
+                // Written to the owner's connection, then no answer: it may have run.
                 throw new Timeout(
-                  `no answer from ${owner} for ${kind}/${id} within ${budget} ms; the call may or may not have been applied`,
+                  `no answer from ${owner} for ${kind}/${id} (${messageOf(error)}); the call may or may not have been applied`,
                   { owner },
                 );
               }
@@ -175,4 +198,21 @@ export class Router {
     const { owner, epoch } = this.shards.ownerOf(shard);
     return { moved: [owner, epoch] };
   }
+}
+
+/**
+ * An error of the peer transport itself (not the owner's answer): the request timed out, or its
+ * connection dropped (PeerUnreachable with maybeDelivered, code UNAVAILABLE), or the transport
+ * closed under it. An error answered by the owner travels with its own code and is rethrown as is.
+ */
+function isTransportFailure(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (code === 'TIMEOUT') return true;
+  const details = (error as { details?: Record<string, unknown> }).details;
+  return code === 'UNAVAILABLE' && details?.['maybeDelivered'] === true;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

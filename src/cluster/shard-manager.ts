@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../logger.js';
-import type { NodeRecord, ShardRecord, Store } from '../store/types.js';
+import type { NodeList, NodeRecord, ShardRecord, Store } from '../store/types.js';
 import { rendezvousOwner } from './hash.js';
 import type { Lease } from './lease.js';
 
@@ -43,6 +43,8 @@ export interface ShardOwnerView {
 export interface ShardManagerEvents {
   /** The live members changed (or were re-read); the runtime points the peer transport at them. */
   members: [members: NodeRecord[]];
+  /** A fresh read of the membership table (for Membership: suspicions, evictions, joining). */
+  view: [view: NodeList];
   /** A shard was released by this node; tell the new desired owner so it claims at once. */
   released: [shard: number, desiredOwner: string | null];
 }
@@ -241,7 +243,8 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
 
   private async rebalanceOnce(): Promise<void> {
     const incarnation = this.lease.incarnation;
-    const { now, nodes } = await this.store.listNodes();
+    const view = await this.store.listNodes();
+    const { now, nodes } = view;
     const rows = await this.store.listShards();
     this.lastStoreNow = now;
     this.lastReadAt = performance.now();
@@ -249,6 +252,7 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
     this.liveNames = new Set(nodes.filter((n) => n.leaseExpiresAt > now).map((n) => n.name));
     this.applyShardRows(rows);
     this.emit('members', this.liveMembers());
+    this.emit('view', view);
     // Look again right after each suspect's lease expires (in store time, from this fresh read).
     for (const name of this.suspects) {
       const member = nodes.find((n) => n.name === name);
@@ -261,7 +265,10 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
     const candidates = nodes
       .filter((n) => n.leaseExpiresAt > now && n.status === 'alive' && !(n.name === self && this.leaving))
       .map((n) => n.name);
-    const canClaim = !this.leaving && this.lease.valid();
+    // Only a member claims: a `joining` node waits until it reaches every member, an evicted
+    // or leaving one never claims (the store's claim checks this too).
+    const selfRow = nodes.find((n) => n.name === self && n.incarnation === incarnation);
+    const canClaim = !this.leaving && this.lease.valid() && selfRow?.status === 'alive';
     const claims: ShardRecord[] = [];
 
     for (const row of rows) {

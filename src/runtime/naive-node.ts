@@ -106,6 +106,7 @@ export class NaiveNode {
       self: this.name,
       incarnation: null,
       ready: this.ready,
+      notReadyReason: this.ready ? null : 'stopped',
       leaseRemainingMs: 0,
       members: [
         {
@@ -116,6 +117,8 @@ export class NaiveNode {
           status: 'alive',
           leaseExpiresInMs: 0,
           connected: true,
+          suspectedBy: [],
+          evictedBy: null,
         },
       ],
       shards: { count: 0, held: [], owners: {}, unowned: 0 },

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Lease } from '../cluster/lease.js';
+import { type MemberDisplayStatus, Membership } from '../cluster/membership.js';
 import { type CallRequest, Router } from '../cluster/router.js';
 import { ShardManager } from '../cluster/shard-manager.js';
 import type {
@@ -57,6 +58,14 @@ export interface NodeOptions {
   leaseTtlMs?: number;
   /** Default deadline of a call, retries included. Default 5000 ms. */
   callTimeoutMs?: number;
+  /**
+   * A member this node cannot reach for this long is suspected (after an indirect probe) and,
+   * once the members that can reach each other agree, evicted through the store. Default: the
+   * lease ttl.
+   */
+  suspicionTimeoutMs?: number;
+  /** How long start() waits to become a member (connected to every member) before returning anyway. Default 10 s. */
+  joinTimeoutMs?: number;
   /** Passivate entities idle this long. Default 10 minutes. */
   idleTimeoutMs?: number;
   /** Passivate least recently used entities above this many. Default 1,000,000. */
@@ -75,15 +84,21 @@ export interface MemberStatus {
   incarnation: number;
   address: string;
   httpAddress: string | null;
-  status: 'alive' | 'leaving' | 'dead';
+  status: MemberDisplayStatus;
   leaseExpiresInMs: number;
   connected: boolean;
+  /** Members that report this one unreachable (status `suspected`). */
+  suspectedBy: string[];
+  /** For `evicted`: the members whose suspicions ended its membership. */
+  evictedBy: string[] | null;
 }
 
 export interface ClusterStatus {
   self: string;
   incarnation: number | null;
   ready: boolean;
+  /** Why the node is not ready (null when it is). */
+  notReadyReason: string | null;
   leaseRemainingMs: number;
   members: MemberStatus[];
   shards: { count: number; held: number[]; owners: Record<string, number>; unowned: number };
@@ -92,13 +107,13 @@ export interface ClusterStatus {
 
 const NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
-type PeerMessage = { t: 'released'; s: number } | { t: 'leaving' } | { t: 'joined' };
+type PeerMessage = { t: 'released'; s: number } | { t: 'leaving' } | { t: 'joined' } | { t: 'evicted'; n: string };
 
 /** A handler for one type of peer message or request (`body.t`), registered by a service (pub/sub, …). */
 export type PeerMessageHandler = (from: PeerId, body: Record<string, unknown>) => void;
 export type PeerRequestHandler = (from: PeerId, body: Record<string, unknown>) => unknown | Promise<unknown>;
 
-const CORE_MESSAGE_TYPES = new Set(['released', 'leaving', 'joined', 'call']);
+const CORE_MESSAGE_TYPES = new Set(['released', 'leaving', 'joined', 'evicted', 'call', 'probe']);
 
 /** How long a leaving node waits for its peers to acknowledge the leave (see Mesh.drain). */
 const LEAVE_DRAIN_MS = 1000;
@@ -109,6 +124,8 @@ export class ConcordNode {
   private readonly definitions: Map<string, EntityDefinition>;
   private stopping: Promise<void> | null = null;
   private pruneCounter = 0;
+  private evictionHandled: number | null = null;
+  private rejoining = false;
   private readonly messageHandlers = new Map<string, PeerMessageHandler>();
   private readonly requestHandlers = new Map<string, PeerRequestHandler>();
   private eventStore: EventStore | null = null;
@@ -126,6 +143,7 @@ export class ConcordNode {
     readonly shards: ShardManager,
     readonly host: EntityHost,
     readonly router: Router,
+    readonly membership: Membership,
     private readonly logger: Logger,
     private readonly stopTimeoutMs: number,
   ) {
@@ -181,8 +199,10 @@ export class ConcordNode {
         host,
         port: options.clusterPort ?? 0,
         faults: faults ?? undefined,
-        // Notice a frozen peer within about one lease (3 silent intervals).
-        pingIntervalMs: Math.max(100, Math.round(leaseTtlMs / 3)),
+        // Ping often and call a connection silent after about one lease: a peer paused for
+        // less than that (a GC pause) keeps its connection, a cut-off one is noticed in time.
+        pingIntervalMs: Math.max(50, Math.round(leaseTtlMs / 6)),
+        silentAfterMs: leaseTtlMs,
         logger,
       });
       const bound = await mesh.listen();
@@ -233,12 +253,39 @@ export class ConcordNode {
         { self: options.name, shardCount, drainTimeoutMs: Math.min(5000, options.callTimeoutMs ?? 5000) },
         logger,
       );
+      const suspicionTimeoutMs = options.suspicionTimeoutMs ?? leaseTtlMs;
+      const membership = new Membership(
+        store,
+        lease,
+        {
+          isConnected: (peer) => mesh.isConnected(peer),
+          lastHeardAt: (peer) => mesh.lastHeardAt(peer),
+          probe: async (via, target, timeoutMs) => {
+            const answer = await mesh.request(via, { t: 'probe', n: target }, timeoutMs);
+            return (answer as { reachable?: unknown } | null)?.reachable === true;
+          },
+        },
+        {
+          self: options.name,
+          suspicionTimeoutMs,
+          stableAfterMs: suspicionTimeoutMs,
+          staleAfterMs: 3 * leaseTtlMs,
+          reportIntervalMs: Math.max(50, Math.round(leaseTtlMs / 6)),
+          tickMs: Math.max(20, Math.min(100, Math.round(leaseTtlMs / 15))),
+          probeTimeoutMs: Math.max(100, Math.round(leaseTtlMs / 5)),
+          probeFreshMs: Math.max(100, Math.round(leaseTtlMs / 3)),
+          failFastAfterMs: Math.min(100, Math.round(leaseTtlMs / 6)),
+          leaseTtlMs,
+        },
+        logger,
+      );
       const router = new Router(
         shards,
         {
           isConnected: (peer) => mesh.isConnected(peer),
           request: (peer, body, timeoutMs) => mesh.request(peer, body, timeoutMs),
           notDelivered: (error) => error instanceof PeerUnreachable && !error.maybeDelivered,
+          knownUnreachable: (peer, soonMs) => membership.unreachableOwner(peer, soonMs),
         },
         entityHost,
         { self: options.name, defaultTimeoutMs: options.callTimeoutMs ?? 5000 },
@@ -256,13 +303,25 @@ export class ConcordNode {
         shards,
         entityHost,
         router,
+        membership,
         logger,
         options.stopTimeoutMs ?? 10_000,
       );
+      cleanup.push(async () => membership.stop());
       node.wire();
       lease.start();
       await shards.rebalance();
-      node.announce({ t: 'joined' });
+      membership.start();
+      // Registered as `joining`: a member once connected to every member (see Membership).
+      const joined = await node.waitUntilMember(options.joinTimeoutMs ?? 10_000);
+      // A member now: claim this node's shards before start() returns.
+      if (joined) await shards.rebalance();
+      else {
+        logger.warn(
+          { reason: membership.readiness().reason },
+          'not yet a member: cannot reach every member; serving nothing until it can',
+        );
+      }
       logger.info({ incarnation, address, held: shards.heldShards().length }, 'node started');
       return node;
     } catch (error) {
@@ -286,9 +345,31 @@ export class ConcordNode {
     return this.lease.incarnation;
   }
 
-  /** Registered, lease valid, shard map read: the node can route calls. */
+  /**
+   * Ready for traffic: a member (not joining, evicted or leaving), lease valid, shard map read,
+   * and it reaches a majority of the members (see Membership.readiness).
+   */
   get ready(): boolean {
-    return this.stopping === null && this.lease.valid() && this.shards.ready;
+    return this.notReadyReason() === null;
+  }
+
+  /** Why the node is not ready, or null when it is. */
+  notReadyReason(): string | null {
+    if (this.stopping !== null) return 'the node is stopping';
+    if (!this.lease.valid()) return 'the node holds no valid lease';
+    if (!this.shards.ready) return 'the node has no shard map yet';
+    const readiness = this.membership.readiness();
+    return readiness.ready ? null : (readiness.reason ?? 'not a member');
+  }
+
+  /** Resolves true once this node is a member (`alive`), false after `timeoutMs`. */
+  private async waitUntilMember(timeoutMs: number): Promise<boolean> {
+    const giveUpAt = performance.now() + timeoutMs;
+    while (!this.membership.isMember) {
+      if (performance.now() >= giveUpAt || this.stopping !== null) return false;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return true;
   }
 
   /** Call handler `handler` of entity `id` of kind `definition`, wherever it lives. */
@@ -342,17 +423,20 @@ export class ConcordNode {
 
   status(): ClusterStatus {
     const members: MemberStatus[] = [];
-    const live = new Set(this.shards.liveMembers().map((m) => m.name));
+    const states = this.membership.memberStates();
     for (const member of this.shards.allMembers()) {
       const self = member.name === this.name;
+      const state = states.get(member.name);
       members.push({
         name: member.name,
         incarnation: member.incarnation,
         address: member.address,
         httpAddress: member.httpAddress,
-        status: !live.has(member.name) ? 'dead' : member.status,
+        status: state?.status ?? 'dead',
         leaseExpiresInMs: Math.max(0, member.leaseExpiresAt - this.shards.storeNowEstimate()),
         connected: self || this.mesh.isConnected(member.name),
+        suspectedBy: state?.suspectedBy ?? [],
+        evictedBy: state?.evictedBy ?? null,
       });
     }
     const owners: Record<string, number> = {};
@@ -366,6 +450,7 @@ export class ConcordNode {
       self: this.name,
       incarnation: this.lease.incarnation,
       ready: this.ready,
+      notReadyReason: this.notReadyReason(),
       leaseRemainingMs: Math.round(this.lease.remainingMs()),
       members: members.sort((a, b) => a.name.localeCompare(b.name)),
       shards: { count: this.shards.shardCount, held: this.shards.heldShards(), owners, unowned },
@@ -387,7 +472,7 @@ export class ConcordNode {
     this.logger.info({ held: this.shards.heldShards().length }, 'leaving the cluster');
     if (incarnation !== null) {
       try {
-        await this.store.setNodeStatus(this.name, incarnation, 'leaving');
+        await this.store.setNodeStatus(this.name, incarnation, 'leaving', ['alive', 'joining']);
         this.announce({ t: 'leaving' });
         await withDeadline(this.shards.leave(), this.stopTimeoutMs);
       } catch (error) {
@@ -395,6 +480,7 @@ export class ConcordNode {
       }
     }
     this.lease.stop();
+    this.membership.stop();
     this.shards.stop();
     this.shards.dropAll();
     this.host.dropAll();
@@ -416,6 +502,7 @@ export class ConcordNode {
     const { mesh, shards, lease, router, logger } = this;
     mesh.onRequest((from: PeerId, body: unknown) => {
       if (isCallRequest(body)) return router.serve(body);
+      if (isProbeRequest(body)) return { reachable: this.membership.canReach(body.n) };
       if (isTyped(body)) {
         const handler = this.requestHandlers.get(body.t);
         if (handler) return handler(from, body);
@@ -425,7 +512,7 @@ export class ConcordNode {
     mesh.onMessage((from: PeerId, body: unknown) => {
       if (!isTyped(body)) return;
       const message = body as PeerMessage;
-      if (message.t === 'released' || message.t === 'leaving' || message.t === 'joined') {
+      if (message.t === 'released' || message.t === 'leaving' || message.t === 'joined' || message.t === 'evicted') {
         void shards.rebalance();
         return;
       }
@@ -463,6 +550,47 @@ export class ConcordNode {
       shards.dropAll();
       void this.rejoin();
     });
+    lease.on('evicted', (incarnation) => void this.onEvicted(incarnation, null));
+    shards.on('view', (view) => this.membership.onView(view));
+    this.membership.on('self-evicted', (incarnation, by) => void this.onEvicted(incarnation, by));
+    this.membership.on('joined', () => {
+      void shards.rebalance();
+      this.announce({ t: 'joined' });
+    });
+    this.membership.on('member-evicted', (name) => {
+      this.announce({ t: 'evicted', n: name });
+      void shards.rebalance();
+    });
+    this.membership.on('refresh', () => void shards.rebalance());
+  }
+
+  /**
+   * The members evicted this incarnation (learnt from a refused renewal or a view of the
+   * membership table). Stop serving at once and drop every shard; only then acknowledge in the
+   * store, which ends the lease so that the members may claim our shards without waiting for
+   * it to run out (the order is what makes that safe). Then register again, as `joining`: we
+   * become a member again once we can reach every member.
+   */
+  private async onEvicted(incarnation: number, by: string[] | null): Promise<void> {
+    if (this.evictionHandled === incarnation || this.stopping !== null) return;
+    this.evictionHandled = incarnation;
+    this.membership.evicted(incarnation);
+    if (this.lease.incarnation === incarnation) this.lease.clear();
+    this.shards.dropAll();
+    this.logger.warn(
+      { incarnation, evictedBy: by ?? undefined },
+      'evicted: the other members could not reach this node; stopped serving, will rejoin once they are reachable',
+    );
+    for (let attempt = 0; attempt < 20 && this.stopping === null; attempt++) {
+      try {
+        await this.store.acknowledgeEviction(this.name, incarnation);
+        break;
+      } catch {
+        // The store is unreachable too: the lease runs out by itself; keep trying briefly.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    await this.rejoin();
   }
 
   /**
@@ -486,11 +614,21 @@ export class ConcordNode {
   }
 
   private async rejoin(): Promise<void> {
+    if (this.rejoining) return;
+    this.rejoining = true;
+    try {
+      await this.rejoinLoop();
+    } finally {
+      this.rejoining = false;
+    }
+  }
+
+  private async rejoinLoop(): Promise<void> {
     while (this.stopping === null) {
       try {
         const incarnation = await this.lease.acquire();
         this.mesh.setSelfIncarnation(incarnation);
-        this.logger.info({ incarnation }, 'rejoined with a new incarnation');
+        this.logger.info({ incarnation }, 'registered again with a new incarnation (joining)');
         await this.shards.rebalance();
         return;
       } catch (error) {
@@ -509,6 +647,10 @@ export class ConcordNode {
 
 function isTyped(body: unknown): body is Record<string, unknown> & { t: string } {
   return typeof body === 'object' && body !== null && typeof (body as { t?: unknown }).t === 'string';
+}
+
+function isProbeRequest(body: unknown): body is { t: 'probe'; n: string } {
+  return isTyped(body) && body.t === 'probe' && typeof (body as { n?: unknown }).n === 'string';
 }
 
 function isCallRequest(body: unknown): body is CallRequest {

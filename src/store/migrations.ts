@@ -143,6 +143,61 @@ CREATE TABLE concord_events (
 CREATE INDEX concord_events_log ON concord_events (tx, position);
 `,
   },
+  {
+    version: 3,
+    description: 'membership under partial failure: joining/evicted statuses, suspicions',
+    // SQLite cannot change a CHECK constraint in place: the nodes table is rebuilt.
+    // concord_suspicions holds "reporter cannot reach suspect", one row per pair, replaced by
+    // each report of the reporter; membership_version orders membership decisions (see
+    // Store.evictMember).
+    sqlite: `
+CREATE TABLE concord_nodes_v3 (
+  name TEXT PRIMARY KEY,
+  incarnation INTEGER NOT NULL,
+  address TEXT NOT NULL,
+  http_address TEXT,
+  status TEXT NOT NULL CHECK (status IN ('joining', 'alive', 'leaving', 'evicted')),
+  started_at INTEGER NOT NULL,
+  lease_expires_at INTEGER NOT NULL,
+  evicted_by TEXT,
+  evicted_at INTEGER
+) STRICT;
+INSERT INTO concord_nodes_v3 (name, incarnation, address, http_address, status, started_at, lease_expires_at)
+  SELECT name, incarnation, address, http_address, status, started_at, lease_expires_at FROM concord_nodes;
+DROP TABLE concord_nodes;
+ALTER TABLE concord_nodes_v3 RENAME TO concord_nodes;
+
+CREATE TABLE concord_suspicions (
+  reporter TEXT NOT NULL,
+  reporter_incarnation INTEGER NOT NULL,
+  suspect TEXT NOT NULL,
+  suspect_incarnation INTEGER NOT NULL,
+  since INTEGER NOT NULL,
+  refreshed_at INTEGER NOT NULL,
+  PRIMARY KEY (reporter, suspect)
+) STRICT;
+
+INSERT INTO concord_meta (key, value) VALUES ('membership_version', '0') ON CONFLICT (key) DO NOTHING;
+`,
+    postgres: `
+ALTER TABLE concord_nodes DROP CONSTRAINT concord_nodes_status_check;
+ALTER TABLE concord_nodes ADD CONSTRAINT concord_nodes_status_check
+  CHECK (status IN ('joining', 'alive', 'leaving', 'evicted'));
+ALTER TABLE concord_nodes ADD COLUMN evicted_by TEXT, ADD COLUMN evicted_at BIGINT;
+
+CREATE TABLE concord_suspicions (
+  reporter TEXT NOT NULL,
+  reporter_incarnation BIGINT NOT NULL,
+  suspect TEXT NOT NULL,
+  suspect_incarnation BIGINT NOT NULL,
+  since BIGINT NOT NULL,
+  refreshed_at BIGINT NOT NULL,
+  PRIMARY KEY (reporter, suspect)
+);
+
+INSERT INTO concord_meta (key, value) VALUES ('membership_version', '0') ON CONFLICT (key) DO NOTHING;
+`,
+  },
 ];
 
 /** Keys used in concord_meta. */
@@ -154,6 +209,8 @@ export const META = {
    * rows alone cannot prove a new incarnation is larger than every earlier one of its name.
    */
   incarnationHighWater: 'incarnation_high_water',
+  /** Bumped by every membership decision's input or outcome (statuses, the set of suspicions). */
+  membershipVersion: 'membership_version',
 } as const;
 
 /** The shard count is recorded in concord_meta at the first initShards and fixed from then on. */

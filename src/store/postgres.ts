@@ -33,16 +33,20 @@ import type {
   AppendResult,
   EntityRow,
   EventLogPage,
+  EvictionRequest,
   LogCursor,
   NodeList,
   NodeRecord,
   NodeStatus,
   RegisterRequest,
   RegisterResult,
+  RenewResult,
   ShardRecord,
   Store,
   StoredEvent,
   StoreOptions,
+  SuspectRef,
+  SuspicionRecord,
   WriteRequest,
 } from './types.js';
 
@@ -78,6 +82,17 @@ interface NodeRow {
   http_address: string | null;
   status: NodeStatus;
   lease_expires_at: number;
+  evicted_by: string | null;
+  evicted_at: number | null;
+}
+
+interface SuspicionRow {
+  reporter: string;
+  reporter_incarnation: number;
+  suspect: string;
+  suspect_incarnation: number;
+  since: number;
+  refreshed_at: number;
 }
 
 export class PostgresStore implements Store {
@@ -127,12 +142,12 @@ export class PostgresStore implements Store {
       // and checks the condition against its newest version.
       const [row] = await tx<{ incarnation: number; lease_expires_at: number }[]>`
         INSERT INTO concord_nodes (name, incarnation, address, http_address, status, started_at, lease_expires_at)
-        VALUES (${req.name}, ${candidate}, ${req.address}, ${req.httpAddress}, 'alive', ${now}, ${now + req.ttlMs})
+        VALUES (${req.name}, ${candidate}, ${req.address}, ${req.httpAddress}, ${req.status ?? 'alive'}, ${now}, ${now + req.ttlMs})
         ON CONFLICT (name) DO UPDATE SET
           incarnation = greatest(concord_nodes.incarnation + 1, excluded.incarnation),
           address = excluded.address,
           http_address = excluded.http_address,
-          status = 'alive',
+          status = excluded.status,
           started_at = excluded.started_at,
           lease_expires_at = excluded.lease_expires_at
         WHERE concord_nodes.lease_expires_at <= excluded.started_at
@@ -150,40 +165,145 @@ export class PostgresStore implements Store {
     });
   }
 
-  renewLease(name: string, incarnation: number, ttlMs: number): Promise<number | null> {
-    return this.sql.begin(async (tx) => {
+  renewLease(name: string, incarnation: number, ttlMs: number): Promise<RenewResult> {
+    return this.sql.begin(async (tx): Promise<RenewResult> => {
       // Lock the row first, read the clock after. A single UPDATE would evaluate its
       // condition (and the clock) before waiting for a concurrent claim's lock on this row,
       // and could then extend a lease that expired while it waited, after the claim took the
       // shards. An expired lease is never extended: once it has expired other nodes may own
-      // this node's shards, so reviving it would let two owners serve at once.
-      const locked = await tx`
-        SELECT 1 FROM concord_nodes WHERE name = ${name} AND incarnation = ${incarnation} FOR UPDATE`;
-      if (locked.length === 0) return null;
+      // this node's shards, so reviving it would let two owners serve at once. An evicted row
+      // is never extended either: that is how its node learns of the eviction.
+      const [locked] = await tx<{ status: NodeStatus }[]>`
+        SELECT status FROM concord_nodes WHERE name = ${name} AND incarnation = ${incarnation} FOR UPDATE`;
+      if (!locked) return { ok: false, reason: 'gone' };
+      if (locked.status === 'evicted') return { ok: false, reason: 'evicted' };
       const [row] = await tx<{ lease_expires_at: number }[]>`
         UPDATE concord_nodes SET lease_expires_at = c.now + ${ttlMs}
         FROM (SELECT ${this.clock()} AS now) AS c
         WHERE name = ${name} AND incarnation = ${incarnation} AND lease_expires_at > c.now
         RETURNING lease_expires_at`;
-      return row ? row.lease_expires_at : null;
+      return row ? { ok: true, leaseExpiresAt: row.lease_expires_at } : { ok: false, reason: 'expired' };
     });
   }
 
-  async setNodeStatus(name: string, incarnation: number, status: NodeStatus): Promise<boolean> {
-    const result = await this.sql`
-      UPDATE concord_nodes SET status = ${status} WHERE name = ${name} AND incarnation = ${incarnation}`;
-    return result.count === 1;
+  setNodeStatus(name: string, incarnation: number, status: NodeStatus, from: readonly NodeStatus[]): Promise<boolean> {
+    if (from.length === 0 || from.includes('evicted')) return Promise.resolve(false);
+    return this.sql.begin(async (tx) => {
+      await this.lockMembershipVersion(tx);
+      const result =
+        status === 'alive'
+          ? await tx`
+              UPDATE concord_nodes SET status = ${status}, evicted_by = NULL, evicted_at = NULL
+              WHERE name = ${name} AND incarnation = ${incarnation} AND status = ANY(${[...from]}::text[])
+                AND lease_expires_at > ${this.clock()}`
+          : await tx`
+              UPDATE concord_nodes SET status = ${status}
+              WHERE name = ${name} AND incarnation = ${incarnation} AND status = ANY(${[...from]}::text[])`;
+      if (result.count === 1) await this.bumpMembershipVersion(tx);
+      return result.count === 1;
+    });
   }
 
   async removeNode(name: string, incarnation: number): Promise<void> {
-    await this.sql`DELETE FROM concord_nodes WHERE name = ${name} AND incarnation = ${incarnation}`;
+    await this.sql.begin(async (tx) => {
+      await this.lockMembershipVersion(tx);
+      const result = await tx`DELETE FROM concord_nodes WHERE name = ${name} AND incarnation = ${incarnation}`;
+      if (result.count > 0) {
+        await tx`DELETE FROM concord_suspicions WHERE reporter = ${name} OR suspect = ${name}`;
+        await this.bumpMembershipVersion(tx);
+      }
+    });
   }
 
   async listNodes(): Promise<NodeList> {
-    // One statement, so `now` and the rows are read together (the LEFT JOIN keeps `now` when
-    // there are no rows).
-    const rows = await this.sql<({ now: number } & (NodeRow | { [K in keyof NodeRow]: null }))[]>`
-      SELECT c.now, n.name, n.incarnation, n.address, n.http_address, n.status, n.lease_expires_at
+    // One REPEATABLE READ transaction: nodes, suspicions and version from one snapshot.
+    return this.sql.begin('isolation level repeatable read read only', (tx) => this.readMembership(tx));
+  }
+
+  async pruneNodes(graceMs: number): Promise<number> {
+    const result = await this.sql`DELETE FROM concord_nodes WHERE lease_expires_at < ${this.clock()} - ${graceMs}`;
+    await this.sql`
+      DELETE FROM concord_suspicions AS s WHERE
+        NOT EXISTS (SELECT 1 FROM concord_nodes AS n WHERE n.name = s.reporter AND n.incarnation = s.reporter_incarnation)
+        OR NOT EXISTS (SELECT 1 FROM concord_nodes AS n WHERE n.name = s.suspect AND n.incarnation = s.suspect_incarnation)`;
+    return result.count;
+  }
+
+  reportSuspicions(reporter: string, incarnation: number, suspects: readonly SuspectRef[]): Promise<NodeList> {
+    return this.sql.begin(async (tx) => {
+      // Every membership change takes the version row's lock first: changes are serialised,
+      // and evictMember's version check sees every change that committed before it.
+      await this.lockMembershipVersion(tx);
+      const [row] = await tx<{ member: boolean }[]>`
+        SELECT (incarnation = ${incarnation} AND status = 'alive' AND lease_expires_at > ${this.clock()}) AS member
+        FROM concord_nodes WHERE name = ${reporter}`;
+      // Only a live member may hold suspicions: a joining, leaving, evicted or expired reporter's go.
+      const wanted = row?.member ? suspects : [];
+      const names = wanted.map((w) => w.name);
+      const incarnations = wanted.map((w) => w.incarnation);
+      const removed = await tx`
+        DELETE FROM concord_suspicions AS s
+        WHERE s.reporter = ${reporter} AND NOT EXISTS (
+          SELECT 1 FROM unnest(${names}::text[], ${incarnations}::bigint[]) AS w (name, inc)
+          WHERE w.name = s.suspect AND w.inc = s.suspect_incarnation)`;
+      const inserted = await tx<{ inserted: boolean }[]>`
+        INSERT INTO concord_suspicions AS s
+          (reporter, reporter_incarnation, suspect, suspect_incarnation, since, refreshed_at)
+        SELECT ${reporter}, ${incarnation}, w.name, w.inc, c.now, c.now
+        FROM unnest(${names}::text[], ${incarnations}::bigint[]) AS w (name, inc),
+             (SELECT ${this.clock()} AS now) AS c
+        ON CONFLICT (reporter, suspect) DO UPDATE SET refreshed_at = excluded.refreshed_at
+        RETURNING (xmax = 0) AS inserted`;
+      if (removed.count > 0 || inserted.some((r) => r.inserted)) await this.bumpMembershipVersion(tx);
+      return this.readMembership(tx);
+    });
+  }
+
+  evictMember(request: EvictionRequest): Promise<boolean> {
+    return this.sql.begin(async (tx) => {
+      const version = await this.lockMembershipVersion(tx);
+      if (version !== request.expectedVersion) return false;
+      // Lock both rows, then read the clock (see claimShard for why the order matters).
+      const rows = await tx<{ name: string; incarnation: number; status: NodeStatus }[]>`
+        SELECT name, incarnation, status FROM concord_nodes
+        WHERE (name = ${request.by} AND incarnation = ${request.byIncarnation})
+           OR (name = ${request.suspect} AND incarnation = ${request.suspectIncarnation})
+        ORDER BY name FOR UPDATE`;
+      if (rows.length !== 2) return false;
+      const [live] = await tx<{ count: number }[]>`
+        SELECT count(*) AS count FROM concord_nodes
+        WHERE ((name = ${request.by} AND incarnation = ${request.byIncarnation})
+            OR (name = ${request.suspect} AND incarnation = ${request.suspectIncarnation}))
+          AND status = 'alive' AND lease_expires_at > ${this.clock()}`;
+      if (live!.count !== 2) return false;
+      // The lease is left as it is: nobody may claim the suspect's shards before it has
+      // stopped serving (acknowledgeEviction) or its lease has run out.
+      await tx`
+        UPDATE concord_nodes
+        SET status = 'evicted', evicted_by = ${JSON.stringify(request.reporters)}, evicted_at = ${this.clock()}
+        WHERE name = ${request.suspect} AND incarnation = ${request.suspectIncarnation}`;
+      await tx`DELETE FROM concord_suspicions WHERE reporter = ${request.suspect} OR suspect = ${request.suspect}`;
+      await this.bumpMembershipVersion(tx);
+      return true;
+    });
+  }
+
+  acknowledgeEviction(name: string, incarnation: number): Promise<boolean> {
+    return this.sql.begin(async (tx) => {
+      await tx`SELECT 1 FROM concord_nodes WHERE name = ${name} AND incarnation = ${incarnation} FOR UPDATE`;
+      const result = await tx`
+        UPDATE concord_nodes SET lease_expires_at = c.now
+        FROM (SELECT ${this.clock()} AS now) AS c
+        WHERE name = ${name} AND incarnation = ${incarnation} AND status = 'evicted' AND lease_expires_at > c.now`;
+      return result.count === 1;
+    });
+  }
+
+  /** Nodes, suspicions and the version (in `tx`, so that they come from one snapshot). */
+  private async readMembership(tx: Tx): Promise<NodeList> {
+    const rows = await tx<({ now: number } & (NodeRow | { [K in keyof NodeRow]: null }))[]>`
+      SELECT c.now, n.name, n.incarnation, n.address, n.http_address, n.status, n.lease_expires_at,
+             n.evicted_by, n.evicted_at
       FROM (SELECT ${this.clock()} AS now) AS c LEFT JOIN concord_nodes AS n ON true
       ORDER BY n.name COLLATE "C"`;
     const nodes: NodeRecord[] = [];
@@ -196,14 +316,38 @@ export class PostgresStore implements Store {
         httpAddress: row.http_address,
         status: row.status,
         leaseExpiresAt: row.lease_expires_at,
+        evictedBy: parseNames(row.evicted_by),
+        evictedAt: row.evicted_at,
       });
     }
-    return { now: rows[0]!.now, nodes };
+    const suspicionRows = await tx<SuspicionRow[]>`
+      SELECT reporter, reporter_incarnation, suspect, suspect_incarnation, since, refreshed_at
+      FROM concord_suspicions ORDER BY reporter COLLATE "C", suspect COLLATE "C"`;
+    const suspicions = suspicionRows.map(
+      (row): SuspicionRecord => ({
+        reporter: row.reporter,
+        reporterIncarnation: row.reporter_incarnation,
+        suspect: row.suspect,
+        suspectIncarnation: row.suspect_incarnation,
+        since: row.since,
+        refreshedAt: row.refreshed_at,
+      }),
+    );
+    const [version] = await tx<{ value: string }[]>`
+      SELECT value FROM concord_meta WHERE key = ${META.membershipVersion}`;
+    return { now: rows[0]!.now, nodes, suspicions, version: Number(version?.value ?? 0) };
   }
 
-  async pruneNodes(graceMs: number): Promise<number> {
-    const result = await this.sql`DELETE FROM concord_nodes WHERE lease_expires_at < ${this.clock()} - ${graceMs}`;
-    return result.count;
+  /** Lock the membership version row (serialising membership changes) and return the version. */
+  private async lockMembershipVersion(tx: Tx): Promise<number> {
+    const [row] = await tx<{ value: string }[]>`
+      SELECT value FROM concord_meta WHERE key = ${META.membershipVersion} FOR UPDATE`;
+    return Number(row?.value ?? 0);
+  }
+
+  private async bumpMembershipVersion(tx: Tx): Promise<void> {
+    await tx`
+      UPDATE concord_meta SET value = (value::bigint + 1)::text WHERE key = ${META.membershipVersion}`;
   }
 
   // ---- shards -----------------------------------------------------------
@@ -262,6 +406,10 @@ export class PostgresStore implements Store {
             SELECT 1 FROM concord_nodes AS n
             WHERE n.name = s.owner AND n.incarnation = s.owner_incarnation
               AND n.lease_expires_at > ${this.clock()}))
+          AND EXISTS (
+            SELECT 1 FROM concord_nodes AS me
+            WHERE me.name = ${owner} AND me.incarnation = ${ownerIncarnation} AND me.status = 'alive'
+              AND me.lease_expires_at > ${this.clock()})
         RETURNING s.epoch`;
       return row ? row.epoch : null;
     });
@@ -612,6 +760,17 @@ function intoRounds<T extends { kind: string; id: string }>(requests: readonly T
 
 function entityKey(kind: string, id: string): string {
   return JSON.stringify([kind, id]);
+}
+
+/** evicted_by is a JSON list of names. */
+function parseNames(text: string | null): string[] | null {
+  if (text === null) return null;
+  try {
+    const value: unknown = JSON.parse(text);
+    return Array.isArray(value) ? value.map(String) : null;
+  } catch {
+    return null;
+  }
 }
 
 function isPgError(err: unknown, codes: string[]): err is postgres.PostgresError {

@@ -22,16 +22,20 @@ import type {
   AppendResult,
   EntityRow,
   EventLogPage,
+  EvictionRequest,
   LogCursor,
   NodeList,
   NodeRecord,
   NodeStatus,
   RegisterRequest,
   RegisterResult,
+  RenewResult,
   ShardRecord,
   Store,
   StoredEvent,
   StoreOptions,
+  SuspectRef,
+  SuspicionRecord,
   WriteRequest,
 } from './types.js';
 
@@ -55,6 +59,17 @@ interface NodeRow {
   http_address: string | null;
   status: NodeStatus;
   lease_expires_at: number;
+  evicted_by: string | null;
+  evicted_at: number | null;
+}
+
+interface SuspicionRow {
+  reporter: string;
+  reporter_incarnation: number;
+  suspect: string;
+  suspect_incarnation: number;
+  since: number;
+  refreshed_at: number;
 }
 
 /** A cell nobody ever notifies: Atomics.wait on it is a precise synchronous sleep. */
@@ -128,12 +143,12 @@ export class SqliteCore implements SyncStore {
       // so a second process with the same name must wait.
       const row = this.statement(
         `INSERT INTO concord_nodes (name, incarnation, address, http_address, status, started_at, lease_expires_at)
-         VALUES (:name, :incarnation, :address, :httpAddress, 'alive', :now, :now + :ttlMs)
+         VALUES (:name, :incarnation, :address, :httpAddress, :status, :now, :now + :ttlMs)
          ON CONFLICT (name) DO UPDATE SET
            incarnation = max(concord_nodes.incarnation + 1, excluded.incarnation),
            address = excluded.address,
            http_address = excluded.http_address,
-           status = 'alive',
+           status = excluded.status,
            started_at = excluded.started_at,
            lease_expires_at = excluded.lease_expires_at
          WHERE concord_nodes.lease_expires_at <= excluded.started_at
@@ -143,6 +158,7 @@ export class SqliteCore implements SyncStore {
         incarnation: candidate,
         address: req.address,
         httpAddress: req.httpAddress,
+        status: req.status ?? 'alive',
         now,
         ttlMs: req.ttlMs,
       }) as { incarnation: number; lease_expires_at: number } | undefined;
@@ -158,49 +174,161 @@ export class SqliteCore implements SyncStore {
     });
   }
 
-  renewLease(name: string, incarnation: number, ttlMs: number): number | null {
+  renewLease(name: string, incarnation: number, ttlMs: number): RenewResult {
     // An expired lease is never extended: once it has expired, other nodes may already have
-    // claimed this node's shards, so reviving it would let two owners serve at once.
-    const row = this.immediate(
-      () =>
-        this.statement(
-          `UPDATE concord_nodes SET lease_expires_at = ${NOW_MS} + ?
-           WHERE name = ? AND incarnation = ? AND lease_expires_at > ${NOW_MS}
-           RETURNING lease_expires_at`,
-        ).get(ttlMs, name, incarnation) as { lease_expires_at: number } | undefined,
-    );
-    return row ? row.lease_expires_at : null;
+    // claimed this node's shards, so reviving it would let two owners serve at once. An
+    // evicted row is never extended either: that is how its node learns of the eviction.
+    return this.immediate((): RenewResult => {
+      const row = this.statement(
+        `UPDATE concord_nodes SET lease_expires_at = ${NOW_MS} + ?
+         WHERE name = ? AND incarnation = ? AND lease_expires_at > ${NOW_MS} AND status <> 'evicted'
+         RETURNING lease_expires_at`,
+      ).get(ttlMs, name, incarnation) as { lease_expires_at: number } | undefined;
+      if (row) return { ok: true, leaseExpiresAt: row.lease_expires_at };
+      const current = this.statement('SELECT status FROM concord_nodes WHERE name = ? AND incarnation = ?').get(
+        name,
+        incarnation,
+      ) as { status: NodeStatus } | undefined;
+      if (!current) return { ok: false, reason: 'gone' };
+      return { ok: false, reason: current.status === 'evicted' ? 'evicted' : 'expired' };
+    });
   }
 
-  setNodeStatus(name: string, incarnation: number, status: NodeStatus): boolean {
-    return this.immediate(
-      () =>
-        this.statement('UPDATE concord_nodes SET status = ? WHERE name = ? AND incarnation = ?').run(
-          status,
-          name,
-          incarnation,
-        ).changes === 1,
-    );
+  setNodeStatus(name: string, incarnation: number, status: NodeStatus, from: readonly NodeStatus[]): boolean {
+    if (from.length === 0 || from.includes('evicted')) return false;
+    return this.immediate(() => {
+      const live = status === 'alive' ? `AND lease_expires_at > ${NOW_MS}` : '';
+      const clear = status === 'alive' ? ', evicted_by = NULL, evicted_at = NULL' : '';
+      const changed =
+        this.db
+          .prepare(
+            `UPDATE concord_nodes SET status = ?${clear}
+             WHERE name = ? AND incarnation = ? AND status IN (${from.map(() => '?').join(', ')}) ${live}`,
+          )
+          .run(status, name, incarnation, ...from).changes === 1;
+      if (changed) this.bumpMembershipVersion();
+      return changed;
+    });
   }
 
   removeNode(name: string, incarnation: number): void {
     this.immediate(() => {
-      this.statement('DELETE FROM concord_nodes WHERE name = ? AND incarnation = ?').run(name, incarnation);
+      const removed = this.statement('DELETE FROM concord_nodes WHERE name = ? AND incarnation = ?').run(
+        name,
+        incarnation,
+      ).changes;
+      if (removed > 0) {
+        this.statement('DELETE FROM concord_suspicions WHERE reporter = ? OR suspect = ?').run(name, name);
+        this.bumpMembershipVersion();
+      }
     });
   }
 
   listNodes(): NodeList {
-    // One statement, so `now` and the rows are read together (the LEFT JOIN keeps `now` when
-    // there are no rows).
-    const statement = this.statement(
-      `SELECT c.now, n.name, n.incarnation, n.address, n.http_address, n.status, n.lease_expires_at
+    return this.retryBusy(() => this.db.transaction(() => this.readMembership())());
+  }
+
+  pruneNodes(graceMs: number): number {
+    return this.immediate(() => {
+      const removed = this.statement(`DELETE FROM concord_nodes WHERE lease_expires_at < ${NOW_MS} - ?`).run(
+        graceMs,
+      ).changes;
+      // Suspicions whose reporter or suspect no longer has that incarnation's row.
+      this.statement(
+        `DELETE FROM concord_suspicions WHERE
+           NOT EXISTS (SELECT 1 FROM concord_nodes AS n
+                       WHERE n.name = concord_suspicions.reporter AND n.incarnation = concord_suspicions.reporter_incarnation)
+           OR NOT EXISTS (SELECT 1 FROM concord_nodes AS n
+                          WHERE n.name = concord_suspicions.suspect AND n.incarnation = concord_suspicions.suspect_incarnation)`,
+      ).run();
+      return removed;
+    });
+  }
+
+  reportSuspicions(reporter: string, incarnation: number, suspects: readonly SuspectRef[]): NodeList {
+    return this.immediate(() => {
+      const now = this.clock();
+      const row = this.statement('SELECT incarnation, status, lease_expires_at FROM concord_nodes WHERE name = ?').get(
+        reporter,
+      ) as { incarnation: number; status: NodeStatus; lease_expires_at: number } | undefined;
+      // Only a live member may hold suspicions: a joining, leaving, evicted or expired reporter's go.
+      const member =
+        row !== undefined && row.incarnation === incarnation && row.status === 'alive' && row.lease_expires_at > now;
+      const wanted = member ? suspects : [];
+      const existing = this.statement(
+        'SELECT suspect, suspect_incarnation FROM concord_suspicions WHERE reporter = ?',
+      ).all(reporter) as { suspect: string; suspect_incarnation: number }[];
+      const kept = new Map(existing.map((e) => [e.suspect, e.suspect_incarnation]));
+      let changed = false;
+      const remove = this.statement('DELETE FROM concord_suspicions WHERE reporter = ? AND suspect = ?');
+      for (const e of existing) {
+        if (!wanted.some((w) => w.name === e.suspect && w.incarnation === e.suspect_incarnation)) {
+          remove.run(reporter, e.suspect);
+          changed = true;
+        }
+      }
+      const refresh = this.statement(
+        'UPDATE concord_suspicions SET refreshed_at = ? WHERE reporter = ? AND suspect = ?',
+      );
+      const insert = this.statement(
+        `INSERT INTO concord_suspicions (reporter, reporter_incarnation, suspect, suspect_incarnation, since, refreshed_at)
+         VALUES (?, ?, ?, ?, ?, ?)`,
+      );
+      for (const w of wanted) {
+        if (kept.get(w.name) === w.incarnation) {
+          refresh.run(now, reporter, w.name);
+        } else {
+          insert.run(reporter, incarnation, w.name, w.incarnation, now, now);
+          changed = true;
+        }
+      }
+      if (changed) this.bumpMembershipVersion();
+      return this.readMembership();
+    });
+  }
+
+  evictMember(request: EvictionRequest): boolean {
+    return this.immediate(() => {
+      if (this.membershipVersion() !== request.expectedVersion) return false;
+      const live = (name: string, incarnation: number) =>
+        this.statement(
+          `SELECT 1 AS ok FROM concord_nodes
+           WHERE name = ? AND incarnation = ? AND status = 'alive' AND lease_expires_at > ${NOW_MS}`,
+        ).get(name, incarnation) !== undefined;
+      if (!live(request.by, request.byIncarnation) || !live(request.suspect, request.suspectIncarnation)) return false;
+      // The lease is left as it is: nobody may claim the suspect's shards before it has
+      // stopped serving (acknowledgeEviction) or its lease has run out.
+      this.statement(
+        `UPDATE concord_nodes SET status = 'evicted', evicted_by = ?, evicted_at = ${NOW_MS}
+         WHERE name = ? AND incarnation = ?`,
+      ).run(JSON.stringify(request.reporters), request.suspect, request.suspectIncarnation);
+      this.statement('DELETE FROM concord_suspicions WHERE reporter = ? OR suspect = ?').run(
+        request.suspect,
+        request.suspect,
+      );
+      this.bumpMembershipVersion();
+      return true;
+    });
+  }
+
+  acknowledgeEviction(name: string, incarnation: number): boolean {
+    return this.immediate(
+      () =>
+        this.statement(
+          `UPDATE concord_nodes SET lease_expires_at = ${NOW_MS}
+           WHERE name = ? AND incarnation = ? AND status = 'evicted' AND lease_expires_at > ${NOW_MS}`,
+        ).run(name, incarnation).changes === 1,
+    );
+  }
+
+  /** Nodes, suspicions and the version, read together (call inside a transaction). */
+  private readMembership(): NodeList {
+    const rows = this.statement(
+      `SELECT c.now, n.name, n.incarnation, n.address, n.http_address, n.status, n.lease_expires_at,
+              n.evicted_by, n.evicted_at
        FROM (SELECT ${NOW_MS} AS now) AS c LEFT JOIN concord_nodes AS n ON 1
        ORDER BY n.name`,
-    );
-    const rows = this.retryBusy(() => statement.all()) as ({ now: number } & (
-      | NodeRow
-      | { [K in keyof NodeRow]: null }
-    ))[];
+    ).all() as ({ now: number } & (NodeRow | { [K in keyof NodeRow]: null }))[];
     const now = rows[0]?.now ?? this.clock();
     const nodes: NodeRecord[] = [];
     for (const row of rows) {
@@ -212,15 +340,34 @@ export class SqliteCore implements SyncStore {
         httpAddress: row.http_address,
         status: row.status,
         leaseExpiresAt: row.lease_expires_at,
+        evictedBy: parseNames(row.evicted_by),
+        evictedAt: row.evicted_at,
       });
     }
-    return { now, nodes };
+    const suspicions = (
+      this.statement(
+        `SELECT reporter, reporter_incarnation, suspect, suspect_incarnation, since, refreshed_at
+         FROM concord_suspicions ORDER BY reporter, suspect`,
+      ).all() as SuspicionRow[]
+    ).map(
+      (row): SuspicionRecord => ({
+        reporter: row.reporter,
+        reporterIncarnation: row.reporter_incarnation,
+        suspect: row.suspect,
+        suspectIncarnation: row.suspect_incarnation,
+        since: row.since,
+        refreshedAt: row.refreshed_at,
+      }),
+    );
+    return { now, nodes, suspicions, version: this.membershipVersion() };
   }
 
-  pruneNodes(graceMs: number): number {
-    return this.immediate(
-      () => this.statement(`DELETE FROM concord_nodes WHERE lease_expires_at < ${NOW_MS} - ?`).run(graceMs).changes,
-    );
+  private membershipVersion(): number {
+    return Number(this.readMeta(META.membershipVersion) ?? 0);
+  }
+
+  private bumpMembershipVersion(): void {
+    this.writeMeta(META.membershipVersion, String(this.membershipVersion() + 1));
   }
 
   // ---- shards -----------------------------------------------------------
@@ -269,8 +416,12 @@ export class SqliteCore implements SyncStore {
                WHERE n.name = concord_shards.owner
                  AND n.incarnation = concord_shards.owner_incarnation
                  AND n.lease_expires_at > ${NOW_MS}))
+             AND EXISTS (
+               SELECT 1 FROM concord_nodes AS me
+               WHERE me.name = ? AND me.incarnation = ? AND me.status = 'alive'
+                 AND me.lease_expires_at > ${NOW_MS})
            RETURNING epoch`,
-        ).get(owner, ownerIncarnation, shard, expectedEpoch) as { epoch: number } | undefined,
+        ).get(owner, ownerIncarnation, shard, expectedEpoch, owner, ownerIncarnation) as { epoch: number } | undefined,
     );
     return row ? row.epoch : null;
   }
@@ -476,6 +627,17 @@ export class SqliteCore implements SyncStore {
 function isBusy(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+}
+
+/** evicted_by is a JSON list of names. */
+function parseNames(text: string | null): string[] | null {
+  if (text === null) return null;
+  try {
+    const value: unknown = JSON.parse(text);
+    return Array.isArray(value) ? value.map(String) : null;
+  } catch {
+    return null;
+  }
 }
 
 function isUniqueViolation(err: unknown): boolean {

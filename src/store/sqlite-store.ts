@@ -23,15 +23,18 @@ import type {
   AppendResult,
   EntityRow,
   EventLogPage,
+  EvictionRequest,
   LogCursor,
   NodeList,
   NodeStatus,
   RegisterRequest,
   RegisterResult,
+  RenewResult,
   ShardRecord,
   Store,
   StoredEvent,
   StoreOptions,
+  SuspectRef,
   WriteRequest,
 } from './types.js';
 
@@ -80,12 +83,24 @@ export class SqliteStore implements Store {
     return this.runner.call('registerNode', [req]);
   }
 
-  renewLease(name: string, incarnation: number, ttlMs: number): Promise<number | null> {
+  renewLease(name: string, incarnation: number, ttlMs: number): Promise<RenewResult> {
     return this.runner.call('renewLease', [name, incarnation, ttlMs]);
   }
 
-  setNodeStatus(name: string, incarnation: number, status: NodeStatus): Promise<boolean> {
-    return this.runner.call('setNodeStatus', [name, incarnation, status]);
+  setNodeStatus(name: string, incarnation: number, status: NodeStatus, from: readonly NodeStatus[]): Promise<boolean> {
+    return this.runner.call('setNodeStatus', [name, incarnation, status, from]);
+  }
+
+  reportSuspicions(reporter: string, incarnation: number, suspects: readonly SuspectRef[]): Promise<NodeList> {
+    return this.runner.call('reportSuspicions', [reporter, incarnation, suspects]);
+  }
+
+  evictMember(request: EvictionRequest): Promise<boolean> {
+    return this.runner.call('evictMember', [request]);
+  }
+
+  acknowledgeEviction(name: string, incarnation: number): Promise<boolean> {
+    return this.runner.call('acknowledgeEviction', [name, incarnation]);
   }
 
   removeNode(name: string, incarnation: number): Promise<void> {

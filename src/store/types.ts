@@ -7,7 +7,17 @@
  * Integers (incarnation, epoch, version) are JavaScript numbers (< 2^53).
  */
 
-export type NodeStatus = 'alive' | 'leaving';
+/**
+ * A membership row's status:
+ * - `joining`: registered (it holds a lease) but not yet a member: it owns nothing and is no
+ *   shard's desired owner, until it can reach every member and turns itself `alive`;
+ * - `alive`: a member, a candidate owner of shards;
+ * - `leaving`: a graceful leave is handing its shards over;
+ * - `evicted`: the members that could still reach each other ended its membership (see
+ *   evictMember). Its lease can no longer be renewed; it stops serving, acknowledges, and
+ *   registers again as `joining` when it can reach the members again.
+ */
+export type NodeStatus = 'joining' | 'alive' | 'leaving' | 'evicted';
 
 export interface NodeRecord {
   name: string;
@@ -18,12 +28,62 @@ export interface NodeRecord {
   httpAddress: string | null;
   status: NodeStatus;
   leaseExpiresAt: number;
+  /**
+   * The reporters whose suspicions ended this name's last membership, and when (store clock);
+   * kept on the row of a new incarnation until it becomes `alive`, null otherwise.
+   */
+  evictedBy: string[] | null;
+  evictedAt: number | null;
+}
+
+/** "`reporter` cannot reach `suspect`", as recorded by the reporter (see reportSuspicions). */
+export interface SuspicionRecord {
+  reporter: string;
+  reporterIncarnation: number;
+  suspect: string;
+  suspectIncarnation: number;
+  /** Store clock when the reporter first recorded it. */
+  since: number;
+  /** Store clock of the reporter's latest report that still contained it. */
+  refreshedAt: number;
 }
 
 export interface NodeList {
   /** The store's clock when the list was read. */
   now: number;
   nodes: NodeRecord[];
+  /** Every recorded suspicion (the caller judges which are current). */
+  suspicions: SuspicionRecord[];
+  /**
+   * The membership version: bumped by every change of a status or of the set of suspicions
+   * (not by lease renewals). evictMember applies only at the version its decision was made on.
+   */
+  version: number;
+}
+
+export type RenewResult =
+  | { ok: true; leaseExpiresAt: number }
+  /**
+   * `expired`: the lease had run out (someone may own our shards); `evicted`: the members ended
+   * this incarnation's membership; `gone`: no row for this incarnation.
+   */
+  | { ok: false; reason: 'expired' | 'evicted' | 'gone' };
+
+export interface SuspectRef {
+  name: string;
+  incarnation: number;
+}
+
+export interface EvictionRequest {
+  suspect: string;
+  suspectIncarnation: number;
+  /** The member deciding (it must be alive with a live lease itself). */
+  by: string;
+  byIncarnation: number;
+  /** The members whose suspicions back the decision (recorded on the row as evictedBy). */
+  reporters: string[];
+  /** The membership version the decision was made on. */
+  expectedVersion: number;
 }
 
 export interface ShardRecord {
@@ -40,6 +100,8 @@ export interface RegisterRequest {
   address: string;
   httpAddress: string | null;
   ttlMs: number;
+  /** The new row's status; default `alive`. Nodes register `joining` and promote themselves. */
+  status?: 'joining' | 'alive';
 }
 
 export type RegisterResult =
@@ -167,18 +229,44 @@ export interface Store {
    */
   registerNode(req: RegisterRequest): Promise<RegisterResult>;
   /**
-   * Extend the lease of (name, incarnation) to now + ttlMs, but only if it has not expired yet.
-   * Returns the new expiry, or null when the row is gone, belongs to another incarnation,
-   * or the lease had already expired (the node must then treat everything it owned as lost).
+   * Extend the lease of (name, incarnation) to now + ttlMs, but only if it has not expired yet
+   * and the row is not evicted. Otherwise says why not; the node must then treat everything it
+   * owned as lost.
    */
-  renewLease(name: string, incarnation: number, ttlMs: number): Promise<number | null>;
-  setNodeStatus(name: string, incarnation: number, status: NodeStatus): Promise<boolean>;
-  /** Delete the row of (name, incarnation) — a clean leave. */
+  renewLease(name: string, incarnation: number, ttlMs: number): Promise<RenewResult>;
+  /**
+   * Set the status of (name, incarnation) to `status` if its current status is one of `from`
+   * (an evicted row never changes status). Becoming `alive` also needs a live lease, and clears
+   * evictedBy/evictedAt. Bumps the membership version when it applies.
+   */
+  setNodeStatus(name: string, incarnation: number, status: NodeStatus, from: readonly NodeStatus[]): Promise<boolean>;
+  /** Delete the row of (name, incarnation) — a clean leave — and its suspicions. */
   removeNode(name: string, incarnation: number): Promise<void>;
-  /** Every row, live or not, with the store's now so callers can judge liveness. */
+  /** Every row, live or not, the suspicions and the membership version, with the store's now. */
   listNodes(): Promise<NodeList>;
-  /** Delete rows whose lease expired more than graceMs ago; returns how many. */
+  /** Delete rows whose lease expired more than graceMs ago, and suspicions naming no live row; returns how many rows. */
   pruneNodes(graceMs: number): Promise<number>;
+  /**
+   * Replace the suspicions reported by (reporter, incarnation) with `suspects`: new ones are
+   * recorded with since = now, kept ones refreshed, missing ones deleted. Only an `alive`
+   * reporter with a live lease may hold suspicions (anyone else's are deleted). Bumps the
+   * membership version when the set changed. Returns the membership as it is afterwards.
+   */
+  reportSuspicions(reporter: string, incarnation: number, suspects: readonly SuspectRef[]): Promise<NodeList>;
+  /**
+   * End the membership of (suspect, suspectIncarnation), a compare-and-set: applies only if the
+   * membership version is still `expectedVersion`, the suspect is `alive` with a live lease,
+   * and the deciding member is `alive` with a live lease. The suspect's row becomes `evicted`
+   * (evictedBy = reporters, evictedAt = now) and its lease can no longer be renewed; the lease
+   * itself is left to run out, or to be ended by the suspect (acknowledgeEviction) once it has
+   * stopped serving, so no one may claim its shards while it might still serve them.
+   */
+  evictMember(request: EvictionRequest): Promise<boolean>;
+  /**
+   * The evicted (name, incarnation) has stopped serving: end its lease now (lease_expires_at =
+   * now), so that its shards may be claimed at once. Applies only to an evicted row.
+   */
+  acknowledgeEviction(name: string, incarnation: number): Promise<boolean>;
 
   // ---- shards -----------------------------------------------------------
   /**
@@ -190,7 +278,8 @@ export interface Store {
   /**
    * Compare-and-set claim: set owner = (owner, ownerIncarnation), epoch = expectedEpoch + 1,
    * only if the row's epoch is still expectedEpoch AND the shard is free: owner is null, or
-   * no node row (owner, owner_incarnation) with an unexpired lease (store clock) exists.
+   * no node row (owner, owner_incarnation) with an unexpired lease (store clock) exists;
+   * AND the claimer is an `alive` member with a live lease.
    * Returns the new epoch, or null when the CAS failed.
    */
   claimShard(shard: number, expectedEpoch: number, owner: string, ownerIncarnation: number): Promise<number | null>;

@@ -65,7 +65,11 @@ async function main(): Promise<void> {
       (value) => send({ id: raw.id, ok: true, value }),
       (error: unknown) => {
         const shape = errorToShape(error);
-        send({ id: raw.id, ok: false, error: { code: shape.code, name: shape.name, message: shape.message } });
+        send({
+          id: raw.id,
+          ok: false,
+          error: { code: shape.code, name: shape.name, message: shape.message, details: shape.details },
+        });
       },
     );
   });

@@ -93,7 +93,11 @@ export type IpcEvent =
 
 export type IpcResponse =
   | { id: number; ok: true; value: unknown }
-  | { id: number; ok: false; error: { code: string; name: string; message: string } };
+  | {
+      id: number;
+      ok: false;
+      error: { code: string; name: string; message: string; details?: Record<string, unknown> | undefined };
+    };
 
 export interface LoadResult {
   ops: number;

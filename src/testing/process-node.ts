@@ -11,6 +11,8 @@ export class IpcCallError extends Error {
   constructor(
     readonly code: string,
     message: string,
+    /** The error's details as the node raised it (e.g. `maybeApplied`, `retryAfterMs`). */
+    readonly details: Record<string, unknown> = {},
   ) {
     super(message);
     this.name = 'IpcCallError';
@@ -86,7 +88,7 @@ export class ProcessNode {
         if (!pending) return;
         this.pending.delete(message.id);
         if (message.ok) pending.resolve(message.value);
-        else pending.reject(new IpcCallError(message.error.code, message.error.message));
+        else pending.reject(new IpcCallError(message.error.code, message.error.message, message.error.details));
       }
     });
     await new Promise<void>((resolve, reject) => {

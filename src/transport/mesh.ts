@@ -26,8 +26,10 @@ export interface MeshOptions {
   maxFrameBytes?: number;
   /** Time for connect + handshake before the socket is dropped. Default 2000. */
   handshakeTimeoutMs?: number;
-  /** Ping period. A peer from which nothing arrived for 3 periods is closed. Default 1000. */
+  /** Ping period. Default 1000. */
   pingIntervalMs?: number;
+  /** A connection on which nothing arrived for this long is closed as silent. Default 3 ping periods. */
+  silentAfterMs?: number;
   /** Per-connection write backlog above which `send` returns false and `request` fails fast. Default 64 MiB. */
   maxQueuedBytes?: number;
   /** Unauthenticated inbound connections allowed at once; more are dropped on accept. Default 128. */
@@ -92,6 +94,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly ctx: ConnectionContext;
   private readonly logger: TransportLogger;
   private readonly pingIntervalMs: number;
+  private readonly silentAfterMs: number;
+  /** When the last bytes arrived from each peer, kept after its connection closed (see lastHeardAt). */
+  private readonly heard = new Map<string, number>();
   private readonly maxPendingHandshakes: number;
   private readonly backoff: BackoffPolicy;
   private readonly hooks: ConnectionHooks;
@@ -135,6 +140,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.port = opts.port;
     this.logger = opts.logger ?? silentLogger;
     this.pingIntervalMs = checkPositive('pingIntervalMs', opts.pingIntervalMs, DEFAULT_PING_INTERVAL_MS);
+    this.silentAfterMs = checkPositive('silentAfterMs', opts.silentAfterMs, this.pingIntervalMs * SILENT_INTERVALS);
     this.maxPendingHandshakes = checkPositive(
       'maxPendingHandshakes',
       opts.maxPendingHandshakes,
@@ -339,6 +345,17 @@ export class Mesh extends EventEmitter<MeshEvents> {
     return this.open.has(peer);
   }
 
+  /**
+   * performance.now() of the last bytes received from `peer`, on its open connection or on the
+   * last one it had; null if it never connected. (Membership uses it to tell how long a peer
+   * has been unreachable.)
+   */
+  lastHeardAt(peer: string): number | null {
+    const conn = this.open.get(peer);
+    if (conn !== undefined) return conn.lastReceivedAt;
+    return this.heard.get(peer) ?? null;
+  }
+
   /** Peers with an open, authenticated connection. */
   connectedPeers(): PeerId[] {
     return [...this.open.values()].map((c) => ({ ...c.peer! }));
@@ -365,9 +382,10 @@ export class Mesh extends EventEmitter<MeshEvents> {
     }
     this.waiting.clear();
     const conns = [...this.open.values(), ...this.handshaking];
-    const stopped = () => new Stopped('peer transport closed');
     for (const conn of conns) {
-      conn.close('mesh closed', { graceful: conn.state === 'open', requestError: stopped });
+      // Requests already written may have been acted on: their callers are told so (the
+      // default error, PeerUnreachable with maybeDelivered), never a plain "stopped".
+      conn.close('mesh closed', { graceful: conn.state === 'open' });
     }
     this.slots.clear();
     const server = this.server;
@@ -533,6 +551,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
       if (redial !== undefined && performance.now() - conn.openedAt >= STABLE_CONNECTION_MS) redial.attempt = 0;
       if (this.open.get(peer.name) === conn) {
         this.open.delete(peer.name);
+        this.heard.set(peer.name, conn.lastReceivedAt);
         this.logger.info({ peer, reason }, 'peer disconnected');
         this.emitSafely('peer-down', { ...peer }, reason);
       }
@@ -606,6 +625,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     conn.peerLeaving = true;
     if (this.open.get(peer.name) === conn) {
       this.open.delete(peer.name);
+      this.heard.set(peer.name, conn.lastReceivedAt);
       this.logger.info({ peer }, 'peer is leaving');
       this.emitSafely('peer-down', { ...peer }, 'peer is leaving');
     }
@@ -655,7 +675,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.lastTickAt = t;
     for (const conn of this.open.values()) {
       const silentFor = t - conn.lastReceivedAt;
-      if (!stalled && silentFor > interval * SILENT_INTERVALS) {
+      if (!stalled && silentFor > this.silentAfterMs) {
         conn.fail(`peer silent for ${Math.round(silentFor)} ms`);
       } else {
         conn.ping();

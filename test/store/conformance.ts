@@ -91,7 +91,7 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
         await store.migrate();
         const other = await open();
         await other.migrate();
-        expect(await target.migrationVersions(location)).toEqual([1, 2]);
+        expect(await target.migrationVersions(location)).toEqual([1, 2, 3]);
         await store.initShards(4);
         expect(await other.listShards()).toHaveLength(4);
       });
@@ -135,8 +135,12 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
             httpAddress: 'http://10.0.0.1:8080',
             status: 'alive',
             leaseExpiresAt: result.leaseExpiresAt,
+            evictedBy: null,
+            evictedAt: null,
           },
         ]);
+        expect(list.suspicions).toEqual([]);
+        expect(Number.isSafeInteger(list.version)).toBe(true);
       });
 
       it('refuses a name whose lease is live, reporting the live holder', async () => {
@@ -190,19 +194,19 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
         const reg = await store.registerNode(node('n1', 2_000));
         await sleep(20);
         const before = await store.now();
-        const expiry = await store.renewLease('n1', reg.incarnation, 10_000);
+        const renewed = await store.renewLease('n1', reg.incarnation, 10_000);
         const after = await store.now();
-        expect(expiry).not.toBeNull();
-        expect(expiry!).toBeGreaterThanOrEqual(before + 10_000);
-        expect(expiry!).toBeLessThanOrEqual(after + 10_000);
-        expect((await store.listNodes()).nodes[0]?.leaseExpiresAt).toBe(expiry);
+        if (!renewed.ok) throw new Error(`renewal refused: ${renewed.reason}`);
+        expect(renewed.leaseExpiresAt).toBeGreaterThanOrEqual(before + 10_000);
+        expect(renewed.leaseExpiresAt).toBeLessThanOrEqual(after + 10_000);
+        expect((await store.listNodes()).nodes[0]?.leaseExpiresAt).toBe(renewed.leaseExpiresAt);
       });
 
       it('refuses to renew an expired lease, even when nobody took the name', async () => {
         const store = await open();
         const reg = await store.registerNode(node('n1', SHORT_TTL));
         await untilStoreTime(store, reg.leaseExpiresAt);
-        expect(await store.renewLease('n1', reg.incarnation, LONG_TTL)).toBeNull();
+        expect(await store.renewLease('n1', reg.incarnation, LONG_TTL)).toEqual({ ok: false, reason: 'expired' });
         expect((await store.listNodes()).nodes[0]?.leaseExpiresAt).toBe(reg.leaseExpiresAt);
       });
 
@@ -212,19 +216,20 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
         await untilStoreTime(store, old.leaseExpiresAt);
         const fresh = await store.registerNode(node('n1'));
         expect(fresh.ok).toBe(true);
-        expect(await store.renewLease('n1', old.incarnation, LONG_TTL)).toBeNull();
-        expect(await store.renewLease('nobody', fresh.incarnation, LONG_TTL)).toBeNull();
-        expect(await store.renewLease('n1', fresh.incarnation, LONG_TTL)).not.toBeNull();
+        expect(await store.renewLease('n1', old.incarnation, LONG_TTL)).toEqual({ ok: false, reason: 'gone' });
+        expect(await store.renewLease('nobody', fresh.incarnation, LONG_TTL)).toEqual({ ok: false, reason: 'gone' });
+        expect((await store.renewLease('n1', fresh.incarnation, LONG_TTL)).ok).toBe(true);
         await store.removeNode('n1', fresh.incarnation);
-        expect(await store.renewLease('n1', fresh.incarnation, LONG_TTL)).toBeNull();
+        expect(await store.renewLease('n1', fresh.incarnation, LONG_TTL)).toEqual({ ok: false, reason: 'gone' });
       });
 
       it('sets the status of the matching incarnation only; re-registration resets it', async () => {
         const store = await open();
         const reg = await store.registerNode(node('n1', SHORT_TTL));
-        expect(await store.setNodeStatus('n1', reg.incarnation + 1, 'leaving')).toBe(false);
-        expect(await store.setNodeStatus('nobody', reg.incarnation, 'leaving')).toBe(false);
-        expect(await store.setNodeStatus('n1', reg.incarnation, 'leaving')).toBe(true);
+        expect(await store.setNodeStatus('n1', reg.incarnation + 1, 'leaving', ['alive'])).toBe(false);
+        expect(await store.setNodeStatus('nobody', reg.incarnation, 'leaving', ['alive'])).toBe(false);
+        expect(await store.setNodeStatus('n1', reg.incarnation, 'leaving', ['joining'])).toBe(false);
+        expect(await store.setNodeStatus('n1', reg.incarnation, 'leaving', ['alive'])).toBe(true);
         expect((await store.listNodes()).nodes[0]?.status).toBe('leaving');
         await untilStoreTime(store, reg.leaseExpiresAt);
         await store.registerNode(node('n1'));
@@ -269,6 +274,183 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
         expect(await store.pruneNodes(0)).toBe(1);
         expect((await store.listNodes()).nodes.map((n) => n.name)).toEqual(['live']);
         expect(await store.pruneNodes(0)).toBe(0);
+      });
+    });
+
+    describe('membership under partial failure', () => {
+      /** Register `name` as an alive member with a long lease. */
+      async function member(store: Store, name: string, ttlMs = LONG_TTL): Promise<number> {
+        return registered(store, name, ttlMs);
+      }
+
+      it('registers joining; only a live joining row becomes alive, and evicted never changes', async () => {
+        const store = await open();
+        const reg = await store.registerNode({ ...node('j'), status: 'joining' });
+        expect((await store.listNodes()).nodes[0]?.status).toBe('joining');
+        const v0 = (await store.listNodes()).version;
+        expect(await store.setNodeStatus('j', reg.incarnation, 'alive', ['joining'])).toBe(true);
+        expect((await store.listNodes()).nodes[0]?.status).toBe('alive');
+        expect((await store.listNodes()).version).toBeGreaterThan(v0);
+        expect(await store.setNodeStatus('j', reg.incarnation, 'alive', ['joining'])).toBe(false);
+        // An expired joining row cannot become alive.
+        const late = await store.registerNode({ ...node('late', SHORT_TTL), status: 'joining' });
+        await untilStoreTime(store, late.leaseExpiresAt);
+        expect(await store.setNodeStatus('late', late.incarnation, 'alive', ['joining'])).toBe(false);
+      });
+
+      it('records, refreshes and withdraws a reporter’s suspicions; only a live member may hold any', async () => {
+        const store = await open();
+        const a = await member(store, 'a');
+        const b = await member(store, 'b');
+        const c = await member(store, 'c');
+        const v0 = (await store.listNodes()).version;
+        const first = await store.reportSuspicions('a', a, [{ name: 'b', incarnation: b }]);
+        expect(first.suspicions).toMatchObject([
+          { reporter: 'a', reporterIncarnation: a, suspect: 'b', suspectIncarnation: b },
+        ]);
+        expect(first.version).toBe(v0 + 1);
+        const since = first.suspicions[0]!.since;
+        await sleep(20);
+        // The same set again: refreshed, not re-recorded, and the version does not move.
+        const again = await store.reportSuspicions('a', a, [{ name: 'b', incarnation: b }]);
+        expect(again.version).toBe(first.version);
+        expect(again.suspicions[0]!.since).toBe(since);
+        expect(again.suspicions[0]!.refreshedAt).toBeGreaterThan(since);
+        // Replaced by another set.
+        const other = await store.reportSuspicions('a', a, [{ name: 'c', incarnation: c }]);
+        expect(other.suspicions.map((x) => x.suspect)).toEqual(['c']);
+        expect(other.version).toBe(first.version + 1);
+        // Withdrawn.
+        expect((await store.reportSuspicions('a', a, [])).suspicions).toEqual([]);
+        // A stale incarnation or a joining reporter records nothing.
+        expect((await store.reportSuspicions('a', a - 1, [{ name: 'b', incarnation: b }])).suspicions).toEqual([]);
+        const j = await store.registerNode({ ...node('j'), status: 'joining' });
+        expect((await store.reportSuspicions('j', j.incarnation, [{ name: 'b', incarnation: b }])).suspicions).toEqual(
+          [],
+        );
+      });
+
+      it('evicts by compare-and-set on the membership version; the suspect can no longer renew', async () => {
+        const store = await open();
+        const a = await member(store, 'a');
+        const b = await member(store, 'b');
+        const view = await store.reportSuspicions('a', a, [{ name: 'b', incarnation: b }]);
+        const request = {
+          suspect: 'b',
+          suspectIncarnation: b,
+          by: 'a',
+          byIncarnation: a,
+          reporters: ['a'],
+          expectedVersion: view.version,
+        };
+        // A decision made on an older version is refused.
+        expect(await store.evictMember({ ...request, expectedVersion: view.version - 1 })).toBe(false);
+        // The decider must itself be a live member; the suspect must be the named incarnation.
+        expect(await store.evictMember({ ...request, byIncarnation: a + 1 })).toBe(false);
+        expect(await store.evictMember({ ...request, suspectIncarnation: b + 1 })).toBe(false);
+        expect(await store.evictMember(request)).toBe(true);
+        // Exactly once: the version moved.
+        expect(await store.evictMember(request)).toBe(false);
+
+        const after = await store.listNodes();
+        const row = after.nodes.find((n) => n.name === 'b')!;
+        expect(row.status).toBe('evicted');
+        expect(row.evictedBy).toEqual(['a']);
+        expect(row.evictedAt).toBeGreaterThan(0);
+        expect(row.leaseExpiresAt).toBeGreaterThan(after.now); // the lease is left to run
+        expect(after.suspicions).toEqual([]);
+        expect(await store.renewLease('b', b, LONG_TTL)).toEqual({ ok: false, reason: 'evicted' });
+        expect(await store.setNodeStatus('b', b, 'leaving', ['alive', 'joining'])).toBe(false);
+      });
+
+      it('an evicted owner’s shards stay claimed until it acknowledges; then they are free at once', async () => {
+        const store = await open();
+        await store.initShards(1);
+        const a = await member(store, 'a');
+        const b = await member(store, 'b');
+        expect(await store.claimShard(0, 0, 'b', b)).toBe(1);
+        const view = await store.reportSuspicions('a', a, [{ name: 'b', incarnation: b }]);
+        expect(
+          await store.evictMember({
+            suspect: 'b',
+            suspectIncarnation: b,
+            by: 'a',
+            byIncarnation: a,
+            reporters: ['a'],
+            expectedVersion: view.version,
+          }),
+        ).toBe(true);
+        // Evicted but possibly still serving until it learns: nobody may claim yet.
+        expect(await store.claimShard(0, 1, 'a', a)).toBeNull();
+        // An evicted member cannot claim anything either.
+        await store.initShards(1);
+        expect(await store.acknowledgeEviction('a', a)).toBe(false); // not evicted
+        expect(await store.acknowledgeEviction('b', b)).toBe(true);
+        expect(await store.acknowledgeEviction('b', b)).toBe(false);
+        expect(await store.claimShard(0, 1, 'a', a)).toBe(2);
+        // The name can register again at once, as joining, and shows its eviction until alive.
+        const again = await store.registerNode({ ...node('b'), status: 'joining' });
+        expect(again.ok).toBe(true);
+        const row = (await store.listNodes()).nodes.find((n) => n.name === 'b')!;
+        expect(row).toMatchObject({ status: 'joining', evictedBy: ['a'] });
+        expect(await store.setNodeStatus('b', again.incarnation, 'alive', ['joining'])).toBe(true);
+        expect((await store.listNodes()).nodes.find((n) => n.name === 'b')).toMatchObject({
+          status: 'alive',
+          evictedBy: null,
+          evictedAt: null,
+        });
+      });
+
+      it('only an alive member with a live lease may claim a shard', async () => {
+        const store = await open();
+        await store.initShards(2);
+        const j = await store.registerNode({ ...node('j'), status: 'joining' });
+        expect(await store.claimShard(0, 0, 'j', j.incarnation)).toBeNull();
+        const l = await member(store, 'l');
+        expect(await store.setNodeStatus('l', l, 'leaving', ['alive'])).toBe(true);
+        expect(await store.claimShard(0, 0, 'l', l)).toBeNull();
+        expect(await store.claimShard(0, 0, 'nobody', 1)).toBeNull();
+        const a = await member(store, 'a');
+        expect(await store.claimShard(0, 0, 'a', a)).toBe(1);
+      });
+
+      it('concurrent evictions of each other: exactly one applies', { timeout: 30_000 }, async () => {
+        const stores = [await open(), await open()];
+        for (let round = 0; round < 10; round++) {
+          const a = await member(stores[0]!, `a${round}`);
+          const b = await member(stores[0]!, `b${round}`);
+          await stores[0]!.reportSuspicions(`a${round}`, a, [{ name: `b${round}`, incarnation: b }]);
+          const view = await stores[1]!.reportSuspicions(`b${round}`, b, [{ name: `a${round}`, incarnation: a }]);
+          const results = await Promise.all([
+            stores[0]!.evictMember({
+              suspect: `b${round}`,
+              suspectIncarnation: b,
+              by: `a${round}`,
+              byIncarnation: a,
+              reporters: [`a${round}`],
+              expectedVersion: view.version,
+            }),
+            stores[1]!.evictMember({
+              suspect: `a${round}`,
+              suspectIncarnation: a,
+              by: `b${round}`,
+              byIncarnation: b,
+              reporters: [`b${round}`],
+              expectedVersion: view.version,
+            }),
+          ]);
+          expect(results.filter(Boolean)).toHaveLength(1);
+        }
+      });
+
+      it('removal and pruning take the suspicions of the departed along', async () => {
+        const store = await open();
+        const a = await member(store, 'a');
+        const b = await member(store, 'b');
+        await store.reportSuspicions('a', a, [{ name: 'b', incarnation: b }]);
+        await store.reportSuspicions('b', b, [{ name: 'a', incarnation: a }]);
+        await store.removeNode('b', b);
+        expect((await store.listNodes()).suspicions).toEqual([]);
       });
     });
 
@@ -351,8 +533,7 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
         const aReg = await store.registerNode(node('a', 400));
         const b = await registered(store, 'b');
         expect(await store.claimShard(0, 0, 'a', aReg.incarnation)).toBe(1);
-        const expiry = await store.renewLease('a', aReg.incarnation, LONG_TTL);
-        expect(expiry).not.toBeNull();
+        expect((await store.renewLease('a', aReg.incarnation, LONG_TTL)).ok).toBe(true);
         await untilStoreTime(store, aReg.leaseExpiresAt + 50);
         expect(await store.claimShard(0, 1, 'b', b)).toBeNull();
       });
@@ -776,7 +957,7 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
           return store;
         });
         await Promise.all(stores.map((s) => s.migrate()));
-        expect(await target.migrationVersions(location)).toEqual([1, 2]);
+        expect(await target.migrationVersions(location)).toEqual([1, 2, 3]);
         await Promise.all(stores.map((s) => s.initShards(4)));
         expect(await stores[2]!.listShards()).toHaveLength(4);
       });

@@ -126,7 +126,7 @@ describe('PostgresStore specifics', () => {
       const renewal = store.renewLease('a', a.incarnation, 30_000);
       while ((await store.now()) <= a.leaseExpiresAt) await new Promise((r) => setTimeout(r, 20));
       await reserved`COMMIT`;
-      expect(await renewal).toBeNull();
+      expect(await renewal).toEqual({ ok: false, reason: 'expired' });
     } finally {
       reserved.release();
     }
@@ -188,6 +188,7 @@ describe('PostgresStore specifics', () => {
       'concord_migrations',
       'concord_nodes',
       'concord_shards',
+      'concord_suspicions',
     ]);
   });
 

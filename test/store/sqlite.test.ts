@@ -247,7 +247,7 @@ describe('SqliteStore specifics', () => {
       expect(wins).toBeGreaterThanOrEqual(ROUNDS);
 
       const raw = rawConnection(path);
-      expect(raw.prepare('SELECT version FROM concord_migrations').pluck().all()).toEqual([1, 2]);
+      expect(raw.prepare('SELECT version FROM concord_migrations').pluck().all()).toEqual([1, 2, 3]);
       expect(raw.prepare("SELECT version, state FROM concord_entities WHERE id = 'shared'").get()).toEqual({
         version: wins,
         state: String(wins),

@@ -75,34 +75,46 @@ function idOwnedBy(map: (string | null)[], owner: string, prefix: string): strin
 describe.each(backends)('LocalCluster harness (%s)', (backend: Backend) => {
   const run = Math.random().toString(36).slice(2, 8);
 
-  it('netsplit: partition n3 away, write through n1, heal, n3 sees the write; no write lands on both sides', async () => {
+  it('netsplit: n3 partitioned away is evicted, its entities move to n1/n2 with every acknowledged write; after heal all agree', async () => {
     const c = await start(backend);
     const [n1, , n3] = c.nodes as [ClusterNode, ClusterNode, ClusterNode];
     const map = await shardMap(n1);
     const onMajority = idOwnedBy(map, 'n1', `split-a-${run}`);
     const onN3 = idOwnedBy(map, 'n3', `split-b-${run}`);
+    expect((await n3.put<Entity>(`/entities/${onN3}`, { state: 'working' })).body.version).toBe(1);
 
     await c.partition(['n3'], ['n1', 'n2']);
     const write = await n1.put<Entity>(`/entities/${onMajority}`, { state: 'working' });
     expect(write.status).toBe(200);
     expect(write.body).toEqual({ id: onMajority, state: 'working', version: 1 });
 
-    // n3 still holds its lease through the store, so it alone serves its own entities: n1
-    // cannot reach the owner and answers 503 rather than starting a second copy.
-    const blocked = await n1.put<Entity>(`/entities/${onN3}`, { state: 'finalized' });
-    expect(blocked.status).toBe(503);
-    expect(blocked.headers.get('retry-after')).toBe('1');
-    const local = await n3.put<Entity>(`/entities/${onN3}`, { state: 'working' });
-    expect(local.body).toEqual({ id: onN3, state: 'working', version: 1 });
+    // n1 and n2 cannot reach n3; n3 cannot reach either: the store evicts n3, which stops
+    // serving, and n3's entities are taken over — no second copy ever serves at the same time.
+    await c.eventually(
+      async () => {
+        const { body } = await n1.get<ClusterBody>('/cluster');
+        expect(body.members.find((m) => m.name === 'n3')?.status).toBe('evicted');
+        expect(body.shards.map.every((owner) => owner === 'n1' || owner === 'n2')).toBe(true);
+      },
+      { timeout: 10_000 },
+    );
+    expect((await n3.get('/readyz')).status).toBe(503);
+    const evictedRead = await n3.get<{ code?: string; maybeApplied?: boolean }>(`/entities/${onN3}`);
+    expect(evictedRead.status).toBe(503);
+    expect(evictedRead.body).toMatchObject({ code: 'UNAVAILABLE', maybeApplied: false });
+    // The survivors serve it, starting from what n3 acknowledged.
+    const moved = await n1.put<Entity>(`/entities/${onN3}`, { state: 'finalized' }, { 'if-match': '"1"' });
+    expect(moved.body).toEqual({ id: onN3, state: 'finalized', version: 2 });
 
     await c.heal();
+    await c.eventually(async () => expect((await n3.get('/readyz')).status).toBe(200), { timeout: 10_000 });
     await c.eventually(async () => {
       const read = await n3.get<Entity>(`/entities/${onMajority}`);
       expect(read.body).toEqual({ id: onMajority, state: 'working', version: 1 });
     });
-    // Exactly one history per entity: the refused write never happened anywhere.
+    // Exactly one history per entity, whichever node is asked.
     for (const node of c.nodes) {
-      expect((await node.get<Entity>(`/entities/${onN3}`)).body).toEqual({ id: onN3, state: 'working', version: 1 });
+      expect((await node.get<Entity>(`/entities/${onN3}`)).body).toEqual({ id: onN3, state: 'finalized', version: 2 });
     }
   });
 
