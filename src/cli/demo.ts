@@ -14,6 +14,9 @@ import { portIsFree } from './ports.js';
  * SIGKILL after a timeout). Children run in their own process group (Ctrl-C reaches only
  * this parent, which stops them in order) and watch their IPC channel to this process:
  * if the parent dies, even by SIGKILL, the channel closes and they stop by themselves.
+ *
+ * The cluster secret is CONCORD_SECRET when set (a short one is accepted, with a warning),
+ * else one the demo generated for this store earlier, else a new one (see demoSecret).
  */
 
 export interface DemoOptions {
