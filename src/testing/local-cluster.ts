@@ -46,7 +46,7 @@ export interface LocalClusterOptions {
   entities?: string | string[];
   /** How long to wait for every node to be ready. Default 30 s. */
   startTimeoutMs?: number;
-  /** Cluster secret; default random. */
+  /** Cluster secret (at least 16 bytes); default a random one. */
   secret?: string;
   /** Print the nodes' logs to this process's stderr. */
   verbose?: boolean;
