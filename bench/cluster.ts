@@ -21,7 +21,7 @@ export function nodeConfig(options: ClusterOptions, name: string): BenchNodeConf
     name,
     system: options.system,
     store: options.store,
-    secret: 'concord-bench',
+    secret: 'concord-bench-secret',
     durability: options.durability,
     httpPort: options.http ? 0 : null,
     maxActiveEntities: options.maxActiveEntities,

@@ -35,7 +35,7 @@ function freshStore(): string {
 }
 
 function config(store: string, name: string): IpcNodeConfig {
-  return { name, store, secret: 'bench', faultInjection: false };
+  return { name, store, secret: 'concord-bench-secret', faultInjection: false };
 }
 
 async function cluster(store: string, names: string[]): Promise<ProcessNode[]> {

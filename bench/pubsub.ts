@@ -33,7 +33,13 @@ function freshStore(): string {
 
 async function cluster(leaseTtlMs?: number): Promise<[ProcessNode, ProcessNode]> {
   const store = freshStore();
-  const config = (name: string): IpcNodeConfig => ({ name, store, secret: 'bench', faultInjection: true, leaseTtlMs });
+  const config = (name: string): IpcNodeConfig => ({
+    name,
+    store,
+    secret: 'concord-bench-secret',
+    faultInjection: true,
+    leaseTtlMs,
+  });
   const n1 = new ProcessNode(config('n1'));
   await n1.start();
   const n2 = new ProcessNode(config('n2'));

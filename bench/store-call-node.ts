@@ -121,6 +121,9 @@ export class StoreCallNode {
   introspection(): NodeIntrospection {
     return {
       ownership: 'none',
+      clusterId: null,
+      peerHandshakeFailures: () => 0,
+      refusedJoins: async () => ({ now: Date.now(), joins: [] }),
       counters: () => ({
         activations: 0,
         passivations: 0,

@@ -5,6 +5,8 @@
  * to it; state is served from memory and written through to the store under a fencing
  * epoch, so a stale owner can never overwrite anything.
  */
+
+export { MIN_SECRET_BYTES, type RefusedJoin } from './cluster/secret-check.js';
 export {
   type AnyEntityDefinition,
   type CallOptions,
@@ -27,10 +29,12 @@ export {
   HandlerError,
   isDomainError,
   NameInUse,
+  SecretMismatch,
   Stopped,
   StoreUnavailable,
   Timeout,
   Unavailable,
+  WeakSecret,
   WrongExpectedVersion,
 } from './errors.js';
 export * from './events/index.js';

@@ -56,7 +56,12 @@ export function registerCheckCommand(program: Command): void {
     .command('check')
     .description('run a consistency check against a cluster under injected faults and print a verdict')
     .addOption(new Option('--nodes <n>', 'nodes of the local cluster').argParser(parsePositiveInt).default(3))
-    .addOption(new Option('--store <url>', 'store of the local cluster (default: a fresh SQLite file)'))
+    .addOption(
+      new Option(
+        '--store <url>',
+        "store of the local cluster (default: a fresh SQLite file; a store used before needs its cluster's CONCORD_SECRET)",
+      ),
+    )
     .addOption(new Option('--seconds <s>', 'length of the workload').argParser(parsePositiveInt).default(60))
     .addOption(
       new Option('--faults <list>', `comma-separated: ${FAULT_KINDS.join(', ')}, or none`)
@@ -109,6 +114,8 @@ export function registerCheckCommand(program: Command): void {
           clients: flags.clients,
           urls: flags.urls,
           nodeArgs,
+          // A store used before remembers its cluster's secret: reuse it from the environment.
+          secret: process.env['CONCORD_SECRET'] || undefined,
           reportDir,
           opTimeoutMs: flags.opTimeout,
           log: (line) => process.stdout.write(`${line}\n`),

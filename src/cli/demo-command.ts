@@ -24,6 +24,10 @@ export function registerDemoCommand(program: Command): void {
         .default(4001),
     )
     .addOption(ownershipOption())
+    .addHelpText(
+      'after',
+      `\nEnvironment: CONCORD_SECRET (optional) is the nodes' cluster secret; a short one is accepted here, with a warning. Without it the demo generates a strong secret and keeps it next to the store (PATH.secret for sqlite:PATH), so that later demos on the same store reuse it.`,
+    )
     .action(async (flags: DemoFlags, command: Command) => {
       if (flags.nodes > 16) command.error('error: --nodes: at most 16 in a local demo');
       if (flags.basePort + flags.nodes - 1 > 65535) command.error('error: --base-port: the ports would pass 65535');

@@ -1,7 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isWeakSecret, MIN_SECRET_BYTES } from '../cluster/secret-check.js';
 import { generateSecret } from '../runtime/node.js';
-import { type OwnershipMode, redactUrl } from './options.js';
+import { DEMO_WEAK_SECRET_ENV, type OwnershipMode, redactUrl } from './options.js';
 import { portIsFree } from './ports.js';
 
 /**
@@ -10,6 +14,9 @@ import { portIsFree } from './ports.js';
  * SIGKILL after a timeout). Children run in their own process group (Ctrl-C reaches only
  * this parent, which stops them in order) and watch their IPC channel to this process:
  * if the parent dies, even by SIGKILL, the channel closes and they stop by themselves.
+ *
+ * The cluster secret is CONCORD_SECRET when set (a short one is accepted, with a warning),
+ * else one the demo generated for this store earlier, else a new one (see demoSecret).
  */
 
 export interface DemoOptions {
@@ -47,7 +54,19 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     return 1;
   }
 
-  const secret = generateSecret();
+  let secret: DemoSecret;
+  try {
+    secret = await demoSecret(options);
+  } catch (error) {
+    process.stderr.write(`concord demo: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
+  if (secret.weak) {
+    process.stderr.write(
+      `concord demo: warning: CONCORD_SECRET is shorter than ${MIN_SECRET_BYTES} bytes. The demo's nodes accept it, ` +
+        `but \`concord node\` refuses it; make a strong one with: openssl rand -hex 24\n`,
+    );
+  }
   const children = ports.map((port, i) => spawnChild(`node-${i + 1}`, port, secret, options));
   let stopping: Promise<number> | null = null;
   let stopRequested!: () => void;
@@ -83,7 +102,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     return 1;
   }
 
-  printBanner(children, options);
+  printBanner(children, options, secret);
   // A child that dies on its own takes the demo down: a partial demo would mislead.
   const died = Promise.race(children.map((c) => c.exited.then(() => c)));
   const outcome = await Promise.race([died, stopSignal]);
@@ -93,13 +112,49 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   return 1;
 }
 
-function spawnChild(name: string, port: number, secret: string, options: DemoOptions): Child {
+interface DemoSecret {
+  secret: string;
+  /** Shorter than MIN_SECRET_BYTES (only a secret the user gave can be). */
+  weak: boolean;
+  /** Where a generated secret is kept, for later demos on the same store; null when the user gave it. */
+  file: string | null;
+}
+
+/**
+ * The demo's cluster secret: CONCORD_SECRET when the user set it (even a short one), else the
+ * one a demo generated earlier for this store (the store remembers its cluster's secret, so a
+ * new one would be refused), else a new strong one, kept in a file readable by the user only:
+ * next to a SQLite store (`PATH.secret`), or under ./.concord/ for another store.
+ */
+async function demoSecret(options: DemoOptions): Promise<DemoSecret> {
+  if (options.ownership === 'none') return { secret: generateSecret(), weak: false, file: null }; // nothing shared
+  const given = process.env['CONCORD_SECRET'];
+  if (given) return { secret: given, weak: isWeakSecret(given), file: null };
+  const file = options.store.startsWith('sqlite:')
+    ? `${resolve(options.store.slice('sqlite:'.length))}.secret`
+    : resolve('.concord', `demo-${createHash('sha256').update(options.store).digest('hex').slice(0, 16)}.secret`);
+  try {
+    await mkdir(dirname(file), { recursive: true });
+    await writeFile(file, `${generateSecret()}\n`, { flag: 'wx', mode: 0o600 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+      throw new Error(`could not keep the demo's secret in ${file}: ${(error as Error).message}`);
+    }
+  }
+  const secret = (await readFile(file, 'utf8')).trim();
+  if (secret === '') throw new Error(`${file} is empty; delete it to have a new secret generated`);
+  return { secret, weak: isWeakSecret(secret), file };
+}
+
+function spawnChild(name: string, port: number, secret: DemoSecret, options: DemoOptions): Child {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const key of NODE_SPECIFIC_ENV) delete env[key];
+  delete env[DEMO_WEAK_SECRET_ENV];
   Object.assign(env, {
-    CONCORD_SECRET: secret,
+    CONCORD_SECRET: secret.secret,
     CONCORD_EXIT_WITH_PARENT: '1',
     CONCORD_LOG_LEVEL: process.env['CONCORD_LOG_LEVEL'] ?? 'warn',
+    ...(secret.weak ? { [DEMO_WEAK_SECRET_ENV]: '1' } : {}),
   });
   const args = [CLI_PATH, 'node', '--name', name, '--http-port', String(port), '--host', HOST];
   args.push('--store', options.store, '--ownership', options.ownership, '--cluster-port', '0');
@@ -161,11 +216,16 @@ async function isReady(url: string): Promise<boolean> {
   }
 }
 
-function printBanner(children: Child[], options: DemoOptions): void {
+function printBanner(children: Child[], options: DemoOptions, secret: DemoSecret): void {
   const first = children[0]!;
   const lines = [
     `concord demo: ${children.length} nodes ready (store ${options.ownership === 'none' ? 'none: ownership none, nodes will DISAGREE' : redactUrl(options.store)})`,
     ...children.map((c) => `  ${c.name}  ${c.url}  (pid ${c.process.pid})`),
+    ...(options.ownership === 'single' && secret.file !== null
+      ? [
+          `cluster secret: kept in ${relativeToCwd(secret.file)} (CONCORD_SECRET=$(cat ${relativeToCwd(secret.file)}) to add a node)`,
+        ]
+      : []),
     `dashboard: ${first.url}/`,
     'try:',
     `  curl ${first.url}/entities/entity_1`,
@@ -188,6 +248,11 @@ async function stopAll(children: Child[]): Promise<number> {
   const clean = codes.every((code) => code === 0);
   process.stdout.write(clean ? 'all nodes stopped.\n' : `nodes stopped (exit codes ${codes.join(', ')}).\n`);
   return clean ? 0 : 1;
+}
+
+function relativeToCwd(file: string): string {
+  const rel = relative(process.cwd(), file);
+  return rel.startsWith('..') || isAbsolute(rel) ? file : `./${rel}`;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -1,7 +1,9 @@
 import { type Command, Option } from 'commander';
+import { isWeakSecret, MIN_SECRET_BYTES } from '../cluster/secret-check.js';
 import type { Durability } from '../store/types.js';
 import {
   DEFAULT_STORE,
+  DEMO_WEAK_SECRET_ENV,
   type OwnershipMode,
   ownershipOption,
   parsePort,
@@ -89,13 +91,26 @@ export function registerNodeCommand(program: Command): void {
     )
     .addHelpText(
       'after',
-      '\nEnvironment: CONCORD_SECRET (required: the cluster secret, the same on every node; never a flag, so it stays out of `ps`).\nThe node is ready when GET /readyz answers 200; SIGTERM or SIGINT stops it gracefully (its entities move to the other nodes).',
+      '\nEnvironment: CONCORD_SECRET (required: the cluster secret, the same on every node, at least 16 bytes, e.g. `openssl rand -hex 24`; never a flag, so it stays out of `ps`).\nCONCORD_SECRET_PREVIOUS: the previous secret, only while rotating it (see the README).\nThe node is ready when GET /readyz answers 200; SIGTERM or SIGINT stops it gracefully (its entities move to the other nodes).',
     )
     .action(async (flags: NodeFlags, command: Command) => {
       const secret = process.env['CONCORD_SECRET'];
+      const previousSecret = process.env['CONCORD_SECRET_PREVIOUS'] || undefined;
+      const exitWithParent = process.env['CONCORD_EXIT_WITH_PARENT'] === '1';
+      // Only `concord demo` sets this, for its own children (they exit with the demo).
+      const allowWeakSecret = exitWithParent && process.env[DEMO_WEAK_SECRET_ENV] === '1';
       if (flags.ownership === 'single' && !secret) {
         command.error(
           'error: CONCORD_SECRET is not set. Every node of a cluster needs the same secret, e.g.\n  export CONCORD_SECRET=$(openssl rand -hex 24)',
+        );
+      }
+      if (flags.ownership === 'single' && secret && isWeakSecret(secret) && !allowWeakSecret) {
+        const bytes = Buffer.byteLength(secret, 'utf8');
+        command.error(
+          `error: CONCORD_SECRET is too short (${bytes} byte${bytes === 1 ? '' : 's'}; at least ${MIN_SECRET_BYTES} are required, ` +
+            'since anyone who can read the store could otherwise guess it offline). Make a strong one, the same on every node:\n' +
+            '  export CONCORD_SECRET=$(openssl rand -hex 24)\n' +
+            'To replace the secret of a running cluster, see "Rotating the secret" in the README.',
         );
       }
       const config: NodeRunConfig = {
@@ -106,12 +121,14 @@ export function registerNodeCommand(program: Command): void {
         advertiseHost: flags.advertiseHost,
         store: resolveStore(flags.store),
         secret: secret ?? '',
+        previousSecret,
+        allowWeakSecret,
         ownership: flags.ownership,
         callTimeoutMs: flags.callTimeout,
         leaseTtlMs: flags.leaseTtl,
         durability: flags.durability,
         appModules: flags.app.length > 0 ? flags.app : splitList(process.env['CONCORD_APPS']),
-        exitWithParent: process.env['CONCORD_EXIT_WITH_PARENT'] === '1',
+        exitWithParent,
       };
       await runNode(config);
     });

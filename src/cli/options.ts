@@ -7,6 +7,12 @@ import { InvalidArgumentError, Option } from 'commander';
  */
 
 export const DEFAULT_STORE = 'sqlite:./.concord/concord.db';
+
+/**
+ * Set by `concord demo` for its children, together with CONCORD_EXIT_WITH_PARENT: they accept
+ * a short CONCORD_SECRET that the user gave the demo (with a warning). Not for anything else.
+ */
+export const DEMO_WEAK_SECRET_ENV = 'CONCORD_DEMO_ALLOW_WEAK_SECRET';
 export const OWNERSHIP_MODES = ['single', 'none'] as const;
 export type OwnershipMode = (typeof OWNERSHIP_MODES)[number];
 

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { ConcordError } from '../errors.js';
 import type { AppContext, AppNode, ConcordApp } from '../http/app.js';
 import { introspectConcordNode, introspectNaiveNode, type NodeIntrospection } from '../http/introspection.js';
 import { createHttpServer, type HttpServer } from '../http/server.js';
@@ -26,6 +27,10 @@ export interface NodeRunConfig {
   advertiseHost: string | undefined;
   store: string;
   secret: string;
+  /** CONCORD_SECRET_PREVIOUS: the cluster's previous secret, during a rotation. */
+  previousSecret: string | undefined;
+  /** Accept a secret shorter than 16 bytes (only for `concord demo`'s children). */
+  allowWeakSecret: boolean;
   ownership: OwnershipMode;
   callTimeoutMs: number | undefined;
   leaseTtlMs: number | undefined;
@@ -74,7 +79,11 @@ export async function runNode(config: NodeRunConfig): Promise<void> {
   try {
     running = await start(config, logger);
   } catch (error) {
-    process.stderr.write(`concord node: ${config.name} could not start: ${messageOf(error)}\n`);
+    const recorded =
+      error instanceof ConcordError && error.code === 'SECRET_MISMATCH'
+        ? '\nThe refusal is recorded in the store: the running nodes list it under refusedJoins in GET /cluster.'
+        : '';
+    process.stderr.write(`concord node: ${config.name} could not start: ${messageOf(error)}${recorded}\n`);
     process.exit(1);
   }
   if (stopReason !== null) {
@@ -110,6 +119,8 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
       name: config.name,
       store: config.store,
       secret: config.secret,
+      previousSecret: config.previousSecret,
+      allowWeakSecret: config.allowWeakSecret,
       entities,
       host: config.host,
       clusterPort: config.clusterPort,

@@ -41,6 +41,7 @@ const PAGE = `<!doctype html>
 <body>
 <h1>concord <span id="self" class="muted"></span></h1>
 <div id="summary" class="muted">loading…</div>
+<div id="refused" class="warn"></div>
 <h2>Members</h2>
 <table><thead><tr><th>name</th><th>status</th><th>HTTP</th><th>cluster address</th><th>shards</th><th>lease</th></tr></thead>
 <tbody id="members"></tbody></table>
@@ -73,6 +74,9 @@ async function refresh() {
     $('summary').textContent = '';
     if (c.ownership === 'none') $('summary').appendChild(el('span', 'ownership: none — uncoordinated baseline, nodes do NOT agree', { class: 'warn' }));
     else $('summary').textContent = (c.ready ? 'ready' : 'NOT ready') + ' · lease ' + c.leaseRemainingMs + ' ms · ' + c.activeEntities + ' active entities here';
+    const refused = (c.refusedJoins || []).filter((j) => j.ageMs < 3600000);
+    $('refused').textContent = refused.length === 0 ? '' : refused.length + ' join' + (refused.length > 1 ? 's' : '') +
+      ' refused in the last hour because of the cluster secret: ' + refused.map((j) => j.name + '@' + j.host + ' (' + Math.round(j.ageMs / 1000) + ' s ago)').join(', ');
     const color = new Map(c.members.map((m, i) => [m.name, COLORS[i % COLORS.length]]));
     const rows = c.members.map((m) => {
       const tr = el('tr');

@@ -60,6 +60,16 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
     () => node.status().members.filter((m) => m.status === 'alive').length,
   );
 
+  new Gauge({
+    name: 'concord_refused_joins_last_hour',
+    help: 'Nodes refused in the last hour because their cluster secret is not the cluster’s (recorded in the store, so every node reports the whole cluster’s)',
+    registers: [registry],
+    async collect() {
+      const { now, joins } = await introspection.refusedJoins();
+      this.set(joins.filter((join) => now - join.at <= 3_600_000).length);
+    },
+  });
+
   // Counters mirror the node's monotonic stats: at scrape time, add what was counted since.
   const counter = (name: string, help: string, field: keyof RuntimeCounters) => {
     let seen = 0;
@@ -83,6 +93,17 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
   counter('concord_local_calls_total', 'Calls served by this node as owner', 'localCalls');
   counter('concord_remote_calls_total', 'Calls forwarded to the owning peer', 'remoteCalls');
   counter('concord_calls_served_for_peers_total', 'Calls this node served for other nodes', 'servedForPeers');
+  let handshakeFailuresSeen = 0;
+  new Counter({
+    name: 'concord_peer_handshake_failures_total',
+    help: 'Peer connections whose handshake failed on this node (wrong secret, bad frames, timeout, peer hung up)',
+    registers: [registry],
+    collect() {
+      const value = introspection.peerHandshakeFailures();
+      if (value > handshakeFailuresSeen) this.inc(value - handshakeFailuresSeen);
+      handshakeFailuresSeen = Math.max(handshakeFailuresSeen, value);
+    },
+  });
 
   http.get('/metrics', async (_request, reply) => {
     const text = await registry.metrics();

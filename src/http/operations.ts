@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { RefusedJoin } from '../cluster/secret-check.js';
 import type { ClusterStatus } from '../runtime/node.js';
 import type { AppNode } from './app.js';
 import { sendError } from './errors.js';
@@ -12,6 +13,8 @@ import type { NodeIntrospection, Ownership } from './introspection.js';
 export interface ClusterView {
   self: string;
   ownership: Ownership;
+  /** The cluster's random id, as recorded in the store (null for the baseline). */
+  clusterId: string | null;
   ready: boolean;
   incarnation: number | null;
   leaseRemainingMs: number;
@@ -27,13 +30,20 @@ export interface ClusterView {
     shards: number;
   }[];
   shards: ClusterStatus['shards'] & { map: (string | null)[] };
+  /**
+   * Nodes refused because their secret is not the cluster's (the last 20 recorded in the
+   * store, oldest first): `at` in ms on the store's clock, `ageMs` how long ago that was.
+   */
+  refusedJoins: (RefusedJoin & { ageMs: number })[];
 }
 
-export function clusterView(node: AppNode, introspection: NodeIntrospection): ClusterView {
+export async function clusterView(node: AppNode, introspection: NodeIntrospection): Promise<ClusterView> {
   const status = node.status();
+  const refused = await introspection.refusedJoins();
   return {
     self: status.self,
     ownership: introspection.ownership,
+    clusterId: introspection.clusterId,
     ready: status.ready,
     incarnation: status.incarnation,
     leaseRemainingMs: status.leaseRemainingMs,
@@ -49,6 +59,7 @@ export function clusterView(node: AppNode, introspection: NodeIntrospection): Cl
       shards: status.shards.owners[m.name] ?? 0,
     })),
     shards: { ...status.shards, map: introspection.shardOwners() },
+    refusedJoins: refused.joins.map((join) => ({ ...join, ageMs: Math.max(0, refused.now - join.at) })),
   };
 }
 

@@ -35,5 +35,8 @@ export function withStoreFaults(store: Store, faults: FaultSwitch): Store {
     readEvents: (stream, from, limit) => guard(() => store.readEvents(stream, from, limit)),
     streamVersion: (stream) => guard(() => store.streamVersion(stream)),
     readEventLog: (cursor, limit, prefix) => guard(() => store.readEventLog(cursor, limit, prefix)),
+    readMeta: (key) => guard(() => store.readMeta(key)),
+    insertMetaIfAbsent: (key, value) => guard(() => store.insertMetaIfAbsent(key, value)),
+    compareAndSetMeta: (key, expected, next) => guard(() => store.compareAndSetMeta(key, expected, next)),
   };
 }

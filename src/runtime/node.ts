@@ -3,6 +3,17 @@ import { hostname } from 'node:os';
 import { Lease } from '../cluster/lease.js';
 import { type MemberDisplayStatus, Membership } from '../cluster/membership.js';
 import { type CallRequest, Router } from '../cluster/router.js';
+import {
+  assertStrongSecret,
+  checkClusterSecret,
+  isWeakSecret,
+  MIN_SECRET_BYTES,
+  type RefusedJoin,
+  readRefusedJoins,
+  recordRefusedJoin,
+  SECRET_ADVICE,
+  type SecretCheckResult,
+} from '../cluster/secret-check.js';
 import { ShardManager } from '../cluster/shard-manager.js';
 import type {
   AnyEntityDefinition,
@@ -15,7 +26,7 @@ import type {
 } from '../entity/define.js';
 import { entityRef } from '../entity/define.js';
 import { EntityHost } from '../entity/host.js';
-import { ConcordError, Stopped } from '../errors.js';
+import { ConcordError, SecretMismatch, Stopped } from '../errors.js';
 import { EventStore } from '../events/event-store.js';
 import { createLogger, type Logger } from '../logger.js';
 import { ReplicatedMaps } from '../pubsub/maps.js';
@@ -42,8 +53,19 @@ export interface NodeOptions {
   store: string | Store;
   /** The entity kinds this node hosts. Every node of a cluster must define the same kinds. */
   entities: readonly AnyEntityDefinition[];
-  /** Cluster secret shared by all nodes; peers without it are refused. */
+  /**
+   * Cluster secret shared by all nodes, at least 16 bytes (UTF-8): peers without it are
+   * refused, and a node whose secret does not match the cluster's verifier in the store is
+   * refused before it joins (SecretMismatch). Shorter secrets throw WeakSecret.
+   */
   secret: string;
+  /**
+   * The cluster's previous secret, during a rotation only: this node also passes the store's
+   * check and authenticates peers with it. See the README ("Rotating the secret").
+   */
+  previousSecret?: string;
+  /** Accept a secret shorter than 16 bytes, with a warning. For throwaway local demos only. */
+  allowWeakSecret?: boolean;
   /** Interface the cluster port binds to. Default 127.0.0.1. */
   host?: string;
   /** Cluster (peer transport) port; 0 picks a free one. Default 0. */
@@ -135,6 +157,8 @@ export class ConcordNode {
 
   private constructor(
     options: NodeOptions,
+    /** The random id of the cluster, recorded in the store by its first node. */
+    readonly clusterId: string,
     private readonly store: Store,
     private readonly ownsStore: boolean,
     faults: FaultSwitch | null,
@@ -168,6 +192,17 @@ export class ConcordNode {
     }
     if (!options.secret) throw new TypeError('a cluster secret is required');
     const logger = (options.logger ?? createLogger()).child({ node: options.name });
+    if (isWeakSecret(options.secret)) {
+      if (!options.allowWeakSecret) assertStrongSecret(options.secret);
+      logger.warn(
+        { bytes: Buffer.byteLength(options.secret, 'utf8'), minimum: MIN_SECRET_BYTES },
+        `the cluster secret is too short; accepted only because weak secrets are allowed here (${SECRET_ADVICE})`,
+      );
+    }
+    const previousSecret =
+      options.previousSecret === undefined || options.previousSecret === '' || options.previousSecret === options.secret
+        ? undefined
+        : options.previousSecret;
     const leaseTtlMs = options.leaseTtlMs ?? 1500;
     const shardCount = options.shardCount ?? 256;
     const faultsEnabled = options.faultInjection ?? process.env.CONCORD_TEST_FAULTS === '1';
@@ -191,11 +226,14 @@ export class ConcordNode {
 
     try {
       await store.initShards(shardCount);
+      // Before anything is registered or claimed: a node with the wrong secret goes no further.
+      const { clusterId } = await checkSecret(store, options.name, options.secret, previousSecret, logger);
 
       const host = options.host ?? '127.0.0.1';
       const mesh = new Mesh({
         self: { name: options.name, incarnation: 0 },
         secret: options.secret,
+        ...(previousSecret === undefined ? {} : { previousSecret }),
         host,
         port: options.clusterPort ?? 0,
         faults: faults ?? undefined,
@@ -295,6 +333,7 @@ export class ConcordNode {
       mesh.setSelfIncarnation(incarnation);
       const node = new ConcordNode(
         { ...options, entities: options.entities },
+        clusterId,
         store,
         ownsStore,
         faults,
@@ -414,6 +453,15 @@ export class ConcordNode {
     }
     const row = await this.store.readEntity(definition.kind, id);
     return row === null ? null : { state: JSON.parse(row.state) as S, version: row.version };
+  }
+
+  /**
+   * Joins refused because of the secret (the last 20, oldest first), read from the store now,
+   * with the store's clock at the read (`at` is on that clock too).
+   */
+  async refusedJoins(): Promise<{ now: number; joins: RefusedJoin[] }> {
+    const [now, joins] = await Promise.all([this.store.now(), readRefusedJoins(this.store)]);
+    return { now, joins };
   }
 
   /** A typed handle on one entity: `node.ref(Counter, 'c1').add(2)`. */
@@ -642,6 +690,42 @@ export class ConcordNode {
     for (const member of this.shards.liveMembers()) {
       if (member.name !== this.name) this.mesh.send(member.name, message);
     }
+  }
+}
+
+/**
+ * The cluster secret against the store's verifiers (src/cluster/secret-check.ts). A refusal is
+ * logged and recorded in the store, for the running nodes to show, then thrown.
+ */
+async function checkSecret(
+  store: Store,
+  name: string,
+  secret: string,
+  previousSecret: string | undefined,
+  logger: Logger,
+): Promise<SecretCheckResult> {
+  try {
+    const result = await checkClusterSecret(store, secret, previousSecret);
+    const { clusterId, outcome } = result;
+    if (outcome === 'created') logger.info({ clusterId }, 'new cluster: recorded its id and secret verifier');
+    if (outcome === 'added') logger.info({ clusterId }, 'secret rotation: added the verifier of the new secret');
+    if (outcome === 'ended-rotation')
+      logger.info({ clusterId }, 'secret rotation ended: only this secret is accepted now');
+    return result;
+  } catch (error) {
+    if (error instanceof SecretMismatch) {
+      const reason =
+        previousSecret === undefined
+          ? "secret mismatch: the node's secret differs from the cluster's"
+          : "secret mismatch: neither the node's secret nor its previous secret is the cluster's";
+      try {
+        await recordRefusedJoin(store, name, reason);
+      } catch (recordError) {
+        logger.warn({ err: String(recordError) }, 'could not record the refused join in the store');
+      }
+      logger.error({ clusterId: error.details?.['clusterId'] }, `refused to join: ${error.message}`);
+    }
+    throw error;
   }
 }
 

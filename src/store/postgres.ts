@@ -538,6 +538,30 @@ export class PostgresStore implements Store {
     return row!.synchronous_commit;
   }
 
+  // ---- cluster metadata -------------------------------------------------
+
+  async readMeta(key: string): Promise<string | null> {
+    const [row] = await this.sql<{ value: string }[]>`SELECT value FROM concord_meta WHERE key = ${key}`;
+    return row?.value ?? null;
+  }
+
+  async insertMetaIfAbsent(key: string, value: string): Promise<string> {
+    // Two statements, not one: a concurrent first insert makes ours wait on the key, then do
+    // nothing; the SELECT that follows takes a new snapshot (READ COMMITTED) and sees the
+    // winner's committed value, which a single statement's snapshot might not.
+    await this.sql`INSERT INTO concord_meta (key, value) VALUES (${key}, ${value}) ON CONFLICT (key) DO NOTHING`;
+    const stored = await this.readMeta(key);
+    if (stored === null) throw new Error(`concord_meta: "${key}" vanished right after it was inserted`);
+    return stored;
+  }
+
+  async compareAndSetMeta(key: string, expected: string, next: string): Promise<boolean> {
+    // A concurrent CAS holds the row lock; ours then re-checks `value` against its result.
+    const result = await this.sql`
+      UPDATE concord_meta SET value = ${next} WHERE key = ${key} AND value = ${expected}`;
+    return result.count === 1;
+  }
+
   // ---- helpers ----------------------------------------------------------
 
   /**

@@ -136,7 +136,7 @@ export class SqliteCore implements SyncStore {
   registerNode(req: RegisterRequest): RegisterResult {
     return this.immediate(() => {
       const now = this.clock();
-      const highWater = Number(this.readMeta(META.incarnationHighWater) ?? 0);
+      const highWater = Number(this.metaValue(META.incarnationHighWater) ?? 0);
       const candidate = Math.max(now, highWater + 1);
       // Replaces an existing row only when its lease has expired by the store clock: while the
       // old incarnation's lease runs it may still be serving, and nobody may claim its shards,
@@ -164,7 +164,7 @@ export class SqliteCore implements SyncStore {
       }) as { incarnation: number; lease_expires_at: number } | undefined;
 
       if (row) {
-        this.writeMeta(META.incarnationHighWater, String(row.incarnation));
+        this.setMeta(META.incarnationHighWater, String(row.incarnation));
         return { ok: true, incarnation: row.incarnation, leaseExpiresAt: row.lease_expires_at, now };
       }
       const holder = this.statement('SELECT incarnation, lease_expires_at FROM concord_nodes WHERE name = ?').get(
@@ -375,11 +375,11 @@ export class SqliteCore implements SyncStore {
   initShards(count: number): void {
     assertShardCount(count);
     this.immediate(() => {
-      const recorded = this.readMeta(META.shardCount);
+      const recorded = this.metaValue(META.shardCount);
       if (recorded !== undefined && Number(recorded) !== count) {
         throw shardCountMismatch(Number(recorded), count);
       }
-      if (recorded === undefined) this.writeMeta(META.shardCount, String(count));
+      if (recorded === undefined) this.setMeta(META.shardCount, String(count));
       const insert = this.statement(
         'INSERT INTO concord_shards (shard, owner, owner_incarnation, epoch) VALUES (?, NULL, NULL, 0) ON CONFLICT (shard) DO NOTHING',
       );
@@ -561,6 +561,33 @@ export class SqliteCore implements SyncStore {
     });
   }
 
+  // ---- cluster metadata -------------------------------------------------
+
+  readMeta(key: string): string | null {
+    const statement = this.statement('SELECT value FROM concord_meta WHERE key = ?');
+    const row = this.retryBusy(() => statement.get(key)) as { value: string } | undefined;
+    return row?.value ?? null;
+  }
+
+  insertMetaIfAbsent(key: string, value: string): string {
+    // Under the write lock: a concurrent first insert waits, then finds the winner's value.
+    return this.immediate(() => {
+      this.statement('INSERT INTO concord_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING').run(
+        key,
+        value,
+      );
+      return this.metaValue(key)!;
+    });
+  }
+
+  compareAndSetMeta(key: string, expected: string, next: string): boolean {
+    return this.immediate(
+      () =>
+        this.statement('UPDATE concord_meta SET value = ? WHERE key = ? AND value = ?').run(next, key, expected)
+          .changes === 1,
+    );
+  }
+
   // ---- helpers ----------------------------------------------------------
 
   private clock(): number {
@@ -605,14 +632,14 @@ export class SqliteCore implements SyncStore {
     }
   }
 
-  private readMeta(key: string): string | undefined {
+  private metaValue(key: string): string | undefined {
     const row = this.statement('SELECT value FROM concord_meta WHERE key = ?').get(key) as
       | { value: string }
       | undefined;
     return row?.value;
   }
 
-  private writeMeta(key: string, value: string): void {
+  private setMeta(key: string, value: string): void {
     this.statement(
       'INSERT INTO concord_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
     ).run(key, value);

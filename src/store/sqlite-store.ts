@@ -159,6 +159,18 @@ export class SqliteStore implements Store {
     return this.runner.call('readEventLog', [cursor, limit, streamPrefix]);
   }
 
+  readMeta(key: string): Promise<string | null> {
+    return this.runner.call('readMeta', [key]);
+  }
+
+  insertMetaIfAbsent(key: string, value: string): Promise<string> {
+    return this.runner.call('insertMetaIfAbsent', [key, value]);
+  }
+
+  compareAndSetMeta(key: string, expected: string, next: string): Promise<boolean> {
+    return this.runner.call('compareAndSetMeta', [key, expected, next]);
+  }
+
   /** The connection's effective `PRAGMA synchronous`: 'FULL' (strict) or 'NORMAL' (relaxed). */
   async synchronousMode(): Promise<string> {
     const level = await this.runner.call('synchronousLevel', []);

@@ -322,6 +322,26 @@ export interface Store {
    * that is past it, so a reader that follows the cursors sees every event exactly once.
    */
   readEventLog(cursor: LogCursor | null, limit: number, streamPrefix?: string): Promise<EventLogPage>;
+
+  // ---- cluster metadata (concord_meta) -------------------------------------
+  // Small named values the runtime keeps about the cluster (the cluster id, the verifiers of
+  // the cluster secret, refused joins…). Keys used by the store itself (the shard count, the
+  // incarnation high-water mark) are not for these methods to write.
+
+  /** The value stored under `key`, or null when there is none. */
+  readMeta(key: string): Promise<string | null>;
+  /**
+   * Store `value` under `key` unless the key already has a value. Returns the value stored
+   * afterwards: `value` when this call inserted it, else the one that was there. Of concurrent
+   * first inserts exactly one wins and every caller gets the winner's value.
+   */
+  insertMetaIfAbsent(key: string, value: string): Promise<string>;
+  /**
+   * Compare-and-set: replace the value of `key` with `next` only if it is still `expected`.
+   * Returns whether it did (false also when the key has no value). Of concurrent CASes from
+   * one value exactly one wins.
+   */
+  compareAndSetMeta(key: string, expected: string, next: string): Promise<boolean>;
 }
 
 export interface StoreOptions {

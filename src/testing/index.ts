@@ -12,6 +12,7 @@ export { FAULT_KINDS, type FaultKind, type FaultWindow } from './check/faults.js
 export { type Availability, type CheckRunOptions, type CheckRunReport, runCheck } from './check/run.js';
 export * from './checker/index.js';
 export {
+  type AddNodeOptions,
   ClusterNode,
   type EventuallyOptions,
   eventually,

@@ -46,7 +46,7 @@ export interface LocalClusterOptions {
   entities?: string | string[];
   /** How long to wait for every node to be ready. Default 30 s. */
   startTimeoutMs?: number;
-  /** Cluster secret; default random. */
+  /** Cluster secret (at least 16 bytes); default a random one. */
   secret?: string;
   /** Print the nodes' logs to this process's stderr. */
   verbose?: boolean;
@@ -115,19 +115,46 @@ export async function eventually<T>(fn: () => Promise<T> | T, options: Eventuall
   }
 }
 
+/** What `LocalCluster.addNode` may set for the new node beyond the cluster's defaults. */
+export interface AddNodeOptions {
+  /** Its CONCORD_SECRET (default: the cluster's). */
+  secret?: string;
+  /** Its CONCORD_SECRET_PREVIOUS (default: none). */
+  previousSecret?: string;
+  /** Extra environment (over the cluster's). */
+  env?: Record<string, string>;
+  /** Extra `concord node` arguments (after the cluster's). */
+  args?: string[];
+}
+
 export class ClusterNode {
   private child: ChildProcess | null = null;
   private exited: Promise<number | null> = Promise.resolve(null);
   private logTail: string[] = [];
+  private readonly env: NodeJS.ProcessEnv;
 
   constructor(
     readonly name: string,
     readonly httpPort: number,
     readonly clusterPort: number,
     private readonly spawnArgs: string[],
-    private readonly env: NodeJS.ProcessEnv,
+    env: NodeJS.ProcessEnv,
     private readonly verbose: boolean,
-  ) {}
+  ) {
+    this.env = { ...env };
+  }
+
+  /**
+   * Change the environment of this node's next launches (undefined removes a variable), e.g.
+   * a secret rotation: `node.setEnv({ CONCORD_SECRET: next, CONCORD_SECRET_PREVIOUS: old })`,
+   * then `await node.restart(undefined, { graceful: true })`.
+   */
+  setEnv(changes: Record<string, string | undefined>): void {
+    for (const [key, value] of Object.entries(changes)) {
+      if (value === undefined) delete this.env[key];
+      else this.env[key] = value;
+    }
+  }
 
   get url(): string {
     return `http://127.0.0.1:${this.httpPort}`;
@@ -207,17 +234,23 @@ export class ClusterNode {
     return code;
   }
 
-  /** Kill (if running) and start again under the same name and ports, then wait until ready. */
-  async restart(timeoutMs = 30_000): Promise<void> {
-    await this.kill();
+  /**
+   * Kill (if running; `graceful`: stop with SIGTERM instead) and start again under the same
+   * name and ports, then wait until ready.
+   */
+  async restart(timeoutMs = 30_000, options: { graceful?: boolean } = {}): Promise<void> {
+    if (options.graceful) await this.stop();
+    else await this.kill();
     this.launch();
     await this.waitReady(timeoutMs);
   }
 
+  /** Resolves with the exit code once the process has exited (null: killed by a signal). */
   waitExit(): Promise<number | null> {
     return this.exited;
   }
 
+  /** The last few KiB the process wrote to stdout and stderr. */
   logs(): string {
     return this.logTail.join('').slice(-6000);
   }
@@ -305,12 +338,39 @@ export class LocalCluster {
     readonly nodes: ClusterNode[],
     readonly store: string,
     readonly secret: string,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly nodeArgs: string[],
+    private readonly verbose: boolean,
   ) {}
+
+  /**
+   * Prepare one more node for this cluster's store, with its own ports and, optionally, another
+   * secret or extra environment and arguments. It is not started: call `launch()` (then
+   * `waitReady()`, or `waitExit()` and `logs()` for a node expected to be refused). It joins
+   * `nodes`, so `stop()` stops it too.
+   *
+   * ```ts
+   * const intruder = await cluster.addNode('n4', { secret: randomBytes(24).toString('hex') });
+   * intruder.launch();
+   * expect(await intruder.waitExit()).not.toBe(0);
+   * ```
+   */
+  async addNode(name: string, options: AddNodeOptions = {}): Promise<ClusterNode> {
+    if (this.nodes.some((n) => n.name === name)) throw new Error(`a node named ${name} already exists`);
+    const [httpPort, clusterPort] = await freePorts(2);
+    const env: NodeJS.ProcessEnv = { ...this.env, ...options.env };
+    if (options.secret !== undefined) env['CONCORD_SECRET'] = options.secret;
+    if (options.previousSecret !== undefined) env['CONCORD_SECRET_PREVIOUS'] = options.previousSecret;
+    const args = [...nodeArgs(name, httpPort!, clusterPort!, this.store), ...this.nodeArgs, ...(options.args ?? [])];
+    const node = new ClusterNode(name, httpPort!, clusterPort!, args, env, this.verbose);
+    this.nodes.push(node);
+    return node;
+  }
 
   static async start(options: LocalClusterOptions = {}): Promise<LocalCluster> {
     const names = options.names ?? Array.from({ length: options.nodes ?? 3 }, (_, i) => `n${i + 1}`);
     const store = options.store ?? `sqlite:${join(mkdtempSync(join(tmpdir(), 'concord-cluster-')), 'concord.db')}`;
-    const secret = options.secret ?? randomBytes(16).toString('hex');
+    const secret = options.secret ?? randomBytes(24).toString('hex');
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       CONCORD_LOG_LEVEL: process.env.CONCORD_LOG_LEVEL ?? 'warn',
@@ -322,27 +382,14 @@ export class LocalCluster {
     // Every port chosen up front: a node binding "any free port" could otherwise take the
     // port just picked for another node.
     const ports = await freePorts(names.length * 2);
+    const extraArgs = [...[options.entities ?? []].flat().flatMap((path) => ['--app', path]), ...(options.args ?? [])];
     for (const [i, name] of names.entries()) {
       const httpPort = ports[2 * i]!;
       const clusterPort = ports[2 * i + 1]!;
-      const args = [
-        'node',
-        '--name',
-        name,
-        '--http-port',
-        String(httpPort),
-        '--cluster-port',
-        String(clusterPort),
-        '--host',
-        '127.0.0.1',
-        '--store',
-        store,
-        ...[options.entities ?? []].flat().flatMap((path) => ['--app', path]),
-        ...(options.args ?? []),
-      ];
+      const args = [...nodeArgs(name, httpPort, clusterPort, store), ...extraArgs];
       nodes.push(new ClusterNode(name, httpPort, clusterPort, args, env, options.verbose ?? false));
     }
-    const cluster = new LocalCluster(nodes, store, secret);
+    const cluster = new LocalCluster(nodes, store, secret, env, extraArgs, options.verbose ?? false);
     try {
       // The first node creates the schema; the others then join in parallel.
       nodes[0]?.launch();
@@ -413,6 +460,22 @@ export class LocalCluster {
   async kill(): Promise<void> {
     await Promise.all(this.nodes.map((node) => node.kill()));
   }
+}
+
+function nodeArgs(name: string, httpPort: number, clusterPort: number, store: string): string[] {
+  return [
+    'node',
+    '--name',
+    name,
+    '--http-port',
+    String(httpPort),
+    '--cluster-port',
+    String(clusterPort),
+    '--host',
+    '127.0.0.1',
+    '--store',
+    store,
+  ];
 }
 
 function nameOf(node: string | ClusterNode): string {

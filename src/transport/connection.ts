@@ -40,6 +40,8 @@ export interface ConnectionContext {
   /** Current identity; read when a connection starts its handshake. */
   self: Readonly<PeerId>;
   secret: Buffer;
+  /** Secrets also accepted from peers during a rotation (see handshake.ts). */
+  previousSecrets: readonly Buffer[];
   packr: Packr;
   unpackr: Unpackr;
   maxFrameBytes: number;
@@ -54,6 +56,11 @@ export interface ConnectionHooks {
   /** Whether to accept `peer` (its identity is proven for a dialer, claimed for an acceptor); a reason to refuse, or null. */
   admit(conn: Connection, peer: PeerId): string | null;
   onOpen(conn: Connection): void;
+  /**
+   * The handshake failed: an error (wrong secret, bad frame, refusal), its timeout, or the
+   * peer hung up before it completed. Not called when this side closes the connection itself.
+   */
+  onHandshakeFailed(conn: Connection, reason: string): void;
   /** Called exactly once; `wasOpen` says whether `onOpen` had been called. */
   onClose(conn: Connection, reason: string, wasOpen: boolean): void;
   onRequest(conn: Connection, id: number, body: unknown): void;
@@ -116,6 +123,8 @@ export class Connection implements MessageSink {
   private queue: Buffer[] = [];
   private queuedBytes = 0;
   private flushScheduled = false;
+  /** The TCP connection is established (a dial that never connected is no failed handshake). */
+  private connected: boolean;
 
   /** Pass `dial` for an outgoing connection (the peer we mean to reach); omit it for an accepted one. */
   constructor(
@@ -133,8 +142,19 @@ export class Connection implements MessageSink {
     this.remoteAddress = dial?.address ?? `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     this.lastReceivedAt = now();
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    this.connected = dial === undefined;
+    if (dial !== undefined) {
+      socket.once('connect', () => {
+        this.connected = true;
+      });
+    }
 
-    const hsConfig = { self: ctx.self, secret: ctx.secret, maxFrameBytes: ctx.maxFrameBytes };
+    const hsConfig = {
+      self: ctx.self,
+      secret: ctx.secret,
+      previousSecrets: ctx.previousSecrets,
+      maxFrameBytes: ctx.maxFrameBytes,
+    };
     const admit = (peer: PeerId) => this.hooks.admit(this, peer);
     this.handshake = dial !== undefined ? new DialerHandshake(hsConfig, admit) : new AcceptorHandshake(hsConfig, admit);
     this.decoder = new FrameDecoder(ctx.unpackr, PRE_AUTH_MAX_FRAME_BYTES, (v) => this.onFrame(v));
@@ -394,6 +414,7 @@ export class Connection implements MessageSink {
   // ---- closing ----------------------------------------------------------------------------
 
   private onSocketGone(reason: string): void {
+    if (this.state === 'handshake' && this.connected) this.hooks.onHandshakeFailed(this, reason);
     this.close(reason);
   }
 
@@ -404,6 +425,7 @@ export class Connection implements MessageSink {
       { remote: this.remoteAddress, peer: this.peer ?? this.faultName ?? undefined, role: this.role, reason },
       this.state === 'handshake' ? 'peer handshake failed; disconnecting' : 'peer connection failed; disconnecting',
     );
+    if (this.state === 'handshake' && this.connected) this.hooks.onHandshakeFailed(this, reason);
     this.close(reason);
   }
 

@@ -2,13 +2,22 @@
  * Mutual challenge–response over the cluster secret. The secret never crosses the wire.
  *
  *   dialer   → HELLO     { v, name, inc, nonce: nD, maxFrame }
- *   acceptor → CHALLENGE { v, name, inc, nonce: nA, maxFrame, proof: HMAC(secret, "acceptor", nD, nA, A, D) }
+ *   acceptor → CHALLENGE { v, name, inc, nonce: nA, maxFrame, proof: HMAC(secret, "acceptor", nD, nA, A, D),
+ *                          proofs?: [the same under each previous secret] }
  *   dialer   → AUTH      { proof: HMAC(secret, "dialer", nD, nA, A, D) }
  *   acceptor → WELCOME   {}
  *
  * A and D are the acceptor's and the dialer's (name, incarnation). Each MAC covers both fresh
  * nonces, both identities and the role, so a proof cannot be replayed on another connection or
  * reflected back in the other role. Proofs are compared with `timingSafeEqual`.
+ *
+ * Secret rotation: a node may hold a previous secret besides its secret. Its CHALLENGE then
+ * also carries `proofs`, one acceptor proof per previous secret (`proof` stays the one under
+ * the secret, so a peer that knows nothing of rotation reads it as before). The dialer accepts
+ * the acceptor if any of the acceptor's proofs verifies under any of its own secrets, and
+ * answers AUTH under the secret that verified (its own secret preferred); the acceptor checks
+ * AUTH under each of its secrets. So two nodes authenticate each other as long as they share
+ * one secret, and the protocol version stays 1.
  *
  * The classes here are synchronous state machines: the connection feeds them decoded frames and
  * writes what they return, so frames that follow the handshake in the same TCP chunk are
@@ -19,7 +28,10 @@ import type { PeerId } from './types.js';
 
 export const PROTOCOL_VERSION = 1;
 const NONCE_BYTES = 32;
+const PROOF_BYTES = 32;
 const MAX_NAME_LENGTH = 256;
+/** At most this many extra proofs in a CHALLENGE (one per previous secret). */
+const MAX_EXTRA_PROOFS = 4;
 
 export class HandshakeError extends Error {
   constructor(message: string) {
@@ -31,6 +43,8 @@ export class HandshakeError extends Error {
 export interface HandshakeConfig {
   self: PeerId;
   secret: Buffer;
+  /** Also accepted (a rotation in progress): peers that share one of these authenticate too. */
+  previousSecrets?: readonly Buffer[];
   /** Largest frame body this node accepts after authentication (told to the peer). */
   maxFrameBytes: number;
 }
@@ -119,9 +133,45 @@ export function computeProof(
   return h.digest();
 }
 
-function checkProof(rec: Record<string, unknown>, expected: Buffer): void {
-  const proof = readBytes(rec, 'proof', expected.length);
-  if (!timingSafeEqual(proof, expected)) throw new HandshakeError('authentication failed (wrong secret?)');
+function authenticationFailed(): HandshakeError {
+  return new HandshakeError('authentication failed (wrong secret?)');
+}
+
+/** The acceptor's proofs in a CHALLENGE: `proof`, then the optional `proofs` list. */
+function readAcceptorProofs(rec: Record<string, unknown>): Buffer[] {
+  const proofs = [readBytes(rec, 'proof', PROOF_BYTES)];
+  const extra = field(rec, 'proofs');
+  if (extra === undefined) return proofs;
+  if (!Array.isArray(extra) || extra.length > MAX_EXTRA_PROOFS) throw new HandshakeError('bad proofs');
+  for (const p of extra) {
+    if (!(p instanceof Uint8Array) || p.length !== PROOF_BYTES) throw new HandshakeError('bad proofs');
+    proofs.push(Buffer.from(p.buffer, p.byteOffset, p.byteLength));
+  }
+  return proofs;
+}
+
+/** Every secret of this node, its own first. */
+function secretsOf(cfg: HandshakeConfig): Buffer[] {
+  return [cfg.secret, ...(cfg.previousSecrets ?? [])];
+}
+
+/**
+ * The index of the first of `secrets` under which `proofs` contains the expected proof, or -1.
+ * Every comparison is made (with timingSafeEqual), whichever matches.
+ */
+function matchingSecret(
+  secrets: readonly Buffer[],
+  proofs: readonly Buffer[],
+  expected: (s: Buffer) => Buffer,
+): number {
+  let found = -1;
+  secrets.forEach((secret, i) => {
+    const want = expected(secret);
+    for (const proof of proofs) {
+      if (timingSafeEqual(proof, want) && found === -1) found = i;
+    }
+  });
+  return found;
 }
 
 export class DialerHandshake {
@@ -155,13 +205,18 @@ export class DialerHandshake {
       const hello = readHello(rec);
       const acceptor: PeerId = { name: hello.name, incarnation: hello.inc };
       const self = this.cfg.self;
-      checkProof(rec, computeProof(this.cfg.secret, 'acceptor', this.nonce, hello.nonce, acceptor, self));
+      const secrets = secretsOf(this.cfg);
+      const shared = matchingSecret(secrets, readAcceptorProofs(rec), (secret) =>
+        computeProof(secret, 'acceptor', this.nonce, hello.nonce, acceptor, self),
+      );
+      if (shared === -1) throw authenticationFailed();
       const refusal = this.admit(acceptor);
       if (refusal !== null) throw new HandshakeError(refusal);
       this.peer = acceptor;
       this.peerMaxFrame = hello.maxFrame;
       this.state = 'welcome';
-      const proof = computeProof(this.cfg.secret, 'dialer', this.nonce, hello.nonce, acceptor, self);
+      // Answer under the secret the acceptor proved it holds.
+      const proof = computeProof(secrets[shared]!, 'dialer', this.nonce, hello.nonce, acceptor, self);
       return { reply: { t: 'auth', proof } };
     }
     if (this.state === 'welcome') {
@@ -203,6 +258,8 @@ export class AcceptorHandshake {
       this.peerMaxFrame = hello.maxFrame;
       this.state = 'auth';
       const self = this.cfg.self;
+      const prove = (secret: Buffer) => computeProof(secret, 'acceptor', hello.nonce, this.nonce, self, dialer);
+      const previous = this.cfg.previousSecrets ?? [];
       return {
         reply: {
           t: 'challenge',
@@ -211,14 +268,19 @@ export class AcceptorHandshake {
           inc: self.incarnation,
           nonce: this.nonce,
           maxFrame: this.cfg.maxFrameBytes,
-          proof: computeProof(this.cfg.secret, 'acceptor', hello.nonce, this.nonce, self, dialer),
+          proof: prove(this.cfg.secret),
+          ...(previous.length > 0 ? { proofs: previous.map(prove) } : {}),
         },
       };
     }
     if (this.state === 'auth') {
       const rec = asRecord(msg, 'auth');
       const dialer = this.dialer!;
-      checkProof(rec, computeProof(this.cfg.secret, 'dialer', this.dialerNonce!, this.nonce, this.cfg.self, dialer));
+      const proof = readBytes(rec, 'proof', PROOF_BYTES);
+      const shared = matchingSecret(secretsOf(this.cfg), [proof], (secret) =>
+        computeProof(secret, 'dialer', this.dialerNonce!, this.nonce, this.cfg.self, dialer),
+      );
+      if (shared === -1) throw authenticationFailed();
       this.state = 'done';
       return { reply: { t: 'welcome' }, done: { peer: dialer, peerMaxFrameBytes: this.peerMaxFrame } };
     }

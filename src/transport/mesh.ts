@@ -18,6 +18,11 @@ export interface MeshOptions {
   self: PeerId;
   /** Cluster secret for the handshake; never sent over the wire. */
   secret: string;
+  /**
+   * The cluster's previous secret during a rotation: peers that hold only it (or only
+   * `secret`) are accepted too. See handshake.ts.
+   */
+  previousSecret?: string;
   /** Interface to listen on, e.g. '127.0.0.1'. */
   host: string;
   /** Port to listen on; 0 picks an ephemeral one (see `listen()`'s result). */
@@ -39,6 +44,16 @@ export interface MeshOptions {
   /** Test-only fault injection. */
   faults?: FaultSwitch;
   logger?: TransportLogger;
+}
+
+/** Monotonic counters of one mesh. */
+export interface MeshStats {
+  /**
+   * Handshakes that failed: a wrong secret or malformed frames on either side, a refusal, a
+   * timeout, or a peer that hung up before the handshake completed. Dials that never
+   * connected, and connections this node dropped itself, are not counted.
+   */
+  handshakeFailures: number;
 }
 
 export interface MeshEvents {
@@ -119,6 +134,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private closing: Promise<void> | null = null;
   /** Set by drain(): this node is leaving; it dials nobody and admits no new connection. */
   private leaving = false;
+  readonly stats: MeshStats = { handshakeFailures: 0 };
 
   constructor(opts: MeshOptions) {
     super();
@@ -131,6 +147,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
     }
     if (typeof opts.secret !== 'string' || opts.secret.length === 0) {
       throw new TypeError('MeshOptions.secret must be a non-empty string');
+    }
+    if (opts.previousSecret !== undefined && (typeof opts.previousSecret !== 'string' || opts.previousSecret === '')) {
+      throw new TypeError('MeshOptions.previousSecret must be a non-empty string when given');
     }
     const maxFrameBytes = checkPositive('maxFrameBytes', opts.maxFrameBytes, DEFAULT_MAX_FRAME_BYTES);
     if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < PRE_AUTH_MAX_FRAME_BYTES || maxFrameBytes > 0xffffffff) {
@@ -150,6 +169,10 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.ctx = {
       self: Object.freeze({ name: self.name, incarnation: self.incarnation }),
       secret: Buffer.from(opts.secret, 'utf8'),
+      previousSecrets:
+        opts.previousSecret === undefined || opts.previousSecret === opts.secret
+          ? []
+          : [Buffer.from(opts.previousSecret, 'utf8')],
       packr: createPackr(),
       unpackr: createUnpackr(),
       maxFrameBytes,
@@ -161,6 +184,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.hooks = {
       admit: (conn, peer) => this.admit(conn, peer),
       onOpen: (conn) => this.onOpen(conn),
+      onHandshakeFailed: () => {
+        this.stats.handshakeFailures++;
+      },
       onClose: (conn, reason, wasOpen) => this.onClose(conn, reason, wasOpen),
       onRequest: (conn, id, body) => this.dispatchRequest(conn, id, body),
       onMessage: (conn, body) => this.dispatchMessage(conn, body),

@@ -4,7 +4,7 @@
  * message, a non-zero exit, nothing started. Runs in a temporary working directory, so the
  * default store `./.concord/` is created there and never in the repository.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -62,6 +62,40 @@ describe('concord demo (npm start)', () => {
     expect(exit.code).toBe(0);
     expect(demo.stdout()).toContain('all nodes stopped.');
     for (const node of nodes) expect(alive(node.pid)).toBe(false);
+  });
+
+  it('accepts a short CONCORD_SECRET from the user, with a warning', async () => {
+    const cwd = tempDir('demo-');
+    const base = await freePortRange(2);
+    const demo = runCli(['demo', '--nodes', '2', '--base-port', String(base)], {
+      cwd,
+      env: { CONCORD_SECRET: 'short' },
+    });
+    const nodes = await demoNodes(demo, 2);
+    expect(demo.stderr()).toContain('warning: CONCORD_SECRET is shorter than 16 bytes');
+    expect(demo.stderr()).toContain('openssl rand -hex 24');
+    expect((await request(nodes[0]!, 'PUT', '/entities/e1', { json: { state: 'working' } })).status).toBe(200);
+    expect((await request(nodes[1]!, 'GET', '/entities/e1')).body).toMatchObject({ state: 'working' });
+    // The user's secret is not written anywhere.
+    expect(existsSync(join(cwd, '.concord', 'concord.db.secret'))).toBe(false);
+    demo.process.kill('SIGINT');
+    expect((await demo.exited).code).toBe(0);
+  });
+
+  it('a later demo on the same store reuses the secret it generated (the store would refuse another)', async () => {
+    const cwd = tempDir('demo-');
+    const base = await freePortRange(2);
+    const secretFile = join(cwd, '.concord', 'concord.db.secret');
+    for (let run = 0; run < 2; run++) {
+      const demo = runCli(['demo', '--nodes', '2', '--base-port', String(base)], { cwd });
+      const nodes = await demoNodes(demo, 2);
+      expect(demo.stdout()).toContain('cluster secret: kept in ./.concord/concord.db.secret');
+      expect(readFileSync(secretFile, 'utf8').trim().length).toBeGreaterThanOrEqual(32);
+      expect(statSync(secretFile).mode & 0o077).toBe(0); // readable by the user only
+      expect((await request(nodes[1]!, 'GET', '/readyz')).status).toBe(200);
+      demo.process.kill('SIGINT');
+      expect((await demo.exited).code).toBe(0);
+    }
   });
 
   it('leaves no orphans when the demo itself is killed (the children watch their parent)', async () => {

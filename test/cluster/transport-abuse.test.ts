@@ -31,7 +31,7 @@ function sendRaw(address: string, bytes: Buffer): Promise<{ closedAfterMs: numbe
 describe.each(backends)('bad peers on the cluster port (%s)', (backend) => {
   it('garbage, an oversized frame and a wrong secret are disconnected; the node keeps serving', async () => {
     const store = await freshStoreUrl(backend);
-    const [n1, n2] = await startCluster({ store, nodes: 2, secret: 'right-secret' });
+    const [n1, n2] = await startCluster({ store, nodes: 2, secret: 'the-right-cluster-secret' });
     const members = ((await n1!.status()) as unknown as { members: Member[] }).members;
     const target = members.find((m) => m.name === 'n2')!;
 
@@ -44,7 +44,7 @@ describe.each(backends)('bad peers on the cluster port (%s)', (backend) => {
     // A real mesh that knows the protocol but not the secret.
     const intruder = new Mesh({
       self: { name: 'a-intruder', incarnation: 1 },
-      secret: 'wrong-secret',
+      secret: 'the-wrong-cluster-secret',
       host: '127.0.0.1',
       port: 0,
     });

@@ -70,11 +70,15 @@ describe.each(backends)('HTTP API of a 3-node cluster started with `concord node
 
       const cluster = await request<{
         self: string;
+        clusterId: string;
         members: { name: string; address: string; status: string; httpAddress: string }[];
         shards: { count: number; held: number[]; owners: Record<string, number>; map: string[] };
+        refusedJoins: unknown[];
       }>(node, 'GET', '/cluster');
       expect(cluster.status).toBe(200);
       expect(cluster.body.self).toBe(node.name);
+      expect(cluster.body.clusterId).toMatch(/^[0-9a-f]{32}$/);
+      expect(cluster.body.refusedJoins).toEqual([]);
       expect(cluster.body.members.map((m) => [m.name, m.status, m.httpAddress])).toEqual(
         nodes.map((n) => [n.name, 'alive', n.url]),
       );
@@ -96,6 +100,8 @@ describe.each(backends)('HTTP API of a 3-node cluster started with `concord node
         'concord_commits_total',
         'concord_fenced_writes_total',
         'concord_call_retries_total',
+        'concord_refused_joins_last_hour',
+        'concord_peer_handshake_failures_total',
       ]) {
         expect(metrics.text).toContain(`\n${name}{`);
       }

@@ -923,6 +923,49 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
       });
     });
 
+    describe('cluster metadata', () => {
+      it('readMeta is null for a key never written; insertMetaIfAbsent stores a value once', async () => {
+        const store = await open();
+        expect(await store.readMeta('cluster_id')).toBeNull();
+        expect(await store.insertMetaIfAbsent('cluster_id', 'first')).toBe('first');
+        expect(await store.readMeta('cluster_id')).toBe('first');
+        // A later insert keeps what is there and says so.
+        expect(await store.insertMetaIfAbsent('cluster_id', 'second')).toBe('first');
+        const other = await open();
+        expect(await other.readMeta('cluster_id')).toBe('first');
+        expect(await other.insertMetaIfAbsent('cluster_id', 'third')).toBe('first');
+        // Text round-trips exactly (JSON, quotes, non-ASCII, a few KiB).
+        const text = JSON.stringify([{ name: "n'1", reason: 'naïve — ✓' }, 'x'.repeat(4000)]);
+        expect(await store.insertMetaIfAbsent('refused_joins', text)).toBe(text);
+        expect(await other.readMeta('refused_joins')).toBe(text);
+      });
+
+      it('compareAndSetMeta replaces the value only when it is still the expected one', async () => {
+        const store = await open();
+        expect(await store.compareAndSetMeta('absent', '', 'x')).toBe(false);
+        expect(await store.readMeta('absent')).toBeNull();
+        await store.insertMetaIfAbsent('list', '[]');
+        expect(await store.compareAndSetMeta('list', '["a"]', '["b"]')).toBe(false);
+        expect(await store.readMeta('list')).toBe('[]');
+        expect(await store.compareAndSetMeta('list', '[]', '["a"]')).toBe(true);
+        expect(await store.readMeta('list')).toBe('["a"]');
+        // The old expected value no longer matches.
+        expect(await store.compareAndSetMeta('list', '[]', '["c"]')).toBe(false);
+        expect(await store.readMeta('list')).toBe('["a"]');
+        // Setting the same value again is a successful CAS.
+        expect(await store.compareAndSetMeta('list', '["a"]', '["a"]')).toBe(true);
+      });
+
+      it('the meta keys of the store itself are untouched by other keys', async () => {
+        const store = await open();
+        await store.initShards(4);
+        await store.insertMetaIfAbsent('cluster_id', 'c');
+        await store.initShards(4);
+        expect(await store.listShards()).toHaveLength(4);
+        expect(await store.readMeta('cluster_id')).toBe('c');
+      });
+    });
+
     describe('durability', () => {
       it("defaults to 'strict'", async () => {
         expect(await target.durabilityOf(await open())).toBe('strict');
@@ -997,6 +1040,49 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
         const next = await Promise.all(stores.map((s, i) => registered(s, `next-${i}`)));
         const results = await Promise.all(stores.map((s, i) => s.claimShard(0, 1, `next-${i}`, next[i]!)));
         expect(results.filter((r) => r !== null)).toEqual([2]);
+      });
+
+      it('concurrent first insertMetaIfAbsent: exactly one value wins and every caller gets it', {
+        timeout: 30_000,
+      }, async () => {
+        const stores = await instances();
+        for (let round = 0; round < 3; round++) {
+          const key = `first-${round}`;
+          const candidates = stores.map((_, i) => `value-${round}-${i}`);
+          const results = await Promise.all(stores.map((s, i) => s.insertMetaIfAbsent(key, candidates[i]!)));
+          const winner = results[0]!;
+          expect(candidates).toContain(winner);
+          expect(results).toEqual(stores.map(() => winner));
+          for (const s of stores) expect(await s.readMeta(key)).toBe(winner);
+        }
+      });
+
+      it('concurrent compareAndSetMeta from one value: exactly one wins; a CAS retry loop loses no update', {
+        timeout: 30_000,
+      }, async () => {
+        const stores = await instances();
+        await stores[0]!.insertMetaIfAbsent('cas', '0');
+        const won = await Promise.all(stores.map((s, i) => s.compareAndSetMeta('cas', '0', `by-${i}`)));
+        expect(won.filter(Boolean)).toHaveLength(1);
+        expect(await stores[0]!.readMeta('cas')).toBe(`by-${won.indexOf(true)}`);
+
+        // Every instance appends to one JSON list with read + CAS, retrying on a lost race.
+        await stores[0]!.insertMetaIfAbsent('appends', '[]');
+        const PER_INSTANCE = 5;
+        await Promise.all(
+          stores.map(async (s, i) => {
+            for (let n = 0; n < PER_INSTANCE; n++) {
+              for (;;) {
+                const current = (await s.readMeta('appends'))!;
+                const next = JSON.stringify([...(JSON.parse(current) as string[]), `${i}.${n}`]);
+                if (await s.compareAndSetMeta('appends', current, next)) break;
+              }
+            }
+          }),
+        );
+        const list = JSON.parse((await stores[1]!.readMeta('appends'))!) as string[];
+        expect(list).toHaveLength(INSTANCES * PER_INSTANCE);
+        expect(new Set(list).size).toBe(INSTANCES * PER_INSTANCE);
       });
 
       it('concurrent initShards: same count all succeed, a different count is refused', {

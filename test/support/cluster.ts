@@ -41,7 +41,7 @@ export function nodeConfig(options: ClusterOptions, name: string): IpcNodeConfig
   return {
     name,
     store: options.store,
-    secret: options.secret ?? 'test-secret',
+    secret: options.secret ?? 'concord-test-cluster-secret',
     leaseTtlMs: options.leaseTtlMs,
     callTimeoutMs: options.callTimeoutMs,
     shardCount: options.shardCount,

@@ -91,3 +91,122 @@ describe('handshake', () => {
     }
   });
 });
+
+describe('handshake during a secret rotation', () => {
+  const OLD = Buffer.from('the-old-cluster-secret-0001');
+  const NEW = Buffer.from('the-new-cluster-secret-0002');
+  const OTHER = Buffer.from('another-cluster-secret-0003');
+  /** A node's secrets: its secret first, then its previous secret (if any). */
+  const node = (name: string, secret: Buffer, previous?: Buffer): HandshakeConfig => ({
+    self: { name, incarnation: 1 },
+    secret,
+    previousSecrets: previous === undefined ? [] : [previous],
+    maxFrameBytes: 1 << 20,
+  });
+
+  /** The secret the dialer's AUTH was made with, recovered by recomputing it under each candidate. */
+  function authSecret(dialerCfg: HandshakeConfig, acceptorCfg: HandshakeConfig): Buffer | null {
+    const dialer = new DialerHandshake(dialerCfg, admitAll);
+    const acceptor = new AcceptorHandshake(acceptorCfg, admitAll);
+    const hello = dialer.hello() as { nonce: Buffer };
+    const challenge = acceptor.onFrame(hello).reply as { nonce: Buffer };
+    const auth = dialer.onFrame(challenge).reply as { proof: Buffer };
+    const welcome = acceptor.onFrame(auth);
+    expect(welcome.done?.peer).toEqual(dialerCfg.self);
+    expect(dialer.onFrame(welcome.reply).done?.peer).toEqual(acceptorCfg.self);
+    for (const candidate of [OLD, NEW, OTHER]) {
+      const expected = computeProof(
+        candidate,
+        'dialer',
+        hello.nonce,
+        challenge.nonce,
+        acceptorCfg.self,
+        dialerCfg.self,
+      );
+      if (expected.equals(auth.proof)) return candidate;
+    }
+    return null;
+  }
+
+  it('old only ↔ old + new: both directions authenticate, under the old secret', () => {
+    const oldOnly = node('a', OLD);
+    const rotating = node('b', NEW, OLD);
+    expect(authSecret(oldOnly, rotating)).toEqual(OLD);
+    expect(
+      authSecret(
+        { ...rotating, self: { name: 'a', incarnation: 1 } },
+        { ...oldOnly, self: { name: 'b', incarnation: 1 } },
+      ),
+    ).toEqual(OLD);
+  });
+
+  it('new + old ↔ new only: both directions authenticate, under the new secret', () => {
+    const rotating = node('a', NEW, OLD);
+    const newOnly = node('b', NEW);
+    expect(authSecret(rotating, newOnly)).toEqual(NEW);
+    expect(
+      authSecret(
+        { ...newOnly, self: { name: 'a', incarnation: 1 } },
+        { ...rotating, self: { name: 'b', incarnation: 1 } },
+      ),
+    ).toEqual(NEW);
+  });
+
+  it('two rotating nodes prefer the new secret', () => {
+    expect(authSecret(node('a', NEW, OLD), node('b', NEW, OLD))).toEqual(NEW);
+  });
+
+  it('no shared secret is refused, whichever side rotates', () => {
+    const pairs: [HandshakeConfig, HandshakeConfig][] = [
+      [node('a', OLD), node('b', NEW)],
+      [node('a', NEW), node('b', OLD)],
+      [node('a', OTHER), node('b', NEW, OLD)],
+      [node('a', NEW, OLD), node('b', OTHER)],
+    ];
+    for (const [d, a] of pairs) {
+      const dialer = new DialerHandshake(d, admitAll);
+      const challenge = new AcceptorHandshake(a, admitAll).onFrame(dialer.hello());
+      expect(() => dialer.onFrame(challenge.reply)).toThrow(/authentication failed/);
+    }
+  });
+
+  it('the rotating acceptor refuses an AUTH made under a secret it does not hold', () => {
+    const acceptor = new AcceptorHandshake(node('b', NEW, OLD), admitAll);
+    const dialer = new DialerHandshake(node('a', OTHER), admitAll);
+    const hello = dialer.hello() as { nonce: Buffer };
+    const challenge = acceptor.onFrame(hello).reply as { nonce: Buffer };
+    const forged = computeProof(
+      OTHER,
+      'dialer',
+      hello.nonce,
+      challenge.nonce,
+      { name: 'b', incarnation: 1 },
+      { name: 'a', incarnation: 1 },
+    );
+    expect(() => acceptor.onFrame({ t: 'auth', proof: forged })).toThrow(/authentication failed/);
+  });
+
+  it('a CHALLENGE carries extra proofs only with a previous secret; malformed ones are refused', () => {
+    const hello = new DialerHandshake(node('a', NEW), admitAll).hello();
+    const plain = new AcceptorHandshake(node('b', NEW), admitAll).onFrame(hello).reply as Record<string, unknown>;
+    expect(plain).not.toHaveProperty('proofs');
+    const rotating = new AcceptorHandshake(node('b', NEW, OLD), admitAll).onFrame(hello).reply as Record<
+      string,
+      unknown
+    >;
+    expect(rotating['proofs']).toHaveLength(1);
+    for (const proofs of [
+      Buffer.alloc(32),
+      [Buffer.alloc(8)],
+      ['x'],
+      Array.from({ length: 5 }, () => Buffer.alloc(32)),
+    ]) {
+      const dialer = new DialerHandshake(node('a', NEW), admitAll);
+      const challenge = new AcceptorHandshake(node('b', NEW, OLD), admitAll).onFrame(dialer.hello()).reply as Record<
+        string,
+        unknown
+      >;
+      expect(() => dialer.onFrame({ ...challenge, proofs })).toThrow('bad proofs');
+    }
+  });
+});

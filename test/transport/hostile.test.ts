@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createPackr, encodeFrame } from '../../src/transport/frame.js';
 import { PROTOCOL_VERSION } from '../../src/transport/handshake.js';
 import type { PeerId } from '../../src/transport/types.js';
-import { closeAll, connectAll, RawPeer, rejectionOf, startMesh, type TestMesh, waitFor } from './helpers.js';
+import { closeAll, connectAll, RawPeer, rejectionOf, SECRET, startMesh, type TestMesh, waitFor } from './helpers.js';
 
 let a: TestMesh;
 let b: TestMesh;
@@ -72,6 +72,30 @@ describe('hostile or broken peers', () => {
     await waitFor(() => intruder.logger.warnings().length >= 2, 3000, 'intruder to fail twice');
     expect(intruder.mesh.isConnected('node-b')).toBe(false);
     expect(b.mesh.isConnected('node-0')).toBe(false);
+    // Both sides count the failed handshakes: the intruder its refusals of b's proof, b the
+    // intruder hanging up on it mid-handshake.
+    expect(intruder.mesh.stats.handshakeFailures).toBeGreaterThanOrEqual(2);
+    await waitFor(() => b.mesh.stats.handshakeFailures >= 3, 3000, 'b to count the failures');
+    await stillServing();
+  });
+
+  it('a mesh with a previous secret connects to peers that hold either secret (a rotation)', async () => {
+    const NEW = 'the-new-secret-of-the-test-cluster';
+    // node-0 holds the new secret and the old one (SECRET, that of a and b); node-z only the new one.
+    const rotating = await startMesh('node-0', 1, { secret: NEW, previousSecret: SECRET });
+    const newOnly = await startMesh('node-z', 1, { secret: NEW });
+    rotating.mesh.setPeers([a.info, b.info, newOnly.info]);
+    newOnly.mesh.setPeers([rotating.info, a.info]);
+    await waitFor(
+      () => ['node-a', 'node-b', 'node-z'].every((n) => rotating.mesh.isConnected(n)),
+      3000,
+      'the rotating node to reach all three',
+    );
+    // The old-secret and the new-secret-only nodes share no secret: never connected.
+    a.mesh.setPeers([b.info, rotating.info, newOnly.info]);
+    await waitFor(() => a.mesh.stats.handshakeFailures >= 1, 3000, 'node-a to fail with node-z');
+    expect(a.mesh.isConnected('node-z')).toBe(false);
+    expect(rotating.mesh.stats.handshakeFailures).toBe(0);
     await stillServing();
   });
 

@@ -26,6 +26,8 @@ export interface CheckRunOptions {
   /** Extra `concord node` arguments, e.g. ['--ownership', 'none']. */
   nodeArgs?: string[];
   env?: Record<string, string>;
+  /** Cluster secret of the nodes the check starts (default random; give the store's when reusing one). */
+  secret?: string;
   reportDir?: string;
   opTimeoutMs?: number;
   log?: (line: string) => void;
@@ -68,6 +70,7 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRunReport
       store: options.store,
       args: options.nodeArgs,
       env: options.env,
+      ...(options.secret ? { secret: options.secret } : {}),
     });
   }
   try {
