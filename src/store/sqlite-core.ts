@@ -363,11 +363,11 @@ export class SqliteCore implements SyncStore {
   }
 
   private membershipVersion(): number {
-    return Number(this.readMeta(META.membershipVersion) ?? 0);
+    return Number(this.metaValue(META.membershipVersion) ?? 0);
   }
 
   private bumpMembershipVersion(): void {
-    this.writeMeta(META.membershipVersion, String(this.membershipVersion() + 1));
+    this.setMeta(META.membershipVersion, String(this.membershipVersion() + 1));
   }
 
   // ---- shards -----------------------------------------------------------
