@@ -9,7 +9,7 @@ import type {
 } from '../src/entity/define.js';
 import { entityRef, plainTurnContext } from '../src/entity/define.js';
 import { ConcordError, HandlerError, Stopped } from '../src/errors.js';
-import type { NodeIntrospection } from '../src/http/introspection.js';
+import { NO_MEMBERSHIP_COUNTERS, type NodeIntrospection } from '../src/http/introspection.js';
 import type { ClusterStatus } from '../src/runtime/node.js';
 import type { Store } from '../src/store/types.js';
 
@@ -134,6 +134,7 @@ export class StoreCallNode {
         remoteCalls: 0,
         retries: this.stats.conflicts,
         servedForPeers: 0,
+        ...NO_MEMBERSHIP_COUNTERS,
       }),
       shardOwners: () => [],
       faults: null,

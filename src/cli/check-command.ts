@@ -146,7 +146,7 @@ function summary(report: CheckRunReport, flags: CheckFlags, reportDir: string): 
     `cluster: ${target}`,
     `operations: ${report.operations} in ${(report.durationMs / 1000).toFixed(1)} s, checked in ${report.checkerMs.toFixed(0)} ms`,
     `faults: ${report.faults.length === 0 ? 'none' : [...byKind].map(([k, n]) => `${k} ×${n}`).join(', ')}`,
-    `availability (operations that succeeded): inside fault windows ${percent(report.availability.inFaults)}, outside ${percent(report.availability.outsideFaults)}`,
+    `availability (operations that succeeded): inside fault windows ${percent(report.availability.inFaults)} (after the ${(report.detectionBoundMs / 1000).toFixed(1)} s detection bound: ${percent(report.availability.afterDetection)}), outside ${percent(report.availability.outsideFaults)}`,
     `keys: ${report.keys.filter((k) => k.ok === true).length} linearizable, ${report.keys.filter((k) => k.ok === false).length} violated, ${report.keys.filter((k) => k.ok === 'unknown').length} undecided`,
     `report: ${reportDir}/report.json, ${reportDir}/report.html`,
     '',

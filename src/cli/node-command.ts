@@ -25,6 +25,7 @@ interface NodeFlags {
   ownership: OwnershipMode;
   callTimeout?: number;
   leaseTtl?: number;
+  suspicionTimeout?: number;
   durability?: Durability;
   app: string[];
 }
@@ -71,6 +72,14 @@ export function registerNodeCommand(program: Command): void {
     .addOption(
       new Option('--lease-ttl <ms>', 'membership lease; failover after a crash takes about this long (default 1500)')
         .env('CONCORD_LEASE_TTL_MS')
+        .argParser(parsePositiveInt),
+    )
+    .addOption(
+      new Option(
+        '--suspicion-timeout <ms>',
+        'a member unreachable this long is suspected and, once the members that reach each other agree, evicted (default: the lease ttl)',
+      )
+        .env('CONCORD_SUSPICION_TIMEOUT_MS')
         .argParser(parsePositiveInt),
     )
     .addOption(
@@ -126,6 +135,7 @@ export function registerNodeCommand(program: Command): void {
         ownership: flags.ownership,
         callTimeoutMs: flags.callTimeout,
         leaseTtlMs: flags.leaseTtl,
+        suspicionTimeoutMs: flags.suspicionTimeout,
         durability: flags.durability,
         appModules: flags.app.length > 0 ? flags.app : splitList(process.env['CONCORD_APPS']),
         exitWithParent,

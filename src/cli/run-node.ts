@@ -34,6 +34,7 @@ export interface NodeRunConfig {
   ownership: OwnershipMode;
   callTimeoutMs: number | undefined;
   leaseTtlMs: number | undefined;
+  suspicionTimeoutMs: number | undefined;
   durability: Durability | undefined;
   /** Extra application modules (`--app`), served after the built-in example apps. */
   appModules: readonly string[];
@@ -128,6 +129,7 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
       httpAddress,
       callTimeoutMs: config.callTimeoutMs,
       leaseTtlMs: config.leaseTtlMs,
+      suspicionTimeoutMs: config.suspicionTimeoutMs,
       durability: config.durability,
       logger,
     });

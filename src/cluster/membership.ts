@@ -30,6 +30,19 @@ import type { Lease } from './lease.js';
  *   once its network heals.
  */
 
+/**
+ * How long after a node is cut off from the others (and only from them: the store is still
+ * reachable) its entities are served again by the others, at most, with the default timings:
+ * its connections are called silent and suspicion recorded after the suspicion timeout
+ * (counted from the last bytes heard), the decision is one store transaction, the evicted node
+ * learns of it at its next report or renewal (a sixth of a lease) and acknowledges, and the
+ * others read the acknowledgement (they look every 100 ms while an eviction is pending) and
+ * claim. One lease on top of the suspicion timeout covers those steps with room to spare.
+ */
+export function detectionBoundMs(options: { leaseTtlMs: number; suspicionTimeoutMs?: number }): number {
+  return (options.suspicionTimeoutMs ?? options.leaseTtlMs) + options.leaseTtlMs;
+}
+
 /** What membership needs from the peer transport. */
 export interface MembershipPeers {
   isConnected(peer: string): boolean;

@@ -21,7 +21,24 @@ export interface RuntimeCounters {
   remoteCalls: number;
   retries: number;
   servedForPeers: number;
+  /** Membership under partial failure (see src/cluster/membership.ts). */
+  suspicionsRaised: number;
+  suspicionsCleared: number;
+  probes: number;
+  evictionsDecided: number;
+  evictedSelf: number;
+  joins: number;
 }
+
+/** Counters that only a coordinated node has, at zero (for the baselines). */
+export const NO_MEMBERSHIP_COUNTERS = {
+  suspicionsRaised: 0,
+  suspicionsCleared: 0,
+  probes: 0,
+  evictionsDecided: 0,
+  evictedSelf: 0,
+  joins: 0,
+} as const;
 
 /** Joins refused because of the cluster secret, as recorded in the store. */
 export interface RefusedJoins {
@@ -57,7 +74,7 @@ export function introspectConcordNode(node: ConcordNode): NodeIntrospection {
   return {
     ownership: 'single',
     clusterId: node.clusterId,
-    counters: () => ({ ...node.host.stats, ...node.router.stats }),
+    counters: () => ({ ...node.host.stats, ...node.router.stats, ...node.membership.stats }),
     peerHandshakeFailures: () => node.mesh.stats.handshakeFailures,
     refusedJoins: async () => {
       let timer: NodeJS.Timeout | undefined;
@@ -99,6 +116,7 @@ export function introspectNaiveNode(node: NaiveNode): NodeIntrospection {
       remoteCalls: 0,
       retries: 0,
       servedForPeers: 0,
+      ...NO_MEMBERSHIP_COUNTERS,
     }),
     shardOwners: () => [],
     faults: null,

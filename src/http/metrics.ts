@@ -93,6 +93,42 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
   counter('concord_local_calls_total', 'Calls served by this node as owner', 'localCalls');
   counter('concord_remote_calls_total', 'Calls forwarded to the owning peer', 'remoteCalls');
   counter('concord_calls_served_for_peers_total', 'Calls this node served for other nodes', 'servedForPeers');
+  counter(
+    'concord_suspicions_raised_total',
+    'Members this node recorded in the store as unreachable (after the suspicion timeout and an indirect probe)',
+    'suspicionsRaised',
+  );
+  counter(
+    'concord_suspicions_cleared_total',
+    'Suspicions this node withdrew (the member became reachable or left)',
+    'suspicionsCleared',
+  );
+  counter(
+    'concord_indirect_probes_total',
+    'Indirect probes: other members asked whether they reach a member',
+    'probes',
+  );
+  counter(
+    'concord_evictions_total',
+    'Members this node evicted through the store (its decisions that applied)',
+    'evictionsDecided',
+  );
+  counter('concord_evicted_total', 'Times this node itself was evicted by the other members', 'evictedSelf');
+  counter(
+    'concord_joins_total',
+    'Times this node became a member (at start and after each eviction or lost lease)',
+    'joins',
+  );
+  const members = new Gauge({
+    name: 'concord_members',
+    help: 'Membership rows as this node sees them, by status (alive, joining, leaving, suspected, evicted, dead)',
+    labelNames: ['status'],
+    registers: [registry],
+    collect() {
+      members.reset();
+      for (const member of node.status().members) members.inc({ status: member.status });
+    },
+  });
   let handshakeFailuresSeen = 0;
   new Counter({
     name: 'concord_peer_handshake_failures_total',

@@ -6,8 +6,10 @@ import { sendError } from './errors.js';
 import type { NodeIntrospection, Ownership } from './introspection.js';
 
 /**
- * Operations routes: `/healthz` (the process runs), `/readyz` (the node may serve: valid
- * lease and a shard map), `/cluster` (membership and shard ownership as this node sees it).
+ * Operations routes: `/healthz` (the process runs), `/readyz` (the node should get traffic: a
+ * member with a valid lease and a shard map that reaches a majority of the members; 503 while
+ * joining, evicted, cut off or stopping), `/cluster` (membership and shard ownership as this
+ * node sees it, with suspicions and evictions).
  */
 
 export interface ClusterView {
@@ -16,6 +18,8 @@ export interface ClusterView {
   /** The cluster's random id, as recorded in the store (null for the baseline). */
   clusterId: string | null;
   ready: boolean;
+  /** Why the node is not ready (null when it is). */
+  notReadyReason: string | null;
   incarnation: number | null;
   leaseRemainingMs: number;
   activeEntities: number;
@@ -23,11 +27,16 @@ export interface ClusterView {
     name: string;
     address: string;
     httpAddress: string | null;
+    /** alive, joining, leaving, suspected, evicted or dead. */
     status: ClusterStatus['members'][number]['status'];
     connected: boolean;
     incarnation: number;
     leaseExpiresInMs: number;
     shards: number;
+    /** The members that report this one unreachable (non-empty when `suspected`). */
+    suspectedBy: string[];
+    /** For `evicted`: the members whose suspicions ended its membership. */
+    evictedBy: string[] | null;
   }[];
   shards: ClusterStatus['shards'] & { map: (string | null)[] };
   /**
@@ -45,6 +54,7 @@ export async function clusterView(node: AppNode, introspection: NodeIntrospectio
     ownership: introspection.ownership,
     clusterId: introspection.clusterId,
     ready: status.ready,
+    notReadyReason: status.notReadyReason,
     incarnation: status.incarnation,
     leaseRemainingMs: status.leaseRemainingMs,
     activeEntities: status.activeEntities,
@@ -57,6 +67,8 @@ export async function clusterView(node: AppNode, introspection: NodeIntrospectio
       incarnation: m.incarnation,
       leaseExpiresInMs: Math.round(m.leaseExpiresInMs),
       shards: status.shards.owners[m.name] ?? 0,
+      suspectedBy: m.suspectedBy,
+      evictedBy: m.evictedBy,
     })),
     shards: { ...status.shards, map: introspection.shardOwners() },
     refusedJoins: refused.joins.map((join) => ({ ...join, ageMs: Math.max(0, refused.now - join.at) })),
@@ -73,7 +85,7 @@ export function registerOperationRoutes(
 
   http.get('/readyz', async (_request, reply) => {
     if (node.ready && !isDraining()) return { ready: true, node: node.name };
-    const reason = isDraining() ? 'the node is stopping' : 'the node holds no valid lease or has no shard map yet';
+    const reason = isDraining() ? 'the node is stopping' : (node.status().notReadyReason ?? 'not ready');
     return sendError(reply, {
       status: 503,
       body: { error: `not ready: ${reason}`, ready: false },

@@ -6,11 +6,21 @@
  * - `checkHistory`: a linearizability checker (Wing–Gong search with memoisation, per-key
  *   decomposition) for versioned registers, with minimal failing sub-histories.
  * - `runCheck`: the engine of `concord check`.
+ * - `startLoad`: HTTP load through chosen nodes, every call recorded, with availability helpers.
  */
 
 export { FAULT_KINDS, type FaultKind, type FaultWindow } from './check/faults.js';
 export { type Availability, type CheckRunOptions, type CheckRunReport, runCheck } from './check/run.js';
 export * from './checker/index.js';
+export {
+  answeredShare,
+  callsBetween,
+  type Load,
+  type LoadCall,
+  type LoadOptions,
+  longestUnavailable,
+  startLoad,
+} from './load.js';
 export {
   type AddNodeOptions,
   ClusterNode,

@@ -324,6 +324,23 @@ export class ClusterNode {
     return result.body.value as T;
   }
 
+  /**
+   * The value of a Prometheus metric from this node's `/metrics`, summed over its series (0 when
+   * it has none); with `labels`, only the series that carry them.
+   */
+  async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const { body } = await this.request<string>('GET', '/metrics');
+    let sum = 0;
+    for (const line of String(body).split('\n')) {
+      const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+      if (!match || match[1] !== name) continue;
+      const series = match[2] ?? '';
+      if (Object.entries(labels).some(([k, v]) => !series.includes(`${k}="${v}"`))) continue;
+      sum += Number(match[3]);
+    }
+    return sum;
+  }
+
   /** Change this node's fault switch (test-only route). */
   async faults(change: { dropTo?: string[]; allow?: string[] | 'all'; cutStore?: boolean }): Promise<void> {
     const result = await this.post('/_test/faults', change);

@@ -22,9 +22,17 @@ export interface ScheduleOptions {
   clock: () => number;
   done: () => boolean;
   quietMs: number;
-  faultMs: number;
+  /** How long a fault window lasts, by kind (a number: the same for every kind). */
+  faultMs: number | Partial<Record<FaultKind, number>>;
   random?: () => number;
 }
+
+/**
+ * Default window lengths: 3 s, except partitions, which last 7 s so that the time after the
+ * detection bound (when the connected nodes have taken the cut-off node's entities over) is
+ * long enough to measure.
+ */
+export const DEFAULT_FAULT_MS: Record<FaultKind, number> = { kill: 3000, pause: 3000, partition: 7000, store: 3000 };
 
 export async function runFaultSchedule(options: ScheduleOptions): Promise<FaultWindow[]> {
   const windows: FaultWindow[] = [];
@@ -39,25 +47,27 @@ export async function runFaultSchedule(options: ScheduleOptions): Promise<FaultW
     const victim = nodes[Math.floor(random() * nodes.length)]!;
     const others = nodes.filter((n) => n !== victim).map((n) => n.name);
     const start = options.clock();
+    const faultMs =
+      typeof options.faultMs === 'number' ? options.faultMs : (options.faultMs[kind] ?? DEFAULT_FAULT_MS[kind]);
     switch (kind) {
       case 'kill':
         await victim.kill();
-        await sleep(options.faultMs);
+        await sleep(faultMs);
         await victim.restart();
         break;
       case 'pause':
         victim.pause();
-        await sleep(options.faultMs);
+        await sleep(faultMs);
         victim.resume();
         break;
       case 'partition':
         await options.cluster.partition([victim.name], others);
-        await sleep(options.faultMs);
+        await sleep(faultMs);
         await options.cluster.heal();
         break;
       case 'store':
         await options.cluster.cutStore(victim);
-        await sleep(options.faultMs);
+        await sleep(faultMs);
         await options.cluster.restoreStore(victim);
         break;
     }

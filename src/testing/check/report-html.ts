@@ -34,6 +34,7 @@ faults: ${escapeHtml(report.options.faults.join(', ') || 'none')}${report.option
 <table><tr><th></th><th>operations</th><th>succeeded</th><th>share</th></tr>
 <tr><td>outside fault windows</td><td>${a.outsideFaults.operations}</td><td>${a.outsideFaults.succeeded}</td><td>${pct(a.outsideFaults.share)}</td></tr>
 <tr><td>inside fault windows</td><td>${a.inFaults.operations}</td><td>${a.inFaults.succeeded}</td><td>${pct(a.inFaults.share)}</td></tr>
+<tr><td>inside, after the ${(report.detectionBoundMs / 1000).toFixed(1)} s detection bound</td><td>${a.afterDetection.operations}</td><td>${a.afterDetection.succeeded}</td><td>${pct(a.afterDetection.share)}</td></tr>
 <tr><td>overall</td><td>${a.overall.operations}</td><td>${a.overall.succeeded}</td><td>${pct(a.overall.share)}</td></tr></table>
 <h2>Faults</h2>
 <table><tr><th>kind</th><th>node</th><th>from (s)</th><th>to (s)</th></tr>

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { detectionBoundMs } from '../../cluster/membership.js';
 import type { HistoryEntry } from '../checker/history.js';
 import { type CheckResult, checkHistory, formatReport } from '../checker/index.js';
 import { LocalCluster } from '../local-cluster.js';
-import { type FaultKind, type FaultWindow, runFaultSchedule } from './faults.js';
+import { DEFAULT_FAULT_MS, type FaultKind, type FaultWindow, runFaultSchedule } from './faults.js';
 import { renderHtmlReport } from './report-html.js';
 import { runWorkload } from './workload.js';
 
@@ -39,6 +40,9 @@ export interface Availability {
   share: number;
 }
 
+/** The node settings the check's cluster runs with (for the detection bound). */
+const LEASE_TTL_MS = 1500;
+
 export interface CheckRunReport {
   verdict: 'linearizable' | 'not linearizable' | 'unknown';
   startedAt: string;
@@ -47,7 +51,18 @@ export interface CheckRunReport {
   durationMs: number;
   checkerMs: number;
   faults: FaultWindow[];
-  availability: { inFaults: Availability; outsideFaults: Availability; overall: Availability };
+  availability: {
+    inFaults: Availability;
+    /**
+     * Inside fault windows, counting only operations begun once the detection bound had passed
+     * since the window opened (a cut-off or dead node's entities are served by the others by then).
+     */
+    afterDetection: Availability;
+    outsideFaults: Availability;
+    overall: Availability;
+  };
+  /** The detection bound used for `afterDetection` (ms). */
+  detectionBoundMs: number;
   keys: { key: string; ok: boolean | 'unknown'; operations: number; elapsedMs: number; explanation?: string }[];
   history: HistoryEntry[];
   result: CheckResult;
@@ -87,10 +102,11 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRunReport
     const [history, faults] = await Promise.all([
       runWorkload({ urls, keys, clients: options.clients, opTimeoutMs: options.opTimeoutMs ?? 3000, done, clock }),
       cluster && options.faults.length > 0
-        ? runFaultSchedule({ cluster, kinds: options.faults, clock, done, quietMs: 2500, faultMs: 3000 })
+        ? runFaultSchedule({ cluster, kinds: options.faults, clock, done, quietMs: 2500, faultMs: DEFAULT_FAULT_MS })
         : Promise.resolve([] as FaultWindow[]),
     ]);
     const durationMs = clock() - workloadStart;
+    const detectionBound = detectionBoundMs({ leaseTtlMs: LEASE_TTL_MS });
 
     log(`checking ${history.length} operations …`);
     const result = checkHistory(history, { timeoutMs: 20_000 });
@@ -103,7 +119,8 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRunReport
       durationMs,
       checkerMs: result.elapsedMs,
       faults,
-      availability: availability(history, faults),
+      availability: availability(history, faults, detectionBound),
+      detectionBoundMs: detectionBound,
       keys: result.keys.map((k) => ({
         key: k.key,
         ok: k.ok,
@@ -127,14 +144,21 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRunReport
 }
 
 /** Share of operations that succeeded (200, or a definite 412), inside and outside fault windows. */
-function availability(history: HistoryEntry[], faults: FaultWindow[]): CheckRunReport['availability'] {
+function availability(
+  history: HistoryEntry[],
+  faults: FaultWindow[],
+  detectionBound: number,
+): CheckRunReport['availability'] {
   const count = (entries: HistoryEntry[]): Availability => {
     const succeeded = entries.filter((e) => e.outcome === 'ok' || (e.outcome === 'fail' && e.op === 'cas')).length;
     return { operations: entries.length, succeeded, share: entries.length === 0 ? 1 : succeeded / entries.length };
   };
   const inFault = (e: HistoryEntry) => faults.some((w) => e.invokedAt >= w.start && e.invokedAt <= w.end);
+  const afterDetection = (e: HistoryEntry) =>
+    faults.some((w) => e.invokedAt >= w.start + detectionBound && e.invokedAt <= w.end);
   return {
     inFaults: count(history.filter(inFault)),
+    afterDetection: count(history.filter(afterDetection)),
     outsideFaults: count(history.filter((e) => !inFault(e))),
     overall: count(history),
   };

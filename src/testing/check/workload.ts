@@ -5,10 +5,17 @@ import type { HistoryEntry } from '../checker/history.js';
  * writes and If-Match compare-and-sets against random keys on random nodes over HTTP,
  * and record every operation with its invocation and completion time on one clock.
  *
+ * Like clients behind a load balancer, they send only to the nodes whose `/readyz` answered
+ * 200 at the last health check (every 100 ms), and to any node when none is ready.
+ *
  * Outcome mapping (what the checker may assume):
  * - 200 → ok; 412 → a definite, observed cas failure; 400 → definite failure;
+ * - 503 with `maybeApplied: false` → definite failure: the node says it was certainly not applied
+ *   (the checker holds it to that: a write answered so that took effect is a violation);
  * - connection refused → definite failure (the request never reached a server);
- * - anything else (timeout, reset, 503, 5xx) → unknown ("info"): it may or may not have happened.
+ * - anything else (timeout, reset, 504, other 5xx) → unknown ("info"): it may or may not have happened.
+ * A cas that definitely failed without a 412 carries no information (to the checker a failed cas
+ * means "the version differed"), so it is recorded as unknown.
  */
 
 export const STATES = ['initialized', 'working', 'finalized'] as const;
@@ -24,23 +31,58 @@ export interface WorkloadOptions {
   /** Clock shared with the fault schedule. */
   clock: () => number;
   random?: () => number;
+  /** Send only to nodes whose /readyz answered 200 at the last check (default true). */
+  readyOnly?: boolean;
 }
 
 interface EntityBody {
   state?: unknown;
   version?: unknown;
+  maybeApplied?: unknown;
+}
+
+/** Polls /readyz of every node every 100 ms, like a load balancer's health check. */
+function healthChecker(
+  urls: () => string[],
+  done: () => boolean,
+): { ready: (all: string[]) => string[]; stopped: Promise<void> } {
+  const ready = new Map<string, boolean>();
+  const stopped = (async () => {
+    while (!done()) {
+      await Promise.all(
+        urls().map(async (url) => {
+          try {
+            const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(500) });
+            await response.arrayBuffer();
+            ready.set(url, response.status === 200);
+          } catch {
+            ready.set(url, false);
+          }
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+  return {
+    ready: (all) => {
+      const healthy = all.filter((url) => ready.get(url) !== false);
+      return healthy.length > 0 ? healthy : all;
+    },
+    stopped,
+  };
 }
 
 export async function runWorkload(options: WorkloadOptions): Promise<HistoryEntry[]> {
   const history: HistoryEntry[] = [];
   const random = options.random ?? Math.random;
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+  const health = options.readyOnly === false ? null : healthChecker(options.urls, options.done);
 
   const client = async (id: number) => {
     const lastSeen = new Map<string, number>();
     while (!options.done()) {
       const key = pick(options.keys);
-      const urls = options.urls();
+      const urls = health ? health.ready(options.urls()) : options.urls();
       if (urls.length === 0) {
         await new Promise((resolve) => setTimeout(resolve, 20));
         continue;
@@ -83,10 +125,10 @@ export async function runWorkload(options: WorkloadOptions): Promise<HistoryEntr
       } else if (status === 412 && op === 'cas') {
         history.push({ ...base, ...writeFields, completedAt, outcome: 'fail' });
         if (typeof (body as { version?: unknown }).version === 'number') lastSeen.set(key, body.version as number);
-      } else if ((status === 400 || refused) && op !== 'cas') {
-        // Definitely not applied (a refused connection, a rejected body).
+      } else if ((status === 400 || refused || notApplied(status, body)) && op !== 'cas') {
+        // Definitely not applied (a refused connection, a rejected body, a 503 saying so).
         history.push({ ...base, ...writeFields, completedAt, outcome: 'fail' });
-      } else if (status === 400 || refused) {
+      } else if (status === 400 || refused || notApplied(status, body)) {
         // Not applied either, but a failed cas means "412: the version differed" to the
         // checker, which this is not: record it as carrying no information instead.
         history.push({ ...base, ...writeFields, completedAt: null, outcome: 'info' });
@@ -99,7 +141,13 @@ export async function runWorkload(options: WorkloadOptions): Promise<HistoryEntr
     }
   };
   await Promise.all(Array.from({ length: options.clients }, (_, i) => client(i + 1)));
+  await health?.stopped;
   return history;
+}
+
+/** A 503 whose body says the call was certainly not applied (the HTTP API's contract). */
+function notApplied(status: number, body: EntityBody): boolean {
+  return status === 503 && body.maybeApplied === false;
 }
 
 function isConnectionRefused(error: unknown): boolean {
