@@ -24,6 +24,7 @@ interface NodeFlags {
   callTimeout?: number;
   leaseTtl?: number;
   durability?: Durability;
+  idempotencyWindow?: number;
   app: string[];
 }
 
@@ -81,6 +82,14 @@ export function registerNodeCommand(program: Command): void {
     )
     .addOption(
       new Option(
+        '--idempotency-window <ms>',
+        'how long idempotency keys are remembered at least (store clock; default 86400000, 24 h)',
+      )
+        .env('CONCORD_IDEMPOTENCY_WINDOW_MS')
+        .argParser(parsePositiveInt),
+    )
+    .addOption(
+      new Option(
         '--app <module>',
         'load an application module (ConcordApps and/or entity definitions); repeatable. Env: CONCORD_APPS, comma-separated',
       )
@@ -110,6 +119,7 @@ export function registerNodeCommand(program: Command): void {
         callTimeoutMs: flags.callTimeout,
         leaseTtlMs: flags.leaseTtl,
         durability: flags.durability,
+        idempotencyWindowMs: flags.idempotencyWindow,
         appModules: flags.app.length > 0 ? flags.app : splitList(process.env['CONCORD_APPS']),
         exitWithParent: process.env['CONCORD_EXIT_WITH_PARENT'] === '1',
       };

@@ -30,6 +30,8 @@ export interface NodeRunConfig {
   callTimeoutMs: number | undefined;
   leaseTtlMs: number | undefined;
   durability: Durability | undefined;
+  /** `--idempotency-window`: how long idempotency keys are remembered at least (default 24 h). */
+  idempotencyWindowMs?: number | undefined;
   /** Extra application modules (`--app`), served after the built-in example apps. */
   appModules: readonly string[];
   /** Stop when the IPC channel to the parent closes (set by `concord demo` for its children). */
@@ -118,6 +120,7 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
       callTimeoutMs: config.callTimeoutMs,
       leaseTtlMs: config.leaseTtlMs,
       durability: config.durability,
+      idempotencyWindowMs: config.idempotencyWindowMs,
       logger,
     });
     node = concord;
