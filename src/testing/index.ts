@@ -19,4 +19,5 @@ export {
   type HttpResult,
   LocalCluster,
   type LocalClusterOptions,
+  quoteIdempotencyKey,
 } from './local-cluster.js';
