@@ -142,6 +142,8 @@ export interface HostStats {
   turns: number;
   commits: number;
   fenced: number;
+  /** Keyed calls answered with the reply stored under their key (the handler did not run). */
+  replays: number;
 }
 
 export class EntityHost implements ShardHost {
@@ -156,7 +158,14 @@ export class EntityHost implements ShardHost {
   private readonly keyWindowMs: number;
   private readonly keysPerEntity: number;
   private activeCount = 0;
-  readonly stats: HostStats = { activations: 0, passivations: 0, turns: 0, commits: 0, fenced: 0 };
+  readonly stats: HostStats = {
+    activations: 0,
+    passivations: 0,
+    turns: 0,
+    commits: 0,
+    fenced: 0,
+    replays: 0,
+  };
 
   constructor(
     private readonly definitions: ReadonlyMap<string, EntityDefinition>,
@@ -488,6 +497,7 @@ export class EntityHost implements ShardHost {
         const seen = batchKeys?.get(idempotencyKey) ?? memory!.get(idempotencyKey) ?? lookedUp?.get(idempotencyKey);
         if (seen !== undefined) {
           // A replay: the change this key guards is committed (or commits with this batch).
+          if (seen.fingerprint === turn.fingerprint) this.stats.replays++;
           outcomes[i] =
             seen.fingerprint === turn.fingerprint
               ? { ok: true, value: replayOf(seen) }
