@@ -82,7 +82,22 @@ async function start(): Promise<Running> {
   return { node, concord, http, httpUrl };
 }
 
-function call(node: AppNode, id: string, write: boolean, n: number, timeoutMs?: number): Promise<unknown> {
+/** Idempotency keys of workload WK: unique across every load of this process. */
+let keySequence = 0;
+const keyPrefix = `${config.name}-${process.pid}-`;
+
+function call(
+  node: AppNode,
+  id: string,
+  write: boolean,
+  n: number,
+  timeoutMs?: number,
+  keyed = false,
+): Promise<unknown> {
+  if (write && keyed) {
+    const options = { timeoutMs, idempotencyKey: `${keyPrefix}${keySequence++}` };
+    return node.callByName(EntityState.kind, id, 'set', { state: STATES[n % STATES.length] }, options);
+  }
   const options = timeoutMs === undefined ? undefined : { timeoutMs };
   return write
     ? node.callByName(EntityState.kind, id, 'set', { state: STATES[n % STATES.length] }, options)
@@ -113,7 +128,7 @@ async function handle(running: Running, request: BenchRequest): Promise<unknown>
     case 'call':
       return call(node, request.entityId, request.handler === 'set', 0, request.timeoutMs);
     case 'load':
-      return closedLoop((id, write, n) => call(node, id, write, n), request);
+      return closedLoop((id, write, n) => call(node, id, write, n, undefined, request.idempotencyKeys), request);
     case 'activate':
       return activateAll(
         (id) => call(node, id, false, 0),

@@ -15,6 +15,8 @@ export interface HttpLoadOptions {
   prefix: string;
   count: number;
   writeRatio: number;
+  /** Every PUT carries a fresh `Idempotency-Key` (workload WK). */
+  idempotencyKeys?: boolean;
   concurrency: number;
   warmupMs: number;
   durationMs: number;
@@ -36,6 +38,7 @@ export async function httpLoad(options: HttpLoadOptions): Promise<LoadResult> {
   };
   let measuring = false;
   let n = 0;
+  const keyPrefix = `b${Date.now().toString(36)}-`;
   const shares = options.urls.map(
     (_, i) =>
       Math.floor(options.concurrency / options.urls.length) + (i < options.concurrency % options.urls.length ? 1 : 0),
@@ -45,7 +48,9 @@ export async function httpLoad(options: HttpLoadOptions): Promise<LoadResult> {
     request.path = `/entities/${id}`;
     if (options.writeRatio > 0 && Math.random() < options.writeRatio) {
       request.method = 'PUT';
-      request.headers = PUT_HEADERS;
+      request.headers = options.idempotencyKeys
+        ? { ...PUT_HEADERS, 'idempotency-key': `${keyPrefix}${n}` }
+        : PUT_HEADERS;
       request.body = `{"state":"${STATES[n++ % STATES.length]}"}`;
     } else {
       request.method = 'GET';

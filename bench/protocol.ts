@@ -37,6 +37,8 @@ export type BenchRequest =
       count: number;
       /** Share of calls that are sets (0..1). */
       writeRatio: number;
+      /** Every set carries a fresh idempotency key (workload WK). */
+      idempotencyKeys?: boolean;
       concurrency: number;
       warmupMs: number;
       durationMs: number;

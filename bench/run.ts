@@ -8,7 +8,14 @@ import type { SystemKind } from './protocol.js';
 import { checkTargets } from './report.js';
 import { type StoreBackend, type StoreFactory, storeFactory } from './stores.js';
 import { addRatios, throughputMatrix } from './throughput.js';
-import { type BenchOptions, type BenchReport, type MachineInfo, SCALES, type ThroughputRow } from './types.js';
+import {
+  type BenchOptions,
+  type BenchReport,
+  type MachineInfo,
+  SCALES,
+  type ThroughputRow,
+  WORKLOADS,
+} from './types.js';
 
 /**
  * One benchmark run: for each store, concord and the store-on-every-call baseline (and, once,
@@ -118,7 +125,7 @@ const STORE_ORDER = (s: StoreBackend | null) => (s === 'sqlite' ? 0 : s === 'pos
 function compareRows(a: ThroughputRow, b: ThroughputRow): number {
   return (
     a.driver.localeCompare(b.driver) ||
-    'RMW'.indexOf(a.workload) - 'RMW'.indexOf(b.workload) ||
+    WORKLOADS.indexOf(a.workload) - WORKLOADS.indexOf(b.workload) ||
     a.concurrency - b.concurrency ||
     SYSTEM_ORDER[a.system] - SYSTEM_ORDER[b.system] ||
     STORE_ORDER(a.store) - STORE_ORDER(b.store)

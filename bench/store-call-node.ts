@@ -130,6 +130,7 @@ export class StoreCallNode {
         turns: this.stats.calls,
         commits: this.stats.writes,
         fenced: this.stats.conflicts,
+        replays: 0,
         localCalls: this.stats.calls,
         remoteCalls: 0,
         retries: this.stats.conflicts,

@@ -6,6 +6,7 @@ import type { StoreBackend } from './stores.js';
 import {
   type BenchOptions,
   type Driver,
+  KEYED,
   type ProcessCpu,
   type ThroughputRow,
   type Workload,
@@ -27,6 +28,8 @@ export async function throughputMatrix(context: CellContext, options: BenchOptio
   const rows: ThroughputRow[] = [];
   for (const driver of options.drivers) {
     for (const workload of options.workloads) {
+      // The baselines have no idempotency keys: a keyed row of theirs would be a plain W row.
+      if (KEYED[workload] && context.system !== 'concord') continue;
       for (const concurrency of options.concurrency) {
         const row = await cell(context, options, driver, workload, concurrency);
         options.log?.(
@@ -53,6 +56,7 @@ async function cell(
     prefix: ENTITY_PREFIX,
     count: options.entities,
     writeRatio: WRITE_RATIO[workload],
+    idempotencyKeys: KEYED[workload],
     concurrency,
     warmupMs,
     durationMs,

@@ -6,12 +6,16 @@ import type { StoreBackend } from './stores.js';
 
 /** What a benchmark run is asked to do, and what it found (the JSON report). */
 
-export type Workload = 'R' | 'M' | 'W';
+/** R: 100% get; M: 90% get; W: 100% set; WK: W with a fresh idempotency key on every set. */
+export type Workload = 'R' | 'M' | 'W' | 'WK';
 export type Driver = 'api' | 'http';
 export type Section = 'throughput' | 'activation' | 'memory' | 'failover' | 'join';
 export type Scale = 'full' | 'quick' | 'tiny';
 
-export const WRITE_RATIO: Record<Workload, number> = { R: 0, M: 0.1, W: 1 };
+export const WORKLOADS: readonly Workload[] = ['R', 'M', 'W', 'WK'];
+export const WRITE_RATIO: Record<Workload, number> = { R: 0, M: 0.1, W: 1, WK: 1 };
+/** Workloads whose sets carry an idempotency key (concord only: the baselines have no keys). */
+export const KEYED: Record<Workload, boolean> = { R: false, M: false, W: false, WK: true };
 export const SECTIONS: readonly Section[] = ['throughput', 'activation', 'memory', 'failover', 'join'];
 
 export interface BenchOptions {

@@ -27,7 +27,9 @@ export {
   DomainError,
   type DomainErrorPayload,
   HandlerError,
+  IdempotencyKeyReused,
   isDomainError,
+  maybeApplied,
   NameInUse,
   SecretMismatch,
   Stopped,
@@ -39,6 +41,12 @@ export {
 } from './errors.js';
 export * from './events/index.js';
 export type { AppContext, AppNode, ConcordApp } from './http/app.js';
+export {
+  IDEMPOTENCY_KEY_HEADER,
+  idempotencyKeyOf,
+  MAX_HTTP_IDEMPOTENCY_KEY_LENGTH,
+  parseIdempotencyKey,
+} from './http/idempotency.js';
 export { ID_MAX_LENGTH, ID_PATTERN, idParamsSchema, idSchema } from './http/schemas.js';
 export { createLogger, type Logger } from './logger.js';
 export type {

@@ -5,6 +5,9 @@ import { defineEntity } from '../../src/index.js';
  * signup is decided, so two signups of one name on two nodes at once race safely: the first
  * turn creates the account, the second finds it taken. The state is written through to the
  * store (fenced) before `create` answers.
+ *
+ * The signup time is taken inside the turn, not passed in the message: a message must be the
+ * same on every retry of one request for its idempotency key to match (see app.ts).
  */
 
 export interface AccountState {
@@ -16,7 +19,6 @@ export interface AccountState {
 
 export interface CreateMessage {
   passwordHash: string;
-  createdAt: number;
 }
 
 export const Account = defineEntity('account', {
@@ -24,7 +26,7 @@ export const Account = defineEntity('account', {
   handlers: {
     create: (state, message: CreateMessage, ctx): { created: boolean } => {
       if (state.passwordHash !== null) return { created: false };
-      ctx.setState({ passwordHash: message.passwordHash, createdAt: message.createdAt });
+      ctx.setState({ passwordHash: message.passwordHash, createdAt: Date.now() });
       return { created: true };
     },
   },

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { AppContext, ConcordApp, ReplicatedMap } from '../../src/index.js';
+import { type AppContext, type ConcordApp, idempotencyKeyOf, type ReplicatedMap } from '../../src/index.js';
 import { Account } from './account.js';
 import { COOKIE_NAME, CookieSigner, clearedCookie, readCookie, sessionCookie } from './cookies.js';
 import { dummyHash, hashPassword, verifyPassword } from './passwords.js';
@@ -14,8 +14,21 @@ import { dummyHash, hashPassword, verifyPassword } from './passwords.js';
  *   The user comes from the local cache; on a miss (a partition ate the broadcast, or all
  *   nodes restarted) it is read through from the store.
  * - `GET /me` → 200 `{"username"}`; 401 without a live session.
- * - `POST /logout` → 200; the session is deleted from the replicated `accounts.sessions`
- *   map, which ends it on every node.
+ * - `POST /logout` → 200 `{"loggedOut"}`: true when the request named a session (a cookie we
+ *   signed), which is now over on every node (deleted from the replicated `accounts.sessions`
+ *   map); false when it named none.
+ *
+ * `Idempotency-Key` (optional; malformed → 400) on the three POSTs:
+ * - signup: the key goes to the account entity's `create`, so a retry of a signup that was
+ *   applied answers the same 201 instead of "taken"; the key with another password answers
+ *   422. The password's salt is derived from the key (and username) so that a retry sends the
+ *   entity the same message as the first attempt. A 409 (taken) changed nothing and is not
+ *   remembered.
+ * - login: the session id is derived from the username and the key, so a retry opens no second
+ *   session: it answers the same session cookie. Credentials are checked on every attempt (a
+ *   401 is never remembered); the key with another username is just another login.
+ * - logout: idempotent by itself (an ended session stays ended, and the answer names the
+ *   session the cookie carries, ended or not), so the key is checked and needs nothing stored.
  *
  * Login and logout answer once every reachable node has applied the session change
  * (`flush`), so a cookie works, or stops working, on every connected node at once.
@@ -98,10 +111,15 @@ class Accounts {
     this.sessions = services.replicatedMap<Session>('accounts.sessions');
   }
 
+  /** The session id a request's cookie names (signed by us), live or not. */
+  sessionId(request: FastifyRequest): string | null {
+    const value = readCookie(request.headers.cookie, COOKIE_NAME);
+    return value === undefined ? null : this.signer.verify(value);
+  }
+
   /** The live session named by the request's cookie. */
   session(request: FastifyRequest): { id: string; session: Session } | null {
-    const value = readCookie(request.headers.cookie, COOKIE_NAME);
-    const id = value === undefined ? null : this.signer.verify(value);
+    const id = this.sessionId(request);
     const session = id === null ? undefined : this.sessions.get(id);
     if (id === null || session === undefined || session.expiresAt <= Date.now()) return null;
     return { id, session };
@@ -143,13 +161,27 @@ export function createAccountsApp(options: AccountsOptions = {}): ConcordApp {
       async (request, reply) => {
         const app = live(reply);
         if (app === null) return reply;
+        const idempotencyKey = idempotencyKeyOf(request);
         const username = request.body.username.toLowerCase();
-        if (app.users.get(username) !== undefined) return reply.code(409).send({ error: 'username is taken' });
-        const passwordHash = await hashPassword(request.body.password);
-        const { created } = await app.context.node.call(Account, username, 'create', {
-          passwordHash,
-          createdAt: Date.now(),
-        });
+        // With a key, the entity decides even when the cache knows the name: it may be this
+        // request's own earlier attempt, whose answer the key replays.
+        if (idempotencyKey === undefined && app.users.get(username) !== undefined) {
+          return reply.code(409).send({ error: 'username is taken' });
+        }
+        const passwordHash =
+          idempotencyKey === undefined
+            ? await hashPassword(request.body.password)
+            : await hashPassword(
+                request.body.password,
+                app.signer.derive('salt', `${username}\u0000${idempotencyKey}`, 16),
+              );
+        const { created } = await app.context.node.call(
+          Account,
+          username,
+          'create',
+          { passwordHash },
+          idempotencyKey === undefined ? undefined : { idempotencyKey },
+        );
         if (!created) return reply.code(409).send({ error: 'username is taken' });
         app.users.set(username, { passwordHash });
         await app.users.flush(FLUSH_MS);
@@ -163,12 +195,15 @@ export function createAccountsApp(options: AccountsOptions = {}): ConcordApp {
       async (request, reply) => {
         const app = live(reply);
         if (app === null) return reply;
+        const idempotencyKey = idempotencyKeyOf(request);
         const username = request.body.username.toLowerCase();
         const user = await app.users.fetch(username);
         // Unknown users cost one scrypt too, so timing does not tell which names exist.
         const ok = await verifyPassword(request.body.password, user?.passwordHash ?? (await dummyHash()));
         if (user === undefined || !ok) return reply.code(401).send({ error: 'wrong username or password' });
-        const { id, value } = app.signer.issue();
+        const { id, value } = app.signer.issue(
+          idempotencyKey === undefined ? undefined : `${username}\u0000${idempotencyKey}`,
+        );
         app.sessions.set(id, { username, expiresAt: Date.now() + app.ttlMs });
         await app.sessions.flush(FLUSH_MS);
         const secure = request.protocol === 'https';
@@ -188,13 +223,14 @@ export function createAccountsApp(options: AccountsOptions = {}): ConcordApp {
     http.post('/logout', async (request, reply) => {
       const app = live(reply);
       if (app === null) return reply;
-      const current = app.session(request);
-      if (current !== null) {
-        app.sessions.delete(current.id);
+      idempotencyKeyOf(request); // checked (400 when malformed); logout needs nothing stored
+      const id = app.sessionId(request);
+      if (id !== null && app.sessions.get(id) !== undefined) {
+        app.sessions.delete(id);
         await app.sessions.flush(FLUSH_MS);
       }
       reply.header('set-cookie', clearedCookie(request.protocol === 'https'));
-      return reply.send({ loggedOut: current !== null });
+      return reply.send({ loggedOut: id !== null });
     });
   }
 

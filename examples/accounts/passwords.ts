@@ -18,8 +18,12 @@ function derive(password: string, salt: Buffer, options: ScryptOptions): Promise
   });
 }
 
-export async function hashPassword(password: string): Promise<string> {
-  const salt = randomBytes(16);
+/**
+ * Hash a password with a fresh random salt, or with `salt` (16 bytes) when given: a signup with
+ * an idempotency key derives its salt from the key, so that a retry hashes to the same value
+ * and its message matches the first attempt's (see app.ts).
+ */
+export async function hashPassword(password: string, salt: Buffer = randomBytes(16)): Promise<string> {
   const key = await derive(password, salt, COST);
   return ['scrypt', COST.N, COST.r, COST.p, salt.toString('base64url'), key.toString('base64url')].join('$');
 }

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { AppContext, ConcordApp } from '../../src/index.js';
-import { idParamsSchema } from '../../src/index.js';
+import { idempotencyKeyOf, idParamsSchema } from '../../src/index.js';
 import { EntityState, type EntityStateName, type Snapshot, STATES } from './entity.js';
 import { parseIfMatch } from './if-match.js';
 
@@ -9,8 +9,12 @@ import { parseIfMatch } from './if-match.js';
  * same whichever node is asked.
  *
  * - `GET /entities/:id` → 200 `{"id","state","version"}` (`ETag: "<version>"`)
- * - `PUT /entities/:id` `{"state"}` [+ `If-Match: "<version>"`] → 200 once durable;
- *   400 for a bad body, state or If-Match; 412 when If-Match is not the current version.
+ * - `PUT /entities/:id` `{"state"}` [+ `If-Match: "<version>"`] [+ `Idempotency-Key`] → 200
+ *   once durable; 400 for a bad body, state, If-Match or key; 412 when If-Match is not the
+ *   current version. With a key, a retry of an applied change answers the first 200 again (same
+ *   body, same version: the change is not applied twice); the key with another body (or
+ *   If-Match) answers 422. A 412 changed nothing, so it is not remembered: its retry is
+ *   evaluated afresh.
  *
  * Errors of the runtime (no owner reachable in time → 503) are mapped by the HTTP layer.
  */
@@ -46,11 +50,13 @@ function routes(http: FastifyInstance, { node }: AppContext): void {
     const { id } = request.params;
     const ifMatch = parseIfMatch(request.headers['if-match']);
     if (ifMatch instanceof Error) return reply.code(400).send({ error: ifMatch.message });
+    const idempotencyKey = idempotencyKeyOf(request);
     const result = await node.call(
       EntityState,
       id,
       'set',
       ifMatch === undefined ? { state: request.body.state } : { state: request.body.state, ifMatch },
+      idempotencyKey === undefined ? undefined : { idempotencyKey },
     );
     reply.header('etag', `"${result.version}"`);
     if (!result.ok) {

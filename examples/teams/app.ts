@@ -4,6 +4,7 @@ import {
   type ConcordApp,
   ID_MAX_LENGTH,
   ID_PATTERN,
+  idempotencyKeyOf,
   idParamsSchema,
   isDomainError,
   Projection,
@@ -17,6 +18,9 @@ import { TeamUser, USER_STREAM_PREFIX } from './user.js';
  * - `PUT /users/:userId/team` `{"teamId"}` → 200 `{"userId","teamId"}`; joining the team the
  *   user is already on is a 200 too; 409 `{"error","teamId": <current>}` when on another team
  * - `DELETE /users/:userId/team` → 200 `{"userId","teamId":null}`
+ * - both take an optional `Idempotency-Key`: a retry of a change that was applied answers the
+ *   same 200 without appending again; the key with another team answers 422. Answers that
+ *   changed nothing (already on that team, 409, not on a team) are not remembered.
  * - `GET /users/:userId/team` → 200 `{"userId","teamId"}` (from the user entity: always current)
  * - `GET /teams/:teamId` → 200 `{"teamId","members":[…]}` from this node's projection of the
  *   event log: eventually consistent, it trails the users by about one poll (100 ms)
@@ -56,8 +60,15 @@ export function createTeamsApp(): ConcordApp {
         return reply.code(400).send({ error: `the body must be {"teamId": <1-${ID_MAX_LENGTH} id characters>}` });
       }
       const { userId } = request.params;
+      const idempotencyKey = idempotencyKeyOf(request);
       try {
-        await node.call(TeamUser, userId, 'join', teamId);
+        await node.call(
+          TeamUser,
+          userId,
+          'join',
+          teamId,
+          idempotencyKey === undefined ? undefined : { idempotencyKey },
+        );
       } catch (error) {
         if (isDomainError<{ code: 'ALREADY_ON_TEAM'; teamId: string }>(error, 'ALREADY_ON_TEAM')) {
           const current = error.error.teamId;
@@ -71,7 +82,14 @@ export function createTeamsApp(): ConcordApp {
     http.delete<UserRoute>('/users/:userId/team', { schema: { params: userParams } }, async (request, reply) => {
       if (services === null) return unavailable(reply);
       const { userId } = request.params;
-      await node.call(TeamUser, userId, 'leave', undefined);
+      const idempotencyKey = idempotencyKeyOf(request);
+      await node.call(
+        TeamUser,
+        userId,
+        'leave',
+        undefined,
+        idempotencyKey === undefined ? undefined : { idempotencyKey },
+      );
       return reply.send({ userId, teamId: null });
     });
 

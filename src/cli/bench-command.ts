@@ -10,6 +10,7 @@ import {
   SECTIONS,
   type Section,
   SYSTEMS,
+  WORKLOADS,
   type Workload,
 } from '../../bench/types.js';
 import { parsePositiveInt, redactUrl } from './options.js';
@@ -82,8 +83,11 @@ export function registerBenchCommand(program: Command): void {
     .command('bench')
     .description('run the benchmark suite (concord and its baselines) and print a table')
     .addOption(
-      new Option('--workload <list>', 'R (100% get), M (90% get), W (100% set)')
-        .argParser(listOf(['R', 'M', 'W'] as const))
+      new Option(
+        '--workload <list>',
+        'R (100% get), M (90% get), W (100% set), WK (W with a fresh idempotency key per set; concord only)',
+      )
+        .argParser(listOf(WORKLOADS))
         .default(['R', 'M', 'W'], 'R,M,W'),
     )
     .addOption(

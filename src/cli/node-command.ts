@@ -27,6 +27,7 @@ interface NodeFlags {
   leaseTtl?: number;
   suspicionTimeout?: number;
   durability?: Durability;
+  idempotencyWindow?: number;
   app: string[];
 }
 
@@ -92,6 +93,14 @@ export function registerNodeCommand(program: Command): void {
     )
     .addOption(
       new Option(
+        '--idempotency-window <ms>',
+        'how long idempotency keys are remembered at least (store clock; default 86400000, 24 h)',
+      )
+        .env('CONCORD_IDEMPOTENCY_WINDOW_MS')
+        .argParser(parsePositiveInt),
+    )
+    .addOption(
+      new Option(
         '--app <module>',
         'load an application module (ConcordApps and/or entity definitions); repeatable. Env: CONCORD_APPS, comma-separated',
       )
@@ -137,6 +146,7 @@ export function registerNodeCommand(program: Command): void {
         leaseTtlMs: flags.leaseTtl,
         suspicionTimeoutMs: flags.suspicionTimeout,
         durability: flags.durability,
+        idempotencyWindowMs: flags.idempotencyWindow,
         appModules: flags.app.length > 0 ? flags.app : splitList(process.env['CONCORD_APPS']),
         exitWithParent,
       };

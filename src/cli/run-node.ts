@@ -36,6 +36,8 @@ export interface NodeRunConfig {
   leaseTtlMs: number | undefined;
   suspicionTimeoutMs: number | undefined;
   durability: Durability | undefined;
+  /** `--idempotency-window`: how long idempotency keys are remembered at least (default 24 h). */
+  idempotencyWindowMs?: number | undefined;
   /** Extra application modules (`--app`), served after the built-in example apps. */
   appModules: readonly string[];
   /** Stop when the IPC channel to the parent closes (set by `concord demo` for its children). */
@@ -131,6 +133,7 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
       leaseTtlMs: config.leaseTtlMs,
       suspicionTimeoutMs: config.suspicionTimeoutMs,
       durability: config.durability,
+      idempotencyWindowMs: config.idempotencyWindowMs,
       logger,
     });
     node = concord;

@@ -79,7 +79,11 @@ export interface CallOptions {
    * with its key and its reply, in the same fenced write as the change, so a retry with the
    * same key (after `Unavailable`, a timeout, a failover) returns the first reply instead of
    * applying the change again. The same key with another handler or message fails with
-   * IdempotencyKeyReused. Keys are per entity.
+   * IdempotencyKeyReused. Keys are per entity, and kept at least NodeOptions.idempotencyWindowMs
+   * (default 24 h). A keyed call that changes nothing (a read, a refusal, a failure) stores no
+   * key: it applied nothing, so a retry simply runs it again. The message must be the same on
+   * every retry, and the reply of a keyed change must be JSON-serialisable (a replay answers
+   * its JSON form).
    */
   idempotencyKey?: string;
 }

@@ -1,10 +1,25 @@
 import { Moved } from '../cluster/moved.js';
 import type { ShardHost } from '../cluster/shard-manager.js';
-import { ConcordError, HandlerError, StoreUnavailable, Unavailable } from '../errors.js';
+import { ConcordError, HandlerError, IdempotencyKeyReused, StoreUnavailable, Unavailable } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { ActivationRequest, ActivationResult, NewEvent, Store, WriteRequest } from '../store/types.js';
+import type {
+  ActivationRequest,
+  ActivationResult,
+  IdempotencyRecord,
+  NewEvent,
+  Store,
+  WriteRequest,
+} from '../store/types.js';
 import { TickBatcher } from './batcher.js';
 import type { EntityDefinition, Handler, TurnContext } from './define.js';
+import {
+  fingerprint,
+  KeyMemory,
+  type KnownKey,
+  MAX_IDEMPOTENCY_KEY_LENGTH,
+  replayOf,
+  replyText,
+} from './idempotency.js';
 import type { AppendingTurnContext, LoadedState } from './persistence.js';
 
 /**
@@ -25,6 +40,15 @@ import type { AppendingTurnContext, LoadedState } from './persistence.js';
  *   only in what is loaded after the claim, what the row's text is, and that a write also
  *   appends the batch's events in the same transaction (refused like a fence when a version
  *   is taken; the callers then retry and the entity is re-activated on fresh events).
+ * - Idempotency keys (CallOptions.idempotencyKey): a keyed turn that changes the state records
+ *   `{key, fingerprint, reply}` in the batch's fenced write, so the key commits with the change
+ *   or not at all. Before a batch with keyed turns runs, the activation loads its entity's keys
+ *   (once, after its fenced claim: every key an older owner committed is visible by then) and
+ *   then answers a known key from memory instead of running the handler again — the stored
+ *   reply when the request matches, IdempotencyKeyReused when it does not. Keys written by this
+ *   activation are remembered once their write has committed. A keyed turn that changed
+ *   nothing records nothing: it applied nothing, so running it again on a retry is harmless.
+ *   Unkeyed calls never touch any of this.
  */
 
 /** What the host needs to know about shard ownership (implemented by the shard manager). */
@@ -51,7 +75,17 @@ export interface HostOptions {
   maxConcurrentCommits: number;
   /** This node's name, recorded with the events it appends. */
   nodeName?: string;
+  /** Idempotency keys are kept at least this long (store clock); older ones are swept. Default 24 h. */
+  idempotencyWindowMs?: number;
+  /** Keys one active entity remembers in memory; beyond that, misses are looked up in the store. Default 10,000. */
+  maxIdempotencyKeysPerEntity?: number;
 }
+
+export const DEFAULT_IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
+export const DEFAULT_IDEMPOTENCY_KEYS_PER_ENTITY = 10_000;
+/** Keys deleted per sweep statement, and statements per sweep at most. */
+const PRUNE_BATCH = 1000;
+const PRUNE_ROUNDS = 10;
 
 interface Turn {
   handler: Handler<unknown>;
@@ -59,6 +93,8 @@ interface Turn {
   deadline: number;
   /** The call's idempotency key, if any (see CallOptions.idempotencyKey). */
   idempotencyKey?: string;
+  /** With a key: the fingerprint of [handler name, message]. */
+  fingerprint?: string;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
 }
@@ -82,6 +118,8 @@ class Activation {
   dead = false;
   queue: Turn[] | null = null;
   lastUsed: number;
+  /** The entity's idempotency keys; null until the first keyed call of this activation. */
+  keys: KeyMemory | null = null;
 
   constructor(
     readonly definition: EntityDefinition,
@@ -104,6 +142,8 @@ export interface HostStats {
   turns: number;
   commits: number;
   fenced: number;
+  /** Keyed calls answered with the reply stored under their key (the handler did not run). */
+  replays: number;
 }
 
 export class EntityHost implements ShardHost {
@@ -112,9 +152,20 @@ export class EntityHost implements ShardHost {
   private readonly activator: TickBatcher<ActivationRequest, ActivationResult>;
   private readonly writer: TickBatcher<WriteRequest, boolean>;
   private readonly sweepTimer: NodeJS.Timeout;
+  private readonly pruneTimer: NodeJS.Timeout;
+  private pruning = false;
   private readonly store: Store;
+  private readonly keyWindowMs: number;
+  private readonly keysPerEntity: number;
   private activeCount = 0;
-  readonly stats: HostStats = { activations: 0, passivations: 0, turns: 0, commits: 0, fenced: 0 };
+  readonly stats: HostStats = {
+    activations: 0,
+    passivations: 0,
+    turns: 0,
+    commits: 0,
+    fenced: 0,
+    replays: 0,
+  };
 
   constructor(
     private readonly definitions: ReadonlyMap<string, EntityDefinition>,
@@ -137,6 +188,14 @@ export class EntityHost implements ShardHost {
     const sweepEvery = Math.max(1000, Math.min(30_000, options.idleTimeoutMs / 2));
     this.sweepTimer = setInterval(() => this.passivateIdle(), sweepEvery);
     this.sweepTimer.unref();
+    this.keyWindowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
+    this.keysPerEntity = options.maxIdempotencyKeysPerEntity ?? DEFAULT_IDEMPOTENCY_KEYS_PER_ENTITY;
+    if (!(this.keyWindowMs > 0) || !Number.isSafeInteger(this.keysPerEntity) || this.keysPerEntity < 1) {
+      throw new RangeError('idempotencyWindowMs and maxIdempotencyKeysPerEntity must be positive');
+    }
+    const pruneEvery = Math.max(1000, Math.min(60_000, Math.round(this.keyWindowMs / 10)));
+    this.pruneTimer = setInterval(() => void this.pruneKeys(), pruneEvery);
+    this.pruneTimer.unref();
   }
 
   get active(): number {
@@ -174,11 +233,40 @@ export class EntityHost implements ShardHost {
       map = new Map();
       this.shards[shard] = map;
     }
+    let print: string | undefined;
+    if (idempotencyKey !== undefined) {
+      if (
+        typeof idempotencyKey !== 'string' ||
+        idempotencyKey.length === 0 ||
+        idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH
+      ) {
+        return Promise.reject(
+          new ConcordError(
+            'BAD_MESSAGE',
+            `an idempotency key must be a string of 1-${MAX_IDEMPOTENCY_KEY_LENGTH} characters`,
+          ),
+        );
+      }
+      try {
+        print = fingerprint(handlerName, message);
+      } catch (error) {
+        return Promise.reject(
+          new ConcordError(
+            'BAD_MESSAGE',
+            `a call with an idempotency key needs a JSON-serialisable message: ${String(error)}`,
+          ),
+        );
+      }
+    }
     const target = map.get(key) ?? this.activate(definition, id, shard, key, map);
     if (!target) return Promise.reject(this.moved(shard));
+    if (print !== undefined) target.keys ??= new KeyMemory(this.keysPerEntity);
     return new Promise<unknown>((resolve, reject) => {
       const turn: Turn = { handler: handler as Handler<unknown>, message, deadline, resolve, reject };
-      if (idempotencyKey !== undefined) turn.idempotencyKey = idempotencyKey;
+      if (print !== undefined) {
+        turn.idempotencyKey = idempotencyKey;
+        turn.fingerprint = print;
+      }
       if (target.queue === null) target.queue = [turn];
       else target.queue.push(turn);
       if (target.ready && !target.running) void this.run(target, key);
@@ -225,6 +313,29 @@ export class EntityHost implements ShardHost {
 
   close(): void {
     clearInterval(this.sweepTimer);
+    clearInterval(this.pruneTimer);
+  }
+
+  /**
+   * The sweep: delete keys older than the window, a batch at a time (an indexed DELETE … LIMIT),
+   * a few batches per run. Every node runs it; the store makes concurrent sweeps harmless.
+   */
+  async pruneKeys(): Promise<number> {
+    if (this.pruning) return 0;
+    this.pruning = true;
+    let deleted = 0;
+    try {
+      for (let round = 0; round < PRUNE_ROUNDS; round++) {
+        const n = await this.store.pruneIdempotencyKeys(this.keyWindowMs, PRUNE_BATCH);
+        deleted += n;
+        if (n < PRUNE_BATCH) break;
+      }
+    } catch (error) {
+      this.logger.debug({ err: String(error) }, 'idempotency key sweep failed; retrying at the next one');
+    } finally {
+      this.pruning = false;
+    }
+    return deleted;
   }
 
   // ---- activation -----------------------------------------------------------
@@ -344,6 +455,31 @@ export class EntityHost implements ShardHost {
     /** Event-sourced kinds: the events of this batch, in order (versions baseVersion+1…). */
     let events: NewEvent[] | null = null;
     const outcomes: Outcome[] = new Array(batch.length);
+    /** Keys of this batch's keyed changes, for its write (and for later turns of the batch). */
+    let records: IdempotencyRecord[] | null = null;
+    let batchKeys: Map<string, KnownKey> | null = null;
+    /** Keys looked up in the store for this batch (memory incomplete). */
+    let lookedUp: Map<string, KnownKey> | null = null;
+    const memory = activation.keys;
+    if (memory !== null && hasKeyedTurn(batch)) {
+      try {
+        lookedUp = await this.prepareKeys(activation, memory, batch);
+      } catch (error) {
+        // Nothing ran: the turns certainly were not applied.
+        this.logger.warn({ kind: definition.kind, id, err: String(error) }, 'reading idempotency keys failed');
+        const failure = new StoreUnavailable(
+          `could not read the idempotency keys of ${definition.kind}/${id}: the store failed`,
+          { maybeApplied: false },
+        );
+        for (const turn of batch) turn.reject(failure);
+        return;
+      }
+      if (activation.dead || !this.stillOwned(activation)) {
+        const moved = this.moved(activation.shard);
+        for (const turn of batch) turn.reject(moved);
+        return;
+      }
+    }
     const now = performance.now();
 
     for (let i = 0; i < batch.length; i++) {
@@ -355,6 +491,25 @@ export class EntityHost implements ShardHost {
           error: new Unavailable(`call to ${definition.kind}/${id} expired before it ran; it was not applied`),
         };
         continue;
+      }
+      const idempotencyKey = turn.idempotencyKey;
+      if (idempotencyKey !== undefined) {
+        const seen = batchKeys?.get(idempotencyKey) ?? memory!.get(idempotencyKey) ?? lookedUp?.get(idempotencyKey);
+        if (seen !== undefined) {
+          // A replay: the change this key guards is committed (or commits with this batch).
+          if (seen.fingerprint === turn.fingerprint) this.stats.replays++;
+          outcomes[i] =
+            seen.fingerprint === turn.fingerprint
+              ? { ok: true, value: replayOf(seen) }
+              : {
+                  ok: false,
+                  error: new IdempotencyKeyReused(
+                    `idempotency key ${JSON.stringify(idempotencyKey)} was already used on ${definition.kind}/${id} with another request; nothing was applied`,
+                    { key: idempotencyKey },
+                  ),
+                };
+          continue;
+        }
       }
       let increments = 0;
       let next: unknown;
@@ -381,6 +536,27 @@ export class EntityHost implements ShardHost {
         let value = turn.handler(state, turn.message as never, ctx);
         if (isThenable(value)) value = await value;
         if (increments > 0) {
+          if (idempotencyKey !== undefined) {
+            // The reply is stored with the key: it must be JSON, checked before the change is
+            // folded in, so that only this turn fails (and changes nothing) when it is not.
+            let reply: string | null;
+            try {
+              reply = replyText(value);
+            } catch (error) {
+              outcomes[i] = {
+                ok: false,
+                error: new HandlerError(
+                  `the reply of ${definition.kind}/${id} is not JSON-serialisable, so it cannot be kept with its idempotency key; nothing was applied: ${String(error)}`,
+                ),
+              };
+              continue;
+            }
+            const record: IdempotencyRecord = { key: idempotencyKey, fingerprint: turn.fingerprint!, reply };
+            records ??= [];
+            records.push(record);
+            batchKeys ??= new Map();
+            batchKeys.set(idempotencyKey, record);
+          }
           state = next;
           changes += increments;
           if (appended !== null) {
@@ -423,6 +599,8 @@ export class EntityHost implements ShardHost {
         // Same transaction as the fenced update, at versions baseVersion+1 … newVersion.
         request.append = { stream: persistence.stream(id), node: this.options.nodeName ?? 'unknown', events };
       }
+      // Same transaction too, and only if the fenced update applies.
+      if (records !== null) request.keys = records;
       let applied: boolean;
       try {
         applied = await this.writer.submit(request);
@@ -452,6 +630,8 @@ export class EntityHost implements ShardHost {
       activation.version = newVersion;
       activation.rowVersion = newVersion;
       if (stateText !== null) activation.snapshotVersion = newVersion;
+      // Committed: from now on a retry with one of these keys is answered from memory.
+      if (records !== null) for (const record of records) memory!.remember(record);
     } else if (!this.guard.leaseValid()) {
       // Self-fencing: a read is answered only while no one else can have claimed the shard.
       const moved = this.moved(activation.shard);
@@ -464,6 +644,40 @@ export class EntityHost implements ShardHost {
       if (outcome.ok) batch[i]!.resolve(outcome.value);
       else batch[i]!.reject(outcome.error);
     }
+  }
+
+  /**
+   * Make sure the activation can tell every key of this batch apart: load the entity's keys
+   * once (this runs after the activation's fenced claim, so every key an older owner committed
+   * is visible), and when memory does not hold them all, look up the batch's unknown keys.
+   * Loads every key the sweep has not deleted yet (notBefore 0): the sweep alone decides, on
+   * the store's clock, when a key is forgotten, so no node clock is compared with the window.
+   */
+  private async prepareKeys(
+    activation: Activation,
+    memory: KeyMemory,
+    batch: Turn[],
+  ): Promise<Map<string, KnownKey> | null> {
+    const { kind } = activation.definition;
+    if (!memory.loaded) {
+      memory.load(await this.store.readIdempotencyKeys(kind, activation.id, 0, memory.limit + 1));
+    }
+    if (memory.complete) return null;
+    const missing = new Set<string>();
+    for (const turn of batch) {
+      if (turn.idempotencyKey !== undefined && memory.get(turn.idempotencyKey) === undefined) {
+        missing.add(turn.idempotencyKey);
+      }
+    }
+    if (missing.size === 0) return null;
+    const found = new Map<string, KnownKey>();
+    const rows = await Promise.all([...missing].map((key) => this.store.readIdempotencyKey(kind, activation.id, key)));
+    for (const row of rows) {
+      if (row === null) continue;
+      found.set(row.key, { fingerprint: row.fingerprint, reply: row.reply });
+      memory.remember(row);
+    }
+    return found;
   }
 
   /** Admitted turns run while the lease is valid and the shard is still held at the activation's epoch. */
@@ -543,6 +757,11 @@ export class EntityHost implements ShardHost {
     const { owner, epoch } = this.guard.ownerOf(shard);
     return new Moved(shard, owner, epoch);
   }
+}
+
+function hasKeyedTurn(batch: Turn[]): boolean {
+  for (const turn of batch) if (turn.idempotencyKey !== undefined) return true;
+  return false;
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

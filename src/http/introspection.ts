@@ -17,6 +17,8 @@ export interface RuntimeCounters {
   turns: number;
   commits: number;
   fenced: number;
+  /** Keyed calls answered with their stored reply. */
+  replays: number;
   localCalls: number;
   remoteCalls: number;
   retries: number;
@@ -112,6 +114,7 @@ export function introspectNaiveNode(node: NaiveNode): NodeIntrospection {
       turns: node.stats.turns,
       commits: 0,
       fenced: 0,
+      replays: 0,
       localCalls: node.stats.localCalls,
       remoteCalls: 0,
       retries: 0,

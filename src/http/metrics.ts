@@ -86,6 +86,11 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
   };
   counter('concord_commits_total', 'Group-commit transactions written to the store', 'commits');
   counter('concord_fenced_writes_total', 'Writes refused by the store because a newer owner exists', 'fenced');
+  counter(
+    'concord_idempotent_replays_total',
+    'Keyed calls answered with the reply stored under their idempotency key, without running again',
+    'replays',
+  );
   counter('concord_call_retries_total', 'Call attempts retried while ownership moved', 'retries');
   counter('concord_turns_total', 'Entity turns run on this node', 'turns');
   counter('concord_activations_total', 'Entity activations on this node', 'activations');

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { FaultSwitch } from '../transport/faults.js';
 import type { AppNode } from './app.js';
+import { idempotencyKeyOf } from './idempotency.js';
 
 /**
  * Test-only control channel for fault injection: `POST /_test/faults`.
@@ -51,8 +52,9 @@ export function registerTestFaultRoutes(http: FastifyInstance, faults: FaultSwit
 
 /**
  * Test-only generic entity call: `POST /_test/call` with `{ kind, id, handler, message? }`
- * answers `{ "value": <the handler's reply> }` (errors as usual: 503 unavailable, 400 bad
- * message, 500 handler error). It lets a LocalCluster test drive a user's own entities that
+ * answers `{ "value": <the handler's reply> }` (errors as usual: 503 unavailable, 504 outcome
+ * unknown, 400 bad message, 422 idempotency key reused, 500 handler error). An
+ * `Idempotency-Key` header is passed on to the call as its key. It lets a LocalCluster test drive a user's own entities that
  * have no HTTP routes. Registered only with CONCORD_TEST_FAULTS=1, like the fault routes.
  */
 export function registerTestCallRoute(http: FastifyInstance, node: Pick<AppNode, 'callByName'>): void {
@@ -75,7 +77,9 @@ export function registerTestCallRoute(http: FastifyInstance, node: Pick<AppNode,
     },
     async (request) => {
       const { kind, id, handler, message } = request.body;
-      return { value: (await node.callByName(kind, id, handler, message)) ?? null };
+      const idempotencyKey = idempotencyKeyOf(request);
+      const options = idempotencyKey === undefined ? undefined : { idempotencyKey };
+      return { value: (await node.callByName(kind, id, handler, message, options)) ?? null };
     },
   );
 }

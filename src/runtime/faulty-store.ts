@@ -31,6 +31,10 @@ export function withStoreFaults(store: Store, faults: FaultSwitch): Store {
     activate: (requests) => guard(() => store.activate(requests)),
     write: (requests) => guard(() => store.write(requests)),
     readEntity: (kind, id) => guard(() => store.readEntity(kind, id)),
+    readIdempotencyKeys: (kind, id, notBefore, limit) =>
+      guard(() => store.readIdempotencyKeys(kind, id, notBefore, limit)),
+    readIdempotencyKey: (kind, id, key) => guard(() => store.readIdempotencyKey(kind, id, key)),
+    pruneIdempotencyKeys: (windowMs, limit) => guard(() => store.pruneIdempotencyKeys(windowMs, limit)),
     appendEvents: (request) => guard(() => store.appendEvents(request)),
     readEvents: (stream, from, limit) => guard(() => store.readEvents(stream, from, limit)),
     streamVersion: (stream) => guard(() => store.streamVersion(stream)),

@@ -98,6 +98,16 @@ export interface NodeOptions {
   faultInjection?: boolean;
   /** How long a graceful stop may take to hand shards over. Default 10 s. */
   stopTimeoutMs?: number;
+  /**
+   * Idempotency keys (CallOptions.idempotencyKey) are remembered at least this long, on the
+   * store's clock; a sweep on every node deletes older ones. Default 24 h.
+   */
+  idempotencyWindowMs?: number;
+  /**
+   * Keys one active entity keeps in memory (default 10,000); beyond that a key not in memory is
+   * looked up in the store, so the guarantee stays exact.
+   */
+  maxIdempotencyKeysPerEntity?: number;
   logger?: Logger;
 }
 
@@ -280,6 +290,8 @@ export class ConcordNode {
           maxTurnsPerBatch: 256,
           maxConcurrentCommits: store.backend === 'sqlite' ? 1 : 4,
           nodeName: options.name,
+          idempotencyWindowMs: options.idempotencyWindowMs,
+          maxIdempotencyKeysPerEntity: options.maxIdempotencyKeysPerEntity,
         },
         logger,
       );

@@ -198,6 +198,41 @@ CREATE TABLE concord_suspicions (
 INSERT INTO concord_meta (key, value) VALUES ('membership_version', '0') ON CONFLICT (key) DO NOTHING;
 `,
   },
+  {
+    version: 4,
+    description: 'idempotency keys',
+    // One row per (entity, key): written in the same transaction as the fenced row update of
+    // the change it guards, and only when that update applied (see WriteRequest.keys).
+    // `reply` is the JSON text of the first reply (NULL: the handler returned undefined).
+    // `created_at` is the store clock at the write; the sweep deletes rows older than the
+    // idempotency window through the index on it.
+    sqlite: `
+CREATE TABLE concord_idempotency (
+  kind TEXT NOT NULL,
+  id TEXT NOT NULL,
+  key TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  reply TEXT,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (kind, id, key)
+) STRICT;
+
+CREATE INDEX concord_idempotency_created ON concord_idempotency (created_at);
+`,
+    postgres: `
+CREATE TABLE concord_idempotency (
+  kind TEXT NOT NULL,
+  id TEXT NOT NULL,
+  key TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  reply TEXT,
+  created_at BIGINT NOT NULL,
+  PRIMARY KEY (kind, id, key)
+);
+
+CREATE INDEX concord_idempotency_created ON concord_idempotency (created_at);
+`,
+  },
 ];
 
 /** Keys used in concord_meta. */

@@ -44,6 +44,7 @@ import type {
   ShardRecord,
   Store,
   StoredEvent,
+  StoredIdempotencyKey,
   StoreOptions,
   SuspectRef,
   SuspicionRecord,
@@ -465,6 +466,34 @@ export class PostgresStore implements Store {
     return row ?? null;
   }
 
+  // ---- idempotency keys -------------------------------------------------
+
+  readIdempotencyKeys(kind: string, id: string, notBefore: number, limit?: number): Promise<StoredIdempotencyKey[]> {
+    return this.sql<StoredIdempotencyKey[]>`
+      SELECT key, fingerprint, reply, created_at AS "createdAt" FROM concord_idempotency
+      WHERE kind = ${kind} AND id = ${id} AND created_at >= ${notBefore}
+      ORDER BY created_at DESC, key COLLATE "C"
+      ${limit === undefined ? this.sql`` : this.sql`LIMIT ${limit}`}`;
+  }
+
+  async readIdempotencyKey(kind: string, id: string, key: string): Promise<StoredIdempotencyKey | null> {
+    const [row] = await this.sql<StoredIdempotencyKey[]>`
+      SELECT key, fingerprint, reply, created_at AS "createdAt" FROM concord_idempotency
+      WHERE kind = ${kind} AND id = ${id} AND key = ${key}`;
+    return row ?? null;
+  }
+
+  async pruneIdempotencyKeys(windowMs: number, limit: number): Promise<number> {
+    // SKIP LOCKED: sweeps of several nodes at once take disjoint rows instead of queueing.
+    const result = await this.sql`
+      DELETE FROM concord_idempotency WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM concord_idempotency
+        WHERE created_at < ${this.clock()} - ${windowMs}
+        LIMIT ${limit}
+        FOR UPDATE SKIP LOCKED))`;
+    return result.count;
+  }
+
   // ---- events -----------------------------------------------------------
 
   async appendEvents(request: AppendRequest): Promise<AppendResult> {
@@ -684,6 +713,7 @@ export class PostgresStore implements Store {
    */
   private writeRound(sql: Queryable, round: Round<WriteRequest>) {
     const requests = round.map((entry) => entry.request);
+    if (requests.some(hasKeys)) return this.writeRoundWithKeys(sql, requests);
     return sql<{ i: number }[]>`
       WITH req AS (
         SELECT * FROM unnest(
@@ -704,6 +734,65 @@ export class PostgresStore implements Store {
       FROM locked AS l
       WHERE e.kind = l.kind AND e.id = l.id AND e.epoch = l.epoch AND e.version = l.expected_version
       RETURNING l.i`;
+  }
+
+  /**
+   * writeRound for a round in which some requests carry idempotency keys: the same fenced
+   * update, plus an INSERT of the keys joined to the rows the UPDATE returned, in one
+   * statement. So a key goes in if, and only if, its request's update applied, atomically
+   * with it. (Rounds hold each entity once, and keys are distinct per request, so no key row
+   * is touched twice by the statement.)
+   */
+  private writeRoundWithKeys(sql: Queryable, requests: WriteRequest[]) {
+    const positions: number[] = [];
+    const keys: string[] = [];
+    const fingerprints: string[] = [];
+    const replies: (string | null)[] = [];
+    requests.forEach((request, r) => {
+      for (const record of request.keys ?? []) {
+        positions.push(r + 1);
+        keys.push(record.key);
+        fingerprints.push(record.fingerprint);
+        replies.push(record.reply);
+      }
+    });
+    return sql<{ i: number }[]>`
+      WITH req AS (
+        SELECT * FROM unnest(
+          ${requests.map((q) => q.kind)}::text[],
+          ${requests.map((q) => q.id)}::text[],
+          ${requests.map((q) => q.epoch)}::bigint[],
+          ${requests.map((q) => q.expectedVersion)}::bigint[],
+          ${requests.map((q) => q.newVersion)}::bigint[],
+          ${requests.map((q) => q.state)}::text[]
+        ) WITH ORDINALITY AS r (kind, id, epoch, expected_version, new_version, state, i)
+      ),
+      locked AS MATERIALIZED (
+        SELECT req.* FROM concord_entities AS e JOIN req ON e.kind = req.kind AND e.id = req.id
+        ORDER BY e.kind, e.id
+        FOR UPDATE OF e
+      ),
+      updated AS (
+        UPDATE concord_entities AS e SET state = coalesce(l.state, e.state), version = l.new_version
+        FROM locked AS l
+        WHERE e.kind = l.kind AND e.id = l.id AND e.epoch = l.epoch AND e.version = l.expected_version
+        RETURNING l.i, l.kind, l.id
+      ),
+      keyed AS (
+        INSERT INTO concord_idempotency AS k (kind, id, key, fingerprint, reply, created_at)
+        SELECT u.kind, u.id, x.key, x.fingerprint, x.reply, ${this.clock()}
+        FROM unnest(
+          ${positions}::bigint[],
+          ${keys}::text[],
+          ${fingerprints}::text[],
+          ${replies}::text[]
+        ) AS x (i, key, fingerprint, reply)
+        JOIN updated AS u ON u.i = x.i
+        ORDER BY u.kind, u.id, x.key
+        ON CONFLICT (kind, id, key) DO UPDATE SET
+          fingerprint = excluded.fingerprint, reply = excluded.reply, created_at = excluded.created_at
+      )
+      SELECT i FROM updated`;
   }
 
   private async createMigrationsTable(): Promise<void> {
@@ -740,6 +829,10 @@ export class PostgresStore implements Store {
 }
 
 type Round<T> = { index: number; request: T }[];
+
+function hasKeys(request: WriteRequest): boolean {
+  return request.keys !== undefined && request.keys.length > 0;
+}
 
 function hasEvents(request: WriteRequest): boolean {
   return request.append !== undefined && request.append.events.length > 0;

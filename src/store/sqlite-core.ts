@@ -33,6 +33,7 @@ import type {
   ShardRecord,
   Store,
   StoredEvent,
+  StoredIdempotencyKey,
   StoreOptions,
   SuspectRef,
   SuspicionRecord,
@@ -467,18 +468,25 @@ export class SqliteCore implements SyncStore {
     );
     const fenced = (req: WriteRequest) =>
       update.run(req.state, req.newVersion, req.kind, req.id, req.epoch, req.expectedVersion).changes === 1;
+    // Idempotency keys go in only behind an update that applied, in the same transaction.
+    const fencedWithKeys = (req: WriteRequest) => {
+      if (!fenced(req)) return false;
+      if (req.keys !== undefined && req.keys.length > 0) this.insertKeys(req);
+      return true;
+    };
     // A request that appends events runs in a savepoint (better-sqlite3 nests transactions
     // as savepoints): if one of its event versions is taken, the unique key throws, the
-    // savepoint rolls its row update back, and only this request reports false.
+    // savepoint rolls its row update back (and its keys), and only this request reports false.
     const fencedWithEvents = this.db.transaction((req: WriteRequest): boolean => {
       if (!fenced(req)) return false;
       this.insertEvents(req.append!, req.newVersion - req.append!.events.length + 1);
+      if (req.keys !== undefined && req.keys.length > 0) this.insertKeys(req);
       return true;
     });
     // One transaction for the batch: one fsync (group commit).
     return this.immediate(() =>
       requests.map((req) => {
-        if (!req.append || req.append.events.length === 0) return fenced(req);
+        if (!req.append || req.append.events.length === 0) return fencedWithKeys(req);
         try {
           return fencedWithEvents(req);
         } catch (err) {
@@ -495,6 +503,47 @@ export class SqliteCore implements SyncStore {
     );
     const row = this.retryBusy(() => statement.get(kind, id)) as EntityRow | undefined;
     return row ?? null;
+  }
+
+  // ---- idempotency keys -------------------------------------------------
+
+  readIdempotencyKeys(kind: string, id: string, notBefore: number, limit = -1): StoredIdempotencyKey[] {
+    // LIMIT -1: no limit.
+    const statement = this.statement(
+      `SELECT key, fingerprint, reply, created_at AS createdAt FROM concord_idempotency
+       WHERE kind = ? AND id = ? AND created_at >= ? ORDER BY created_at DESC, key LIMIT ?`,
+    );
+    return this.retryBusy(() => statement.all(kind, id, notBefore, limit)) as StoredIdempotencyKey[];
+  }
+
+  readIdempotencyKey(kind: string, id: string, key: string): StoredIdempotencyKey | null {
+    const statement = this.statement(
+      `SELECT key, fingerprint, reply, created_at AS createdAt FROM concord_idempotency
+       WHERE kind = ? AND id = ? AND key = ?`,
+    );
+    const row = this.retryBusy(() => statement.get(kind, id, key)) as StoredIdempotencyKey | undefined;
+    return row ?? null;
+  }
+
+  pruneIdempotencyKeys(windowMs: number, limit: number): number {
+    return this.immediate(
+      () =>
+        this.statement(
+          `DELETE FROM concord_idempotency WHERE rowid IN (
+             SELECT rowid FROM concord_idempotency WHERE created_at < ${NOW_MS} - ? LIMIT ?)`,
+        ).run(windowMs, limit).changes,
+    );
+  }
+
+  /** Insert (or replace: see WriteRequest.keys) the keys of a write that applied. */
+  private insertKeys(req: WriteRequest): void {
+    const insert = this.statement(
+      `INSERT INTO concord_idempotency (kind, id, key, fingerprint, reply, created_at)
+       VALUES (?, ?, ?, ?, ?, ${NOW_MS})
+       ON CONFLICT (kind, id, key) DO UPDATE SET
+         fingerprint = excluded.fingerprint, reply = excluded.reply, created_at = excluded.created_at`,
+    );
+    for (const record of req.keys!) insert.run(req.kind, req.id, record.key, record.fingerprint, record.reply);
   }
 
   // ---- events -----------------------------------------------------------

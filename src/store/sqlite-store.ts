@@ -33,6 +33,7 @@ import type {
   ShardRecord,
   Store,
   StoredEvent,
+  StoredIdempotencyKey,
   StoreOptions,
   SuspectRef,
   WriteRequest,
@@ -141,6 +142,18 @@ export class SqliteStore implements Store {
 
   readEntity(kind: string, id: string): Promise<EntityRow | null> {
     return this.runner.call('readEntity', [kind, id]);
+  }
+
+  readIdempotencyKeys(kind: string, id: string, notBefore: number, limit?: number): Promise<StoredIdempotencyKey[]> {
+    return this.runner.call('readIdempotencyKeys', [kind, id, notBefore, limit]);
+  }
+
+  readIdempotencyKey(kind: string, id: string, key: string): Promise<StoredIdempotencyKey | null> {
+    return this.runner.call('readIdempotencyKey', [kind, id, key]);
+  }
+
+  pruneIdempotencyKeys(windowMs: number, limit: number): Promise<number> {
+    return this.runner.call('pruneIdempotencyKeys', [windowMs, limit]);
   }
 
   appendEvents(request: AppendRequest): Promise<AppendResult> {

@@ -142,6 +142,29 @@ export interface WriteRequest {
    * reports false, like a fence refusal; the other requests of the batch are unaffected.
    */
   append?: StreamAppend;
+  /**
+   * Idempotency keys of the turns this write covers (see CallOptions.idempotencyKey), inserted
+   * into concord_idempotency in the same transaction as the row update, with `created_at` =
+   * the store clock, and only if that update applied (and, with `append`, its events went in):
+   * a fenced-out write inserts no key. Keys are distinct within one request. A row already
+   * there for (kind, id, key) is replaced (it can only be one older than the window that the
+   * sweep has not deleted yet).
+   */
+  keys?: IdempotencyRecord[];
+}
+
+/** One idempotency key recorded with a write (see WriteRequest.keys). */
+export interface IdempotencyRecord {
+  key: string;
+  /** Hex SHA-256 of the request the key was first used with. */
+  fingerprint: string;
+  /** JSON text of the first reply; null when the handler returned undefined. */
+  reply: string | null;
+}
+
+/** An idempotency key as stored. `createdAt` is the store's clock at the write (ms). */
+export interface StoredIdempotencyKey extends IdempotencyRecord {
+  createdAt: number;
 }
 
 /** Events a fenced write appends (see WriteRequest.append). */
@@ -303,6 +326,22 @@ export interface Store {
   write(requests: WriteRequest[]): Promise<boolean[]>;
   /** Read a row directly (diagnostics, tests, the store-on-every-call baseline). */
   readEntity(kind: string, id: string): Promise<EntityRow | null>;
+
+  // ---- idempotency keys -------------------------------------------------
+  /**
+   * The idempotency keys of entity (kind, id) created at or after `notBefore` (store clock),
+   * newest first, at most `limit` (default: all). Keys are written only together with a
+   * committed change (WriteRequest.keys), so once an activation's fenced claim has returned,
+   * this sees every key any older owner of the entity committed.
+   */
+  readIdempotencyKeys(kind: string, id: string, notBefore: number, limit?: number): Promise<StoredIdempotencyKey[]>;
+  /** One idempotency key of entity (kind, id), or null. */
+  readIdempotencyKey(kind: string, id: string, key: string): Promise<StoredIdempotencyKey | null>;
+  /**
+   * Delete at most `limit` keys created more than `windowMs` before the store's now; returns
+   * how many. Cheap (an index on created_at) and safe to run from every node at once.
+   */
+  pruneIdempotencyKeys(windowMs: number, limit: number): Promise<number>;
 
   // ---- events -----------------------------------------------------------
   /**

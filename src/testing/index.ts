@@ -30,4 +30,5 @@ export {
   type HttpResult,
   LocalCluster,
   type LocalClusterOptions,
+  quoteIdempotencyKey,
 } from './local-cluster.js';

@@ -81,6 +81,7 @@ async function handle(node: ConcordNode, request: IpcRequest, stop: () => Promis
     case 'call':
       return node.callByName(request.kind, request.entityId, request.handler, request.message, {
         timeoutMs: request.timeoutMs,
+        idempotencyKey: request.idempotencyKey,
       });
     case 'status':
       return { ...node.status(), router: node.router.stats, host: node.host.stats };
@@ -101,7 +102,10 @@ async function handle(node: ConcordNode, request: IpcRequest, stop: () => Promis
       return runLoad(node, request);
     case 'try-call':
       return node
-        .callByName(request.kind, request.entityId, request.handler, request.message, { timeoutMs: request.timeoutMs })
+        .callByName(request.kind, request.entityId, request.handler, request.message, {
+          timeoutMs: request.timeoutMs,
+          idempotencyKey: request.idempotencyKey,
+        })
         .then(
           (value): TryCallResult => ({ ok: true, value }),
           (error: unknown): TryCallResult => ({ ok: false, error: errorToShape(error) }),

@@ -14,7 +14,17 @@ export interface IpcNodeConfig {
 }
 
 export type IpcRequest =
-  | { id: number; op: 'call'; kind: string; entityId: string; handler: string; message?: unknown; timeoutMs?: number }
+  | {
+      id: number;
+      op: 'call';
+      kind: string;
+      entityId: string;
+      handler: string;
+      message?: unknown;
+      timeoutMs?: number;
+      /** Passed to `node.callByName` as CallOptions.idempotencyKey. */
+      idempotencyKey?: string;
+    }
   | { id: number; op: 'status' }
   | { id: number; op: 'faults'; dropTo?: string[]; allow?: string[] | 'all'; cutStore?: boolean }
   | { id: number; op: 'stop' }
@@ -27,6 +37,7 @@ export type IpcRequest =
       handler: string;
       message?: unknown;
       timeoutMs?: number;
+      idempotencyKey?: string;
     }
   /** The node's team projection (started on the first request): TeamsResult. */
   | { id: number; op: 'teams' }

@@ -308,10 +308,23 @@ export class ClusterNode {
   /**
    * Call an entity handler through this node (any kind it runs, with or without HTTP routes)
    * via the test-only route `POST /_test/call`. Resolves with the handler's reply; rejects with
-   * an Error carrying the HTTP status and the JSON error otherwise.
+   * an Error carrying the HTTP status and the JSON error otherwise. `idempotencyKey` is sent as
+   * the `Idempotency-Key` header and becomes the call's key; `timeoutMs` bounds the HTTP request.
    */
-  async call<T = unknown>(kind: string, id: string, handler: string, message?: unknown): Promise<T> {
-    const result = await this.post<{ value?: T; error?: string }>('/_test/call', { kind, id, handler, message });
+  async call<T = unknown>(
+    kind: string,
+    id: string,
+    handler: string,
+    message?: unknown,
+    options: { idempotencyKey?: string; timeoutMs?: number } = {},
+  ): Promise<T> {
+    const headers: Record<string, string> = {};
+    if (options.idempotencyKey !== undefined) headers['idempotency-key'] = quoteIdempotencyKey(options.idempotencyKey);
+    const result = await this.request<{ value?: T; error?: string }>('POST', '/_test/call', {
+      body: { kind, id, handler, message },
+      headers,
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+    });
     if (result.status !== 200) {
       throw Object.assign(
         new Error(`${kind}/${id}.${handler} via ${this.name}: ${result.status} ${result.body.error ?? ''}`),
@@ -493,6 +506,11 @@ function nodeArgs(name: string, httpPort: number, clusterPort: number, store: st
     '--store',
     store,
   ];
+}
+
+/** An idempotency key as the `Idempotency-Key` header's Structured Field string: `"key"`. */
+export function quoteIdempotencyKey(key: string): string {
+  return `"${key.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
 }
 
 function nameOf(node: string | ClusterNode): string {

@@ -1,6 +1,6 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { IpcEvent, IpcNodeConfig, IpcRequest, IpcResponse } from './ipc-protocol.js';
+import type { IpcEvent, IpcNodeConfig, IpcRequest, IpcResponse, TryCallResult } from './ipc-protocol.js';
 
 /**
  * Parent side of an IPC-driven node process (see ipc-node.ts): start it, call entities
@@ -20,6 +20,12 @@ export class IpcCallError extends Error {
 }
 
 type Pending = { resolve: (value: unknown) => void; reject: (error: unknown) => void };
+
+/** Options of a call made inside the node: its deadline and its idempotency key (CallOptions). */
+export interface ProcessCallOptions {
+  timeoutMs?: number;
+  idempotencyKey?: string;
+}
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 // Under vitest this module runs from its TypeScript source; the child always runs the build.
@@ -126,8 +132,37 @@ export class ProcessNode {
     });
   }
 
-  call(kind: string, entityId: string, handler: string, message?: unknown, timeoutMs?: number): Promise<unknown> {
-    return this.request({ op: 'call', kind, entityId, handler, message, timeoutMs });
+  /**
+   * `node.callByName(kind, entityId, handler, message, options)` inside the node process.
+   * `options` is the call's timeout in ms, or `{ timeoutMs, idempotencyKey }`. Rejects with an
+   * IpcCallError carrying the error's code (use tryCall for the whole error).
+   */
+  call(
+    kind: string,
+    entityId: string,
+    handler: string,
+    message?: unknown,
+    options?: number | ProcessCallOptions,
+  ): Promise<unknown> {
+    return this.request({ op: 'call', kind, entityId, handler, message, ...callOptions(options) });
+  }
+
+  /** Like call, but the outcome comes back as a value: the reply, or the error with its details (maybeApplied…). */
+  tryCall(
+    kind: string,
+    entityId: string,
+    handler: string,
+    message?: unknown,
+    options?: number | ProcessCallOptions,
+  ): Promise<TryCallResult> {
+    return this.request({
+      op: 'try-call',
+      kind,
+      entityId,
+      handler,
+      message,
+      ...callOptions(options),
+    }) as Promise<TryCallResult>;
   }
 
   status(): Promise<Record<string, unknown>> {
@@ -169,4 +204,13 @@ export class ProcessNode {
   logTail(): string {
     return this.stderrTail.join('').slice(-4000);
   }
+}
+
+function callOptions(options: number | ProcessCallOptions | undefined): ProcessCallOptions {
+  if (options === undefined) return {};
+  if (typeof options === 'number') return { timeoutMs: options };
+  const out: ProcessCallOptions = {};
+  if (options.timeoutMs !== undefined) out.timeoutMs = options.timeoutMs;
+  if (options.idempotencyKey !== undefined) out.idempotencyKey = options.idempotencyKey;
+  return out;
 }

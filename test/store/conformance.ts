@@ -6,9 +6,11 @@
  * database. Time-dependent checks wait on the *store's* clock, never on a local timer.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { MIGRATIONS } from '../../src/store/migrations.js';
 import type {
   ActivationRequest,
   EventLogPage,
+  IdempotencyRecord,
   Store,
   StoredEvent,
   StoreOptions,
@@ -27,6 +29,9 @@ export interface ConformanceTarget {
   /** The versions recorded in concord_migrations, read directly (not through a Store). */
   migrationVersions(location: string): Promise<number[]>;
 }
+
+/** Every migration's version, in order (version 3 is reserved for another branch). */
+const MIGRATION_VERSIONS = MIGRATIONS.map((m) => m.version);
 
 const LONG_TTL = 30_000;
 const SHORT_TTL = 300;
@@ -91,7 +96,7 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
         await store.migrate();
         const other = await open();
         await other.migrate();
-        expect(await target.migrationVersions(location)).toEqual([1, 2, 3]);
+        expect(await target.migrationVersions(location)).toEqual(MIGRATION_VERSIONS);
         await store.initShards(4);
         expect(await other.listShards()).toHaveLength(4);
       });
@@ -752,6 +757,161 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
       });
     });
 
+    describe('idempotency keys', () => {
+      const act = (kind: string, id: string, epoch: number, initialState = '0'): ActivationRequest => ({
+        kind,
+        id,
+        epoch,
+        initialState,
+      });
+      const rec = (key: string, reply: string | null = JSON.stringify({ for: key })): IdempotencyRecord => ({
+        key,
+        fingerprint: `fp-${key}`,
+        reply,
+      });
+      const keyed = (
+        kind: string,
+        id: string,
+        epoch: number,
+        expectedVersion: number,
+        keys: IdempotencyRecord[],
+        state = `"v${expectedVersion + 1}"`,
+      ): WriteRequest => ({ kind, id, epoch, expectedVersion, newVersion: expectedVersion + 1, state, keys });
+      const keysOf = async (store: Store, kind: string, id: string) =>
+        (await store.readIdempotencyKeys(kind, id, 0)).map((k) => k.key).sort();
+
+      it('keys land with an applied write, atomically, and never with a fenced one', async () => {
+        const store = await open();
+        await store.activate([act('k', 'a', 2), act('k', 'b', 2), act('k', 'c', 2)]);
+        const before = await store.now();
+        const results = await store.write([
+          keyed('k', 'a', 2, 0, [rec('a1'), rec('a2', null)]), // applies
+          keyed('k', 'b', 1, 0, [rec('b1')]), // fenced: epoch too low
+          keyed('k', 'c', 2, 5, [rec('c1')]), // fenced: version mismatch
+          keyed('k', 'missing', 2, 0, [rec('m1')]), // no row
+          { kind: 'k', id: 'c', epoch: 2, expectedVersion: 0, newVersion: 1, state: '"c-no-keys"' }, // applies
+        ]);
+        const after = await store.now();
+        expect(results).toEqual([true, false, false, false, true]);
+        const stored = await store.readIdempotencyKeys('k', 'a', 0);
+        expect(stored.map(({ createdAt: _, ...k }) => k).sort((x, y) => x.key.localeCompare(y.key))).toEqual([
+          { key: 'a1', fingerprint: 'fp-a1', reply: '{"for":"a1"}' },
+          { key: 'a2', fingerprint: 'fp-a2', reply: null },
+        ]);
+        for (const k of stored) {
+          expect(Number.isSafeInteger(k.createdAt)).toBe(true);
+          expect(k.createdAt).toBeGreaterThanOrEqual(before);
+          expect(k.createdAt).toBeLessThanOrEqual(after);
+        }
+        expect(await keysOf(store, 'k', 'b')).toEqual([]);
+        expect(await keysOf(store, 'k', 'c')).toEqual([]);
+        expect(await keysOf(store, 'k', 'missing')).toEqual([]);
+        expect(await store.readIdempotencyKey('k', 'b', 'b1')).toBeNull();
+        expect(await store.readIdempotencyKey('k', 'a', 'a1')).toMatchObject({ key: 'a1', fingerprint: 'fp-a1' });
+      });
+
+      it('a stale owner fenced out by a newer activation inserts no key; the new owner sees the old keys', async () => {
+        const store = await open();
+        const other = await open();
+        await store.activate([act('k', 'x', 1)]);
+        expect(await store.write([keyed('k', 'x', 1, 0, [rec('old')])])).toEqual([true]);
+        // A newer owner claims the entity: every key committed before is visible to it.
+        expect(await other.activate([act('k', 'x', 2)])).toEqual([{ ok: true, state: '"v1"', version: 1 }]);
+        expect(await keysOf(other, 'k', 'x')).toEqual(['old']);
+        // The stale owner's next write (and its key) is refused.
+        expect(await store.write([keyed('k', 'x', 1, 1, [rec('stale')])])).toEqual([false]);
+        expect(await other.write([keyed('k', 'x', 2, 1, [rec('new')])])).toEqual([true]);
+        expect(await keysOf(other, 'k', 'x')).toEqual(['new', 'old']);
+        expect(await store.readIdempotencyKey('k', 'x', 'stale')).toBeNull();
+      });
+
+      it('keys ride on writes with events: in with the row and events, out when an event version is taken', async () => {
+        const store = await open();
+        await store.activate([act('es', 'a', 1), act('es', 'b', 1), act('es', 'c', 1)]);
+        await store.appendEvents({
+          stream: 'es/b',
+          expectedVersion: 0,
+          events: [{ type: 'Outside', data: '1' }],
+          node: 'outside',
+        });
+        const withEvents = (id: string, epoch: number, keys: IdempotencyRecord[]): WriteRequest => ({
+          ...keyed('es', id, epoch, 0, keys, 'null'),
+          append: { stream: `es/${id}`, node: 'owner', events: [{ type: 'E', data: '{}' }] },
+        });
+        const results = await store.write([
+          withEvents('a', 1, [rec('ka')]), // applies
+          withEvents('b', 1, [rec('kb')]), // version 1 of es/b is taken
+          withEvents('c', 0, [rec('kc')]), // fenced
+          keyed('es', 'c', 1, 0, [rec('kc-plain')]), // a plain keyed write in the same batch: applies
+        ]);
+        expect(results).toEqual([true, false, false, true]);
+        expect(await keysOf(store, 'es', 'a')).toEqual(['ka']);
+        expect(await keysOf(store, 'es', 'b')).toEqual([]);
+        expect(await keysOf(store, 'es', 'c')).toEqual(['kc-plain']);
+        expect(await store.streamVersion('es/a')).toBe(1);
+        expect(await store.streamVersion('es/c')).toBe(0);
+      });
+
+      it('keys are per entity, listed newest first, filtered by notBefore and limit, and survive', async () => {
+        const store = await open();
+        await store.activate([act('k', 'a', 1), act('k', 'b', 1), act('other', 'a', 1)]);
+        expect(await store.write([keyed('k', 'a', 1, 0, [rec('shared'), rec('first')])])).toEqual([true]);
+        const later = (await store.now()) + 30;
+        await untilStoreTime(store, later);
+        expect(
+          await store.write([
+            keyed('k', 'a', 1, 1, [rec('second')]),
+            keyed('k', 'b', 1, 0, [{ key: 'shared', fingerprint: 'fp-b', reply: '"b"' }]),
+            keyed('other', 'a', 1, 0, [{ key: 'shared', fingerprint: 'fp-other', reply: '"o"' }]),
+          ]),
+        ).toEqual([true, true, true]);
+        const all = await store.readIdempotencyKeys('k', 'a', 0);
+        expect(all.map((k) => k.key)).toEqual(['second', 'first', 'shared']);
+        expect((await store.readIdempotencyKeys('k', 'a', 0, 1)).map((k) => k.key)).toEqual(['second']);
+        expect((await store.readIdempotencyKeys('k', 'a', later)).map((k) => k.key)).toEqual(['second']);
+        expect((await store.readIdempotencyKey('k', 'a', 'shared'))?.fingerprint).toBe('fp-shared');
+        expect((await store.readIdempotencyKey('k', 'b', 'shared'))?.fingerprint).toBe('fp-b');
+        expect((await store.readIdempotencyKey('other', 'a', 'shared'))?.fingerprint).toBe('fp-other');
+        expect(await store.readIdempotencyKey('k', 'a', 'nope')).toBeNull();
+        // A re-activation (even by a newer owner) keeps them; so does another connection.
+        await store.activate([act('k', 'a', 7)]);
+        const reopened = await open();
+        expect(await reopened.readIdempotencyKeys('k', 'a', 0)).toEqual(all);
+      });
+
+      it('a key written again replaces the old row (a key older than the window)', async () => {
+        const store = await open();
+        await store.activate([act('k', 'a', 1)]);
+        await store.write([keyed('k', 'a', 1, 0, [rec('again')])]);
+        const first = await store.readIdempotencyKey('k', 'a', 'again');
+        await untilStoreTime(store, first!.createdAt + 5);
+        expect(await store.write([keyed('k', 'a', 1, 1, [{ key: 'again', fingerprint: 'fp-2', reply: '2' }])])).toEqual(
+          [true],
+        );
+        const second = await store.readIdempotencyKey('k', 'a', 'again');
+        expect(second).toMatchObject({ fingerprint: 'fp-2', reply: '2' });
+        expect(second!.createdAt).toBeGreaterThan(first!.createdAt);
+      });
+
+      it('prunes only keys older than the window, at most `limit` at a time', async () => {
+        const store = await open();
+        await store.activate([act('k', 'a', 1), act('k', 'b', 1)]);
+        await store.write([keyed('k', 'a', 1, 0, [rec('o1'), rec('o2')]), keyed('k', 'b', 1, 0, [rec('o3')])]);
+        const t = await store.now();
+        await untilStoreTime(store, t + 1000);
+        await store.write([keyed('k', 'a', 1, 1, [rec('n1')])]);
+        // Old keys are > 1000 ms old, new ones < 500 ms: a 500 ms window splits them.
+        const window = (await store.now()) - (t + 500);
+        expect(await store.pruneIdempotencyKeys(window, 2)).toBe(2);
+        expect(await store.pruneIdempotencyKeys(window, 2)).toBe(1);
+        expect(await store.pruneIdempotencyKeys(window, 2)).toBe(0);
+        expect(await keysOf(store, 'k', 'a')).toEqual(['n1']);
+        expect(await keysOf(store, 'k', 'b')).toEqual([]);
+        expect(await store.pruneIdempotencyKeys(60_000, 100)).toBe(0);
+        expect(await keysOf(store, 'k', 'a')).toEqual(['n1']);
+      });
+    });
+
     describe('events', () => {
       const ev = (type: string, data: unknown = null) => ({ type, data: JSON.stringify(data) });
       const append = (stream: string, expectedVersion: number, types: string[], nodeName = 'n1') => ({
@@ -1000,7 +1160,7 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
           return store;
         });
         await Promise.all(stores.map((s) => s.migrate()));
-        expect(await target.migrationVersions(location)).toEqual([1, 2, 3]);
+        expect(await target.migrationVersions(location)).toEqual(MIGRATION_VERSIONS);
         await Promise.all(stores.map((s) => s.initShards(4)));
         expect(await stores[2]!.listShards()).toHaveLength(4);
       });

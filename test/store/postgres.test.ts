@@ -184,6 +184,7 @@ describe('PostgresStore specifics', () => {
     expect(tables.map((t) => t.table_name)).toEqual([
       'concord_entities',
       'concord_events',
+      'concord_idempotency',
       'concord_meta',
       'concord_migrations',
       'concord_nodes',

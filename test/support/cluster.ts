@@ -70,7 +70,7 @@ export interface NodeStatus {
   self: string;
   ready: boolean;
   shards: { count: number; held: number[]; owners: Record<string, number>; unowned: number };
-  host: { fenced: number; commits: number; activations: number; turns: number };
+  host: { fenced: number; commits: number; activations: number; turns: number; replays: number };
   router: { localCalls: number; remoteCalls: number; retries: number };
 }
 
