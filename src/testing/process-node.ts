@@ -147,6 +147,34 @@ export class ProcessNode {
     return this.request({ op: 'call', kind, entityId, handler, message, ...callOptions(options) });
   }
 
+  /**
+   * Call the way a careful client does: retry after `UNAVAILABLE` (certainly not applied) — after
+   * its `retryAfterMs` when the node said, capped at 100 ms — and after an unknown outcome
+   * (`TIMEOUT`, a store write that failed) only when the call has an idempotency key, which makes
+   * the retry safe. Gives up with the last error after `giveUpMs`.
+   */
+  async callUntilServed(
+    kind: string,
+    entityId: string,
+    handler: string,
+    message?: unknown,
+    options: ProcessCallOptions = {},
+    giveUpMs = 15_000,
+  ): Promise<unknown> {
+    const giveUpAt = performance.now() + giveUpMs;
+    for (;;) {
+      try {
+        return await this.call(kind, entityId, handler, message, options);
+      } catch (error) {
+        if (!(error instanceof IpcCallError) || performance.now() > giveUpAt) throw error;
+        const unknown = error.details['maybeApplied'] === true;
+        if (error.code !== 'UNAVAILABLE' && !(unknown && options.idempotencyKey !== undefined)) throw error;
+        const hint = Number(error.details['retryAfterMs']);
+        await new Promise((resolve) => setTimeout(resolve, Number.isFinite(hint) ? Math.min(100, hint) : 20));
+      }
+    }
+  }
+
   /** Like call, but the outcome comes back as a value: the reply, or the error with its details (maybeApplied…). */
   tryCall(
     kind: string,

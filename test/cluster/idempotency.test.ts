@@ -82,7 +82,8 @@ describe.each(backends)('idempotency keys across kill -9 of the owner (%s)', (ba
     const first = await b.call('register', id!, 'set', 'v1', { idempotencyKey: 'once' });
     expect(first).toEqual({ value: 'v1', version: 1 });
     await a.kill();
-    const retried = await b.call('register', id!, 'set', 'v1', { idempotencyKey: 'once', timeoutMs: 10_000 });
+    // Retried (once its owner is known down, calls answer Unavailable at once) until served.
+    const retried = await b.callUntilServed('register', id!, 'set', 'v1', { idempotencyKey: 'once' });
     expect(retried).toEqual(first);
     expect(await b.call('register', id!, 'get', undefined)).toEqual({ value: 'v1', version: 1 });
     // The same key with another request is refused at the new owner too; nothing is applied.
