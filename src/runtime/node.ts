@@ -320,7 +320,9 @@ export class ConcordNode {
           suspicionTimeoutMs,
           stableAfterMs: suspicionTimeoutMs,
           staleAfterMs: 3 * leaseTtlMs,
-          reportIntervalMs: Math.max(50, Math.round(leaseTtlMs / 6)),
+          // While it holds suspicions a node reports often: a cut-off node learns of its own
+          // eviction from its next report, and the others wait for its acknowledgement.
+          reportIntervalMs: Math.max(50, Math.round(leaseTtlMs / 15)),
           tickMs: Math.max(20, Math.min(100, Math.round(leaseTtlMs / 15))),
           probeTimeoutMs: Math.max(100, Math.round(leaseTtlMs / 5)),
           probeFreshMs: Math.max(100, Math.round(leaseTtlMs / 3)),
