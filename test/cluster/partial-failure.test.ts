@@ -132,7 +132,9 @@ describe.each(backends)('availability under partial failure (%s)', (backend) => 
     expect(worst.ms).toBeLessThanOrEqual(BOUND_MS);
     // Outside the window nothing failed: before the cut, and after the heal while n3 rejoined
     // and its shards were handed back.
-    expect(callsBetween(calls, 0, cutAt).every((call) => call.status === 200)).toBe(true);
+    // (Calls in flight at the moment of the cut belong to the window: they may end in a 504.)
+    const before = callsBetween(calls, 0, cutAt).filter((call) => call.endedAt < cutAt);
+    expect(before.filter((call) => call.status !== 200)).toEqual([]);
     const afterHeal = callsBetween(calls, healAt + 100, Number.POSITIVE_INFINITY);
     expect(afterHeal.filter((call) => call.status !== 200)).toEqual([]);
     expect(afterHeal.length).toBeGreaterThan(100);
@@ -142,7 +144,7 @@ describe.each(backends)('availability under partial failure (%s)', (backend) => 
     timeout: 60_000,
   }, async () => {
     const c = await start(backend, 3);
-    const [n1, , n3] = c.nodes as [ClusterNode, ClusterNode, ClusterNode];
+    const n1 = c.node('n1');
     // One write per entity, so that its version after the heal tells whether that write landed.
     const ids = await idsOwnedBy(n1, 'n3', 120, `oneway-${Date.now()}`);
     // One-way: n3 receives from n1, but nothing n3 sends reaches n1 (replies included).
