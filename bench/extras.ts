@@ -133,6 +133,8 @@ export async function failover(
               return performance.now() - killed;
             } catch (error) {
               if (performance.now() - killed > 30_000) throw error;
+              // Unavailable comes at once while the shard has not moved: do not spin.
+              await sleep(5);
             }
           }
         }),

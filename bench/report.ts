@@ -87,6 +87,14 @@ export function checkTargets(report: BenchReport): TargetCheck[] {
       met: f.medianMs <= 2000,
     });
   }
+  for (const p of report.partitions) {
+    checks.push({
+      figure: `one node of three cut off (${p.store}, median of ${p.runs.length}): cut to every one of its entities served by the others`,
+      target: `<= ${fmt(p.boundMs)} ms (the detection bound)`,
+      measured: `${fmt(p.median.servedMs)} ms`,
+      met: p.median.servedMs <= p.boundMs,
+    });
+  }
   const httpGet = (system: ThroughputRow['system'], store: ThroughputRow['store']) =>
     find(report, { system, store, driver: 'http', workload: 'R', concurrency: c });
   const naive = httpGet('naive', null);
@@ -186,6 +194,11 @@ export function renderMarkdown(report: BenchReport): string {
   for (const p of report.pauses) {
     out.push(
       `| ${p.store} | longest call during a ${p.event === 'join' ? 'join (3rd node)' : 'graceful leave (SIGTERM)'} under load; rebalanced in ${fmt(p.rebalanceMs)} ms | ${fmt(p.longestCallMs)} ms, ${codes(p.errors, p.errorCodes)} failed calls | no failed call |`,
+    );
+  }
+  for (const p of report.partitions) {
+    out.push(
+      `| ${p.store} | one node of three cut off from the others (median of ${p.runs.length}): cut → its /readyz 503 / cut → evicted / cut → all its ${p.runs[0]?.entities ?? 0} entities (one per shard) served by the others; runs ${p.runs.map((r) => `${fmt(r.unreadyMs)}/${fmt(r.evictedMs)}/${fmt(r.servedMs)}`).join(', ')} ms | ${fmt(p.median.unreadyMs)} / ${fmt(p.median.evictedMs)} / ${fmt(p.median.servedMs)} ms | served <= ${fmt(p.boundMs)} ms |`,
     );
   }
   out.push('');

@@ -4,6 +4,7 @@ import type { BenchChild } from './child.js';
 import { startCluster, stopCluster } from './cluster.js';
 import { durabilityShort } from './durability.js';
 import { activationAndMemory, failover, joinAndLeave } from './extras.js';
+import { partitionDetection } from './partition.js';
 import type { SystemKind } from './protocol.js';
 import { checkTargets } from './report.js';
 import { type StoreBackend, type StoreFactory, storeFactory } from './stores.js';
@@ -40,6 +41,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     memory: [],
     failover: [],
     pauses: [],
+    partitions: [],
     targets: [],
     processes: [],
     durationSeconds: 0,
@@ -79,6 +81,10 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       if (want('join')) {
         log(`store ${factory.backend}: join and leave under load`);
         report.pauses.push(...(await joinAndLeave(factory, options, sizes, tracked)));
+      }
+      if (want('partition')) {
+        log(`store ${factory.backend}: one node of three cut off from the others`);
+        report.partitions.push(await partitionDetection(factory, options, sizes));
       }
     } finally {
       await factory.close();

@@ -9,14 +9,14 @@ import type { StoreBackend } from './stores.js';
 /** R: 100% get; M: 90% get; W: 100% set; WK: W with a fresh idempotency key on every set. */
 export type Workload = 'R' | 'M' | 'W' | 'WK';
 export type Driver = 'api' | 'http';
-export type Section = 'throughput' | 'activation' | 'memory' | 'failover' | 'join';
+export type Section = 'throughput' | 'activation' | 'memory' | 'failover' | 'join' | 'partition';
 export type Scale = 'full' | 'quick' | 'tiny';
 
 export const WORKLOADS: readonly Workload[] = ['R', 'M', 'W', 'WK'];
 export const WRITE_RATIO: Record<Workload, number> = { R: 0, M: 0.1, W: 1, WK: 1 };
 /** Workloads whose sets carry an idempotency key (concord only: the baselines have no keys). */
 export const KEYED: Record<Workload, boolean> = { R: false, M: false, W: false, WK: true };
-export const SECTIONS: readonly Section[] = ['throughput', 'activation', 'memory', 'failover', 'join'];
+export const SECTIONS: readonly Section[] = ['throughput', 'activation', 'memory', 'failover', 'join', 'partition'];
 
 export interface BenchOptions {
   workloads: Workload[];
@@ -108,6 +108,15 @@ export interface FailoverResult {
   shardsPerRun: number;
 }
 
+/** One node of three cut off from the others (not from the store): times from the cut. */
+export interface PartitionResult {
+  store: StoreBackend;
+  runs: { unreadyMs: number; evictedMs: number; servedMs: number; entities: number }[];
+  median: { unreadyMs: number; evictedMs: number; servedMs: number };
+  /** The documented detection bound for these settings. */
+  boundMs: number;
+}
+
 export interface PauseResult {
   store: StoreBackend;
   event: 'join' | 'leave';
@@ -146,6 +155,7 @@ export interface BenchReport {
   memory: MemoryResult[];
   failover: FailoverResult[];
   pauses: PauseResult[];
+  partitions: PartitionResult[];
   targets: TargetCheck[];
   /** Node processes started by the run, with their parent pid as seen by the bench. */
   processes: { name: string; system: SystemKind; pid: number; ppid: number }[];

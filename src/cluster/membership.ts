@@ -292,7 +292,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   private tick(): void {
     const t = performance.now();
-    if (t - this.lastTickAt > 3 * this.options.tickMs) this.resumedAt = t;
+    // Back from a stall: give the connections (and, if the lease ran out meanwhile, the new
+    // incarnation's) a third of a lease to come back before counting anyone unreachable.
+    if (t - this.lastTickAt > 3 * this.options.tickMs) this.resumedAt = t + this.options.leaseTtlMs / 3;
     this.lastTickAt = t;
     if (this.stopped || !this.view) return;
     const incarnation = this.lease.incarnation;

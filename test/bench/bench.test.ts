@@ -98,7 +98,13 @@ async function benchOnStore(store: string, backend: 'sqlite' | 'postgres'): Prom
   expect(report.memory).toHaveLength(2);
   expect(report.failover).toHaveLength(1);
   expect(report.pauses.map((p) => p.event)).toEqual(['join', 'leave']);
+  expect(report.partitions).toHaveLength(1);
+  const cut = report.partitions[0]!;
+  expect(cut.runs).toHaveLength(1);
+  expect(cut.runs[0]!.evictedMs).toBeGreaterThan(0);
+  expect(cut.runs[0]!.servedMs).toBeGreaterThanOrEqual(cut.runs[0]!.evictedMs);
   for (const figure of [
+    'cut off from the others',
     'cold activations/s',
     'memory per active idle entity',
     'failover after kill -9',

@@ -165,7 +165,10 @@ describe.each(backends)('LocalCluster harness (%s)', (backend: Backend) => {
 
     // The paused node's in-memory copy (version 1) must never be served again.
     const read = await n2.get<Entity>(`/entities/${id}`);
-    expect(read.status === 200 ? read.body : null).toEqual({ id, state: 'finalized', version: 2 });
+    expect({ status: read.status, body: read.body }).toEqual({
+      status: 200,
+      body: { id, state: 'finalized', version: 2 },
+    });
     const stale = await n2.put<Entity & { error?: string }>(
       `/entities/${id}`,
       { state: 'initialized' },
