@@ -780,7 +780,7 @@ export class PostgresStore implements Store {
       ),
       keyed AS (
         INSERT INTO concord_idempotency AS k (kind, id, key, fingerprint, reply, created_at)
-        SELECT u.kind, u.id, x.key, x.fingerprint, x.reply, ${this.clock()}
+        SELECT u.kind, u.id, x.key, x.fingerprint, x.reply, c.now
         FROM unnest(
           ${positions}::bigint[],
           ${keys}::text[],
@@ -788,6 +788,8 @@ export class PostgresStore implements Store {
           ${replies}::text[]
         ) AS x (i, key, fingerprint, reply)
         JOIN updated AS u ON u.i = x.i
+        -- One clock reading for the statement: the keys of one write share their time.
+        CROSS JOIN (SELECT ${this.clock()} AS now) AS c
         ORDER BY u.kind, u.id, x.key
         ON CONFLICT (kind, id, key) DO UPDATE SET
           fingerprint = excluded.fingerprint, reply = excluded.reply, created_at = excluded.created_at
