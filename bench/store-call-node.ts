@@ -113,6 +113,9 @@ export class StoreCallNode {
     };
   }
 
+  /** Nothing to hand over: the store holds everything. */
+  async leave(): Promise<void> {}
+
   async stop(): Promise<void> {
     this.stopped = true;
     await this.store.close();

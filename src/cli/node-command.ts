@@ -6,6 +6,7 @@ import {
   DEMO_WEAK_SECRET_ENV,
   type OwnershipMode,
   ownershipOption,
+  parseNonNegativeInt,
   parsePort,
   parsePortOrZero,
   parsePositiveInt,
@@ -28,6 +29,7 @@ interface NodeFlags {
   suspicionTimeout?: number;
   durability?: Durability;
   idempotencyWindow?: number;
+  drainDelay?: number;
   app: string[];
 }
 
@@ -101,6 +103,14 @@ export function registerNodeCommand(program: Command): void {
     )
     .addOption(
       new Option(
+        '--drain-delay <ms>',
+        'on SIGTERM, keep serving on open connections this long after /readyz turned 503, so load balancers notice first (default 500)',
+      )
+        .env('CONCORD_DRAIN_DELAY_MS')
+        .argParser(parseNonNegativeInt),
+    )
+    .addOption(
+      new Option(
         '--app <module>',
         'load an application module (ConcordApps and/or entity definitions); repeatable. Env: CONCORD_APPS, comma-separated',
       )
@@ -147,6 +157,7 @@ export function registerNodeCommand(program: Command): void {
         suspicionTimeoutMs: flags.suspicionTimeout,
         durability: flags.durability,
         idempotencyWindowMs: flags.idempotencyWindow,
+        drainDelayMs: flags.drainDelay,
         appModules: flags.app.length > 0 ? flags.app : splitList(process.env['CONCORD_APPS']),
         exitWithParent,
       };

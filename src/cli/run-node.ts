@@ -42,7 +42,15 @@ export interface NodeRunConfig {
   appModules: readonly string[];
   /** Stop when the IPC channel to the parent closes (set by `concord demo` for its children). */
   exitWithParent: boolean;
+  /**
+   * `--drain-delay`: on a graceful stop, how long after /readyz turned 503 the HTTP listener and
+   * idle keep-alive connections stay open (requests are served meanwhile), so that load
+   * balancers notice before connections close. Default 500 ms.
+   */
+  drainDelayMs?: number | undefined;
 }
+
+export const DEFAULT_DRAIN_DELAY_MS = 500;
 
 interface RunningNode {
   node: AppNode;
@@ -61,6 +69,7 @@ export async function runNode(config: NodeRunConfig): Promise<void> {
   const log = logger.child({ node: config.name });
   let running: RunningNode | null = null;
   let stopReason: string | null = null;
+  const drainDelay = config.drainDelayMs ?? DEFAULT_DRAIN_DELAY_MS;
 
   const requestStop = (reason: string) => {
     if (stopReason !== null) return;
@@ -70,7 +79,7 @@ export async function runNode(config: NodeRunConfig): Promise<void> {
       process.exit(1);
     }, HARD_EXIT_MS).unref();
     // Still starting: the stop runs as soon as the start finishes.
-    if (running) void stopAndExit(running, reason, log);
+    if (running) void stopAndExit(running, reason, log, drainDelay);
   };
   process.on('SIGTERM', () => requestStop('SIGTERM'));
   process.on('SIGINT', () => requestStop('SIGINT'));
@@ -90,7 +99,7 @@ export async function runNode(config: NodeRunConfig): Promise<void> {
     process.exit(1);
   }
   if (stopReason !== null) {
-    await stopAndExit(running, stopReason, log);
+    await stopAndExit(running, stopReason, log, drainDelay);
     return;
   }
   const where = config.ownership === 'none' ? 'no store: ownership none' : `store ${redactUrl(config.store)}`;
@@ -158,11 +167,31 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
   }
 }
 
-async function stopAndExit(running: RunningNode, reason: string, log: Logger): Promise<void> {
+/**
+ * A graceful stop, in this order:
+ * 1. /readyz turns 503 and every HTTP response carries `Connection: close` (clients and load
+ *    balancers move on); HTTP requests keep being served.
+ * 2. The node leaves at once — from this moment it claims nothing — and hands its shards over;
+ *    requests still arriving are routed to the new owners.
+ * 3. The HTTP server stops accepting connections, finishes the requests in flight and closes
+ *    every keep-alive connection (idle ones at once, busy ones after their response; all of
+ *    them after a bound).
+ * 4. The apps stop, then the peer transport and the store close, and the process exits.
+ */
+async function stopAndExit(running: RunningNode, reason: string, log: Logger, drainDelayMs: number): Promise<void> {
   log.info({ reason }, 'stopping');
   let code = 0;
+  const drainStarted = performance.now();
   running.server.drain();
+  await running.node.leave().catch((error: unknown) => log.warn({ err: messageOf(error) }, 'leaving failed'));
+  // Closing an idle keep-alive connection races with a client that sends on it at that moment;
+  // a client that watches /readyz has stopped sending here by the end of the drain delay.
+  const wait = drainDelayMs - (performance.now() - drainStarted);
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  const open = running.server.connections();
+  const httpStarted = performance.now();
   await running.server.close().catch((error: unknown) => log.warn({ err: messageOf(error) }, 'closing HTTP failed'));
+  log.info({ connections: open, ms: Math.round(performance.now() - httpStarted) }, 'HTTP server closed');
   const { context } = running;
   for (const app of [...running.apps].reverse()) {
     try {

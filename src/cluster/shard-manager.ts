@@ -66,6 +66,8 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
   private liveNames = new Set<string>();
   private mapLoaded = false;
   private leaving = false;
+  /** Set at the very start of a graceful stop: claim nothing from then on. */
+  private claimsStopped = false;
   private rebalancing: Promise<void> | null = null;
   private rebalanceAgain = false;
   private refreshing: Promise<void> | null = null;
@@ -188,7 +190,9 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
         try {
           await this.rebalanceOnce();
         } catch (error) {
-          this.logger.warn({ err: String(error) }, 'rebalance failed; will retry');
+          // Once stopped (a graceful stop closes the store next), a failed read is expected.
+          if (this.stopped) this.logger.debug({ err: String(error) }, 'rebalance failed while stopping');
+          else this.logger.warn({ err: String(error) }, 'rebalance failed; will retry');
         }
       } while (this.rebalanceAgain && !this.stopped);
     })().finally(() => {
@@ -226,6 +230,11 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
     this.leaving = true;
     await this.rebalance();
     await this.waitForHandoffs();
+  }
+
+  /** A graceful stop has begun: never claim a shard again (leave() hands the held ones over). */
+  stopClaiming(): void {
+    this.claimsStopped = true;
   }
 
   stop(): void {
@@ -268,7 +277,7 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
     // Only a member claims: a `joining` node waits until it reaches every member, an evicted
     // or leaving one never claims (the store's claim checks this too).
     const selfRow = nodes.find((n) => n.name === self && n.incarnation === incarnation);
-    const canClaim = !this.leaving && this.lease.valid() && selfRow?.status === 'alive';
+    const canClaim = !this.leaving && !this.claimsStopped && this.lease.valid() && selfRow?.status === 'alive';
     const claims: ShardRecord[] = [];
 
     for (const row of rows) {
@@ -331,7 +340,11 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
       this.host.acquired(row.shard, epoch);
       claimed++;
     });
-    if (claimed > 0) this.logger.info({ claimed, held: this.held.size }, 'claimed shards');
+    if (claimed > 0) {
+      // Claims are never sent once a stop began; these were sent before it and are handed over too.
+      const msg = this.claimsStopped ? 'claims sent before the stop began succeeded' : 'claimed shards';
+      this.logger.info({ claimed, held: this.held.size }, msg);
+    }
   }
 
   private startHandoff(shard: number, held: HeldShard, desired: string | null): void {

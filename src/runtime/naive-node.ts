@@ -126,6 +126,9 @@ export class NaiveNode {
     };
   }
 
+  /** Nothing to hand over: every node keeps its own copy. */
+  async leave(): Promise<void> {}
+
   async stop(): Promise<void> {
     this.stopped = true;
     this.activations.clear();

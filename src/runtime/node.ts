@@ -154,7 +154,11 @@ export class ConcordNode {
   readonly name: string;
   readonly faults: FaultSwitch | null;
   private readonly definitions: Map<string, EntityDefinition>;
+  /** Set when the node starts leaving (leave() or stop()). */
   private stopping: Promise<void> | null = null;
+  private closing: Promise<void> | null = null;
+  /** The peer transport and the store are being closed: no call can be made any more. */
+  private closed = false;
   private pruneCounter = 0;
   private evictionHandled: number | null = null;
   private rejoining = false;
@@ -438,7 +442,7 @@ export class ConcordNode {
 
   /** Untyped call by kind name (HTTP layer, tools). */
   callByName(kind: string, id: string, handler: string, message: unknown, options?: CallOptions): Promise<unknown> {
-    if (this.stopping) return Promise.reject(new Stopped());
+    if (this.closed) return Promise.reject(new Stopped());
     if (!this.definitions.has(kind)) {
       return Promise.reject(new ConcordError('UNKNOWN_ENTITY_KIND', `unknown entity kind "${kind}"`));
     }
@@ -461,7 +465,7 @@ export class ConcordNode {
     definition: EntityDefinition<S, H>,
     id: string,
   ): Promise<{ state: S; version: number } | null> {
-    if (this.stopping) throw new Stopped();
+    if (this.closed) throw new Stopped();
     if (definition.persistence !== undefined) {
       throw new TypeError(`readCommitted reads plain entities; "${definition.kind}" is kept another way`);
     }
@@ -521,17 +525,37 @@ export class ConcordNode {
   }
 
   /**
-   * Graceful stop (SIGTERM): mark this node leaving, hand every shard over to its next
-   * owner (drain admitted calls, passivate, release, notify), then deregister.
+   * Graceful stop (SIGTERM): leave the cluster (see leave), then close the peer transport and
+   * the store. Resolves once nothing of the node runs any more.
    */
   stop(): Promise<void> {
-    if (!this.stopping) this.stopping = this.leaveAndClose();
+    this.closing ??= this.leave().then(() => this.close());
+    return this.closing;
+  }
+
+  /**
+   * The first half of a graceful stop: from the moment this is called the node claims nothing
+   * (not even a shard a leaving peer releases) and stops trying to become a member; then it
+   * marks itself leaving in the store, hands every shard over to its next owner (drain admitted
+   * calls, passivate, release, notify) and deregisters. Calls made through this node meanwhile
+   * (HTTP requests still in flight) are still routed, to the new owners, until `stop()` closes
+   * the peer transport. Idempotent; `stop()` calls it.
+   */
+  leave(): Promise<void> {
+    if (!this.stopping) {
+      this.shards.stopClaiming();
+      this.membership.stop();
+      this.router.setLeaving();
+      this.stopping = this.leaveCluster();
+    }
     return this.stopping;
   }
 
-  private async leaveAndClose(): Promise<void> {
+  private async leaveCluster(): Promise<void> {
+    const startedAt = performance.now();
     const incarnation = this.lease.incarnation;
-    this.logger.info({ held: this.shards.heldShards().length }, 'leaving the cluster');
+    const held = this.shards.heldShards().length;
+    this.logger.info({ held }, 'leaving the cluster');
     if (incarnation !== null) {
       try {
         await this.store.setNodeStatus(this.name, incarnation, 'leaving', ['alive', 'joining']);
@@ -541,12 +565,21 @@ export class ConcordNode {
         this.logger.warn({ err: String(error) }, 'graceful handoff incomplete; remaining shards fail over by lease');
       }
     }
-    this.lease.stop();
-    this.membership.stop();
     this.shards.stop();
     this.shards.dropAll();
     this.host.dropAll();
     this.host.close();
+    // The row stays (status `leaving`, lease renewed) until close(): the peers keep their
+    // connections to a member, so calls this node still routes (HTTP requests in flight) reach
+    // the new owners instead of a connection the peers drop.
+    this.logger.info({ handedOver: held, ms: Math.round(performance.now() - startedAt) }, 'left the cluster');
+  }
+
+  /** The second half of a graceful stop: deregister, close the peer transport and the store. */
+  private async close(): Promise<void> {
+    this.closed = true;
+    const incarnation = this.lease.incarnation;
+    this.lease.stop();
     // Deregister only after nothing is served any more: removing the row frees our shards at once.
     this.lease.clear();
     if (incarnation !== null) await this.store.removeNode(this.name, incarnation).catch(() => {});
@@ -689,6 +722,12 @@ export class ConcordNode {
     while (this.stopping === null) {
       try {
         const incarnation = await this.lease.acquire();
+        if (this.stopping !== null) {
+          // The node began to stop while this registration was under way: undo it.
+          this.lease.clear();
+          await this.store.removeNode(this.name, incarnation).catch(() => {});
+          return;
+        }
         this.mesh.setSelfIncarnation(incarnation);
         this.logger.info({ incarnation }, 'registered again with a new incarnation (joining)');
         await this.shards.rebalance();
