@@ -12,6 +12,7 @@ import { ConcordError, HandlerError, Stopped } from '../src/errors.js';
 import { NO_MEMBERSHIP_COUNTERS, type NodeIntrospection } from '../src/http/introspection.js';
 import type { ClusterStatus } from '../src/runtime/node.js';
 import type { Store } from '../src/store/types.js';
+import { Telemetry } from '../src/telemetry.js';
 
 /**
  * Baseline "store on every call": the service that keeps no state in memory and asks the
@@ -141,6 +142,11 @@ export class StoreCallNode {
         ...NO_MEMBERSHIP_COUNTERS,
       }),
       shardOwners: () => [],
+      shardEpochs: () => [],
+      telemetry: new Telemetry(this.name),
+      peerTraffic: () => new Map(),
+      replicatedMaps: () => [],
+      ownerOf: (kind) => (this.definitions.has(kind) ? { shard: null, owner: this.name, epoch: 0 } : null),
       faults: null,
     };
   }

@@ -4,6 +4,7 @@ import type { Durability } from '../store/types.js';
 import {
   DEFAULT_STORE,
   DEMO_WEAK_SECRET_ENV,
+  LOG_LEVELS,
   type OwnershipMode,
   ownershipOption,
   parseNonNegativeInt,
@@ -30,6 +31,7 @@ interface NodeFlags {
   durability?: Durability;
   idempotencyWindow?: number;
   drainDelay?: number;
+  logLevel?: string;
   app: string[];
 }
 
@@ -102,6 +104,11 @@ export function registerNodeCommand(program: Command): void {
         .argParser(parsePositiveInt),
     )
     .addOption(
+      new Option('--log-level <level>', 'JSON logs on stderr from this level up (default info)')
+        .choices(LOG_LEVELS)
+        .env('CONCORD_LOG_LEVEL'),
+    )
+    .addOption(
       new Option(
         '--drain-delay <ms>',
         'on SIGTERM, keep serving on open connections this long after /readyz turned 503, so load balancers notice first (default 500)',
@@ -158,6 +165,7 @@ export function registerNodeCommand(program: Command): void {
         durability: flags.durability,
         idempotencyWindowMs: flags.idempotencyWindow,
         drainDelayMs: flags.drainDelay,
+        logLevel: flags.logLevel,
         appModules: flags.app.length > 0 ? flags.app : splitList(process.env['CONCORD_APPS']),
         exitWithParent,
       };

@@ -48,6 +48,8 @@ export interface NodeRunConfig {
    * balancers notice before connections close. Default 500 ms.
    */
   drainDelayMs?: number | undefined;
+  /** `--log-level` / CONCORD_LOG_LEVEL (default info). */
+  logLevel?: string | undefined;
 }
 
 export const DEFAULT_DRAIN_DELAY_MS = 500;
@@ -65,7 +67,7 @@ const HARD_EXIT_MS = 20_000;
 const NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
 export async function runNode(config: NodeRunConfig): Promise<void> {
-  const logger = createLogger();
+  const logger = createLogger({}, config.logLevel ?? 'info');
   const log = logger.child({ node: config.name });
   let running: RunningNode | null = null;
   let stopReason: string | null = null;

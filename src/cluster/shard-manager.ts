@@ -47,6 +47,10 @@ export interface ShardManagerEvents {
   view: [view: NodeList];
   /** A shard was released by this node; tell the new desired owner so it claims at once. */
   released: [shard: number, desiredOwner: string | null];
+  /** A handoff finished: `shard` was drained and released, `ms` after it began. */
+  'handed-off': [shard: number, ms: number];
+  /** This node claimed `shard`; `previousOwner` held it before (null: it was free, released). */
+  claimed: [shard: number, epoch: number, previousOwner: string | null];
 }
 
 export interface ShardManagerOptions {
@@ -295,7 +299,7 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
         } else if (held.phase === 'active' && desired !== self) {
           this.startHandoff(shard, held, desired);
         } else if (held.phase === 'releasing' && !this.isHandingOff(shard)) {
-          this.track(this.release(shard, held, desired));
+          this.track(this.release(shard, held, desired).then(() => {}));
         }
         continue;
       }
@@ -304,7 +308,7 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
         // The row names us but we do not hold it: a claim whose reply was lost, or a stale
         // read of a shard we released a moment ago. Either way release it (a CAS: harmless if stale);
         // never adopt it, since it may have been released and re-claimed in between.
-        this.track(this.release(shard, { epoch: row.epoch, phase: 'releasing' }, desired));
+        this.track(this.release(shard, { epoch: row.epoch, phase: 'releasing' }, desired).then(() => {}));
         continue;
       }
 
@@ -338,6 +342,7 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
       this.ownerIncarnations[row.shard] = incarnation;
       this.epochs[row.shard] = epoch;
       this.host.acquired(row.shard, epoch);
+      this.emit('claimed', row.shard, epoch, row.owner);
       claimed++;
     });
     if (claimed > 0) {
@@ -349,6 +354,7 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
 
   private startHandoff(shard: number, held: HeldShard, desired: string | null): void {
     held.phase = 'draining';
+    const startedAt = performance.now();
     const task = (async () => {
       try {
         await withTimeout(this.host.drain(shard), this.options.drainTimeoutMs);
@@ -358,20 +364,21 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
       this.host.drop(shard);
       if (this.held.get(shard) !== held) return; // lost meanwhile
       held.phase = 'releasing';
-      await this.release(shard, held, desired);
+      if (await this.release(shard, held, desired)) this.emit('handed-off', shard, performance.now() - startedAt);
     })();
     this.track(task, shard);
   }
 
-  private async release(shard: number, held: HeldShard, desired: string | null): Promise<void> {
+  /** Resolves true when the store released the shard. */
+  private async release(shard: number, held: HeldShard, desired: string | null): Promise<boolean> {
     const incarnation = this.lease.incarnation;
-    if (incarnation === null) return;
+    if (incarnation === null) return false;
     let released: boolean;
     try {
       released = await this.store.releaseShard(shard, held.epoch, this.options.self, incarnation);
     } catch (error) {
       this.logger.warn({ shard, err: String(error) }, 'release failed; will retry');
-      return; // stays 'releasing'; the next rebalance retries
+      return false; // stays 'releasing'; the next rebalance retries
     }
     if (this.held.get(shard) === held) this.held.delete(shard);
     if (released && this.epochs[shard] === held.epoch) {
@@ -379,6 +386,7 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
       this.ownerIncarnations[shard] = null;
     }
     if (released) this.emit('released', shard, desired);
+    return released;
   }
 
   private readonly handoffShards = new Set<number>();

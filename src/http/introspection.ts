@@ -1,6 +1,8 @@
 import type { RefusedJoin } from '../cluster/secret-check.js';
 import type { NaiveNode } from '../runtime/naive-node.js';
 import type { ConcordNode } from '../runtime/node.js';
+import { Telemetry } from '../telemetry.js';
+import type { PeerTraffic } from '../transport/connection.js';
 import type { FaultSwitch } from '../transport/faults.js';
 
 /**
@@ -65,6 +67,16 @@ export interface NodeIntrospection {
   refusedJoins(): Promise<RefusedJoins>;
   /** The owner this node believes each shard has, indexed by shard (empty without shards). */
   shardOwners(): (string | null)[];
+  /** The epoch of each shard as this node last saw it, indexed by shard (empty without shards). */
+  shardEpochs(): number[];
+  /** The node's metrics registry and recorders (calls, leases, store, handoffs, failovers…). */
+  readonly telemetry: Telemetry;
+  /** Frames and bytes exchanged with each peer since the node started. */
+  peerTraffic(): Map<string, PeerTraffic>;
+  /** The replicated maps open on the node: entries, and the sync lag since the last look (ms). */
+  replicatedMaps(): { name: string; size: number; syncLagMs: number }[];
+  /** Which node owns an entity, by this node's view (null for an unknown kind). */
+  ownerOf(kind: string, id: string): { shard: number | null; owner: string | null; epoch: number } | null;
   /** The test-only fault switch, when the node runs with fault injection. */
   readonly faults: FaultSwitch | null;
 }
@@ -98,6 +110,12 @@ export function introspectConcordNode(node: ConcordNode): NodeIntrospection {
       for (const { shard } of node.shards.snapshot()) owners[shard] = node.shards.ownerOf(shard).owner;
       return owners;
     },
+    shardEpochs: () => node.shards.snapshot().map((entry) => entry.epoch),
+    telemetry: node.telemetry,
+    peerTraffic: () => node.mesh.traffic(),
+    replicatedMaps: () =>
+      node.openMaps().map((map) => ({ name: map.name, size: map.size, syncLagMs: map.takeSyncLagMs() })),
+    ownerOf: (kind, id) => node.ownerOf(kind, id),
     faults: node.faults,
   };
 }
@@ -122,6 +140,11 @@ export function introspectNaiveNode(node: NaiveNode): NodeIntrospection {
       ...NO_MEMBERSHIP_COUNTERS,
     }),
     shardOwners: () => [],
+    shardEpochs: () => [],
+    telemetry: new Telemetry(node.name),
+    peerTraffic: () => new Map(),
+    replicatedMaps: () => [],
+    ownerOf: (kind, _id) => (node.defines(kind) ? { shard: null, owner: node.name, epoch: 0 } : null),
     faults: null,
   };
 }

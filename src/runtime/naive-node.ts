@@ -126,6 +126,11 @@ export class NaiveNode {
     };
   }
 
+  /** Does this node define entity kind `kind`? */
+  defines(kind: string): boolean {
+    return this.definitions.has(kind);
+  }
+
   /** Nothing to hand over: every node keeps its own copy. */
   async leave(): Promise<void> {}
 

@@ -28,12 +28,13 @@ import { entityRef } from '../entity/define.js';
 import { EntityHost } from '../entity/host.js';
 import { ConcordError, SecretMismatch, Stopped } from '../errors.js';
 import { EventStore } from '../events/event-store.js';
-import { createLogger, type Logger } from '../logger.js';
+import { createLogger, type Logger, silentLogger } from '../logger.js';
 import { ReplicatedMaps } from '../pubsub/maps.js';
 import { PubSub } from '../pubsub/pubsub.js';
 import type { ReplicatedMap, ReplicatedMapOptions } from '../pubsub/replicated-map.js';
 import { openStore } from '../store/open.js';
 import type { Durability, Store } from '../store/types.js';
+import { type CallOutcome, Telemetry, withStoreTiming } from '../telemetry.js';
 import { PeerUnreachable } from '../transport/errors.js';
 import { FaultSwitch } from '../transport/faults.js';
 import { Mesh } from '../transport/mesh.js';
@@ -108,6 +109,11 @@ export interface NodeOptions {
    * looked up in the store, so the guarantee stays exact.
    */
   maxIdempotencyKeysPerEntity?: number;
+  /**
+   * Where the node logs (a pino logger, or anything with debug/info/warn/error/child). Without
+   * one a node is quiet, unless CONCORD_LOG_LEVEL is set: then it logs JSON lines on stderr at
+   * that level (`concord node` always logs, at `--log-level`).
+   */
   logger?: Logger;
 }
 
@@ -165,6 +171,8 @@ export class ConcordNode {
   private readonly messageHandlers = new Map<string, PeerMessageHandler>();
   private readonly requestHandlers = new Map<string, PeerRequestHandler>();
   private eventStore: EventStore | null = null;
+  /** When the connection to each peer that is down now went down (failover durations). */
+  private readonly downSince = new Map<string, number>();
   /** Topics across the cluster: `node.pubsub.subscribe(topic, handler)` / `publish(topic, message)`. */
   readonly pubsub: PubSub;
   private readonly maps: ReplicatedMaps;
@@ -184,6 +192,8 @@ export class ConcordNode {
     readonly membership: Membership,
     private readonly logger: Logger,
     private readonly stopTimeoutMs: number,
+    /** This node's metrics (served by `GET /metrics` with the HTTP and process metrics). */
+    readonly telemetry: Telemetry,
   ) {
     this.name = options.name;
     this.faults = faults;
@@ -200,12 +210,19 @@ export class ConcordNode {
     return this.maps.open<V, K>(name, options);
   }
 
+  /** The replicated maps open on this node (metrics). */
+  openMaps(): ReplicatedMap<string, unknown>[] {
+    return this.maps.list();
+  }
+
   static async start(options: NodeOptions): Promise<ConcordNode> {
     if (!NAME_PATTERN.test(options.name)) {
       throw new TypeError(`node name "${options.name}" must be 1-64 characters of letters, digits, _ . -`);
     }
     if (!options.secret) throw new TypeError('a cluster secret is required');
-    const logger = (options.logger ?? createLogger()).child({ node: options.name });
+    const baseLogger = options.logger ?? (process.env.CONCORD_LOG_LEVEL ? createLogger() : silentLogger);
+    const logger = baseLogger.child({ node: options.name });
+    const telemetry = new Telemetry(options.name);
     if (isWeakSecret(options.secret)) {
       if (!options.allowWeakSecret) assertStrongSecret(options.secret);
       logger.warn(
@@ -234,7 +251,7 @@ export class ConcordNode {
       typeof options.store === 'string'
         ? await openStore(options.store, { durability: options.durability ?? 'strict' })
         : options.store;
-    const store = faults ? withStoreFaults(baseStore, faults) : baseStore;
+    const store = withStoreTiming(faults ? withStoreFaults(baseStore, faults) : baseStore, telemetry);
     const cleanup: (() => Promise<void>)[] = [];
     if (ownsStore) cleanup.push(() => baseStore.close());
 
@@ -286,7 +303,10 @@ export class ConcordNode {
           heldEpoch: (s) => shards!.heldEpoch(s),
           leaseValid: () => lease.valid(),
           ownerOf: (s) => shards!.ownerOf(s),
-          suspect: (s) => shards!.suspect(s),
+          suspect: (s) => {
+            telemetry.fenceRejections.inc();
+            shards!.suspect(s);
+          },
         },
         {
           idleTimeoutMs: options.idleTimeoutMs ?? 10 * 60_000,
@@ -363,6 +383,7 @@ export class ConcordNode {
         membership,
         logger,
         options.stopTimeoutMs ?? 10_000,
+        telemetry,
       );
       cleanup.push(async () => membership.stop());
       node.wire();
@@ -449,10 +470,36 @@ export class ConcordNode {
     if (typeof id !== 'string' || id.length === 0) {
       return Promise.reject(new ConcordError('BAD_MESSAGE', 'entity id must be a non-empty string'));
     }
-    return this.router.call(kind, id, handler, message, {
-      timeoutMs: options?.timeoutMs,
-      idempotencyKey: options?.idempotencyKey,
-    });
+    const started = performance.now();
+    const telemetry = this.telemetry;
+    return this.router
+      .call(kind, id, handler, message, {
+        timeoutMs: options?.timeoutMs,
+        idempotencyKey: options?.idempotencyKey,
+      })
+      .then(
+        (value) => {
+          telemetry.call(kind, 'ok', (performance.now() - started) / 1000);
+          return value;
+        },
+        (error: unknown) => {
+          telemetry.call(kind, callOutcome(error), (performance.now() - started) / 1000);
+          throw error;
+        },
+      );
+  }
+
+  /**
+   * Which node owns entity `id` of kind `kind` by this node's view of the shard map (the store
+   * decides; the view follows within moments): its shard, the owner (null while nobody live
+   * holds it) and the shard's epoch. Null for a kind this node does not define.
+   */
+  ownerOf(kind: string, id: string): { shard: number; owner: string | null; epoch: number } | null {
+    if (!this.definitions.has(kind)) return null;
+    const shard = this.router.shardOf(kind, id);
+    const held = this.shards.heldEpoch(shard);
+    if (held !== null && this.shards.canServe(shard)) return { shard, owner: this.name, epoch: held };
+    return { shard, ...this.shards.ownerOf(shard) };
   }
 
   /**
@@ -620,10 +667,14 @@ export class ConcordNode {
       }
     });
     mesh.on('peer-up', (peer: PeerId) => {
+      this.downSince.delete(peer.name);
       shards.peerUp(peer.name);
       void shards.rebalance();
     });
-    mesh.on('peer-down', (peer: PeerId) => shards.peerDown(peer.name));
+    mesh.on('peer-down', (peer: PeerId) => {
+      if (!this.downSince.has(peer.name)) this.downSince.set(peer.name, performance.now());
+      shards.peerDown(peer.name);
+    });
     shards.on('members', (members) => {
       mesh.setPeers(
         members
@@ -638,7 +689,23 @@ export class ConcordNode {
       void shards.rebalance();
       if (++this.pruneCounter % 100 === 0) void this.store.pruneNodes(60_000).catch(() => {});
     });
-    lease.on('store-error', (error) => logger.warn({ err: String(error) }, 'lease renewal failed: store unreachable'));
+    lease.on('store-error', (error) => {
+      this.telemetry.leaseRenewalFailures.inc({ reason: 'store_error' });
+      logger.warn({ err: String(error) }, 'lease renewal failed: store unreachable');
+    });
+    lease.on('attempt', (ms, outcome) => this.telemetry.leaseRenewalDuration.observe({ outcome }, ms / 1000));
+    lease.on('lost', () => this.telemetry.leaseRenewalFailures.inc({ reason: 'expired' }));
+    lease.on('evicted', () => this.telemetry.leaseRenewalFailures.inc({ reason: 'evicted' }));
+    shards.on('handed-off', (_shard, ms) => {
+      this.telemetry.handoffs.inc();
+      this.telemetry.handoffDuration.observe(ms / 1000);
+    });
+    shards.on('claimed', (_shard, _epoch, previous) => {
+      if (previous === null || previous === this.name) return; // released to us: a handoff
+      this.telemetry.failovers.inc();
+      const since = this.downSince.get(previous);
+      if (since !== undefined) this.telemetry.failoverDuration.observe((performance.now() - since) / 1000);
+    });
     lease.on('lost', () => {
       // Everything we held may belong to someone else now. Drop it all, then rejoin
       // under a new incarnation and claim shards afresh through the normal CAS.
@@ -828,4 +895,22 @@ export function generateSecret(): string {
 
 export function startNode(options: NodeOptions): Promise<ConcordNode> {
   return ConcordNode.start(options);
+}
+
+function callOutcome(error: unknown): CallOutcome {
+  const code = error instanceof ConcordError ? error.code : null;
+  switch (code) {
+    case 'UNAVAILABLE':
+    case 'STOPPED':
+      return 'unavailable';
+    case 'TIMEOUT':
+      return 'timeout';
+    case 'STORE_UNAVAILABLE':
+      return 'store_unavailable';
+    case 'HANDLER_ERROR':
+    case null:
+      return 'error';
+    default:
+      return 'rejected';
+  }
 }
