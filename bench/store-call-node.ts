@@ -114,6 +114,11 @@ export class StoreCallNode {
     };
   }
 
+  /** No owners: every call goes to the store. */
+  ownerOf(kind: string, _id: string): { shard: number; owner: string | null; epoch: number } | null {
+    return this.definitions.has(kind) ? { shard: 0, owner: this.name, epoch: 0 } : null;
+  }
+
   /** Nothing to hand over: the store holds everything. */
   async leave(): Promise<void> {}
 
@@ -143,6 +148,8 @@ export class StoreCallNode {
       }),
       shardOwners: () => [],
       shardEpochs: () => [],
+      localStats: () => ({ callsPerSecond: 0, p99Ms: null, activeEntities: 0, shardsHeld: 0 }),
+      memberStats: async () => ({}),
       telemetry: new Telemetry(this.name),
       peerTraffic: () => new Map(),
       replicatedMaps: () => [],

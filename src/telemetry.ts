@@ -95,10 +95,60 @@ export class Telemetry {
     });
   }
 
+  /** The last few seconds of calls, for the dashboard (calls/s and p99). */
+  readonly recent = new RecentCalls();
+
   /** Record one finished call. */
   call(kind: string, outcome: CallOutcome, seconds: number): void {
     this.calls.inc({ kind, outcome });
     this.callDuration.observe({ kind, outcome }, seconds);
+    this.recent.record(seconds * 1000);
+  }
+}
+
+/**
+ * Calls of the last few seconds, in one-second slots: how many per second, and the 99th
+ * percentile of their latency (from at most 2,000 samples a second).
+ */
+export class RecentCalls {
+  private static readonly SLOTS = 5;
+  private static readonly SAMPLES = 2000;
+  private readonly counts = new Array<number>(RecentCalls.SLOTS).fill(0);
+  private readonly samples: number[][] = Array.from({ length: RecentCalls.SLOTS }, () => []);
+  private readonly seconds = new Array<number>(RecentCalls.SLOTS).fill(-1);
+
+  record(ms: number): void {
+    const second = Math.floor(performance.now() / 1000);
+    const slot = second % RecentCalls.SLOTS;
+    if (this.seconds[slot] !== second) {
+      this.seconds[slot] = second;
+      this.counts[slot] = 0;
+      this.samples[slot] = [];
+    }
+    this.counts[slot]!++;
+    const list = this.samples[slot]!;
+    if (list.length < RecentCalls.SAMPLES) list.push(ms);
+    else list[Math.floor(Math.random() * RecentCalls.SAMPLES)] = ms;
+  }
+
+  /** Calls per second and p99 (ms) over the last complete seconds (null p99 without calls). */
+  summary(): { callsPerSecond: number; p99Ms: number | null } {
+    const now = Math.floor(performance.now() / 1000);
+    let count = 0;
+    const all: number[] = [];
+    let seconds = 0;
+    for (let ago = 1; ago < RecentCalls.SLOTS; ago++) {
+      const second = now - ago;
+      const slot = ((second % RecentCalls.SLOTS) + RecentCalls.SLOTS) % RecentCalls.SLOTS;
+      seconds++;
+      if (this.seconds[slot] !== second) continue;
+      count += this.counts[slot]!;
+      all.push(...this.samples[slot]!);
+    }
+    if (all.length === 0) return { callsPerSecond: 0, p99Ms: null };
+    all.sort((a, b) => a - b);
+    const p99 = all[Math.min(all.length - 1, Math.floor(all.length * 0.99))]!;
+    return { callsPerSecond: Math.round(count / seconds), p99Ms: Math.round(p99 * 100) / 100 };
   }
 }
 

@@ -32,6 +32,7 @@ interface NodeFlags {
   idempotencyWindow?: number;
   drainDelay?: number;
   logLevel?: string;
+  demoControls?: boolean;
   app: string[];
 }
 
@@ -103,6 +104,7 @@ export function registerNodeCommand(program: Command): void {
         .env('CONCORD_IDEMPOTENCY_WINDOW_MS')
         .argParser(parsePositiveInt),
     )
+    .addOption(new Option('--demo-controls', 'set by `concord demo` for its own nodes').hideHelp())
     .addOption(
       new Option('--log-level <level>', 'JSON logs on stderr from this level up (default info)')
         .choices(LOG_LEVELS)
@@ -166,6 +168,8 @@ export function registerNodeCommand(program: Command): void {
         idempotencyWindowMs: flags.idempotencyWindow,
         drainDelayMs: flags.drainDelay,
         logLevel: flags.logLevel,
+        // Only `concord demo`'s children, which have its IPC channel, get the fault buttons.
+        demoControls: flags.demoControls === true && exitWithParent,
         appModules: flags.app.length > 0 ? flags.app : splitList(process.env['CONCORD_APPS']),
         exitWithParent,
       };

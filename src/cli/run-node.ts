@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { ConcordError } from '../errors.js';
+import type { DemoProcess } from '../http/activity.js';
 import type { AppContext, AppNode, ConcordApp } from '../http/app.js';
 import { introspectConcordNode, introspectNaiveNode, type NodeIntrospection } from '../http/introspection.js';
 import { createHttpServer, type HttpServer } from '../http/server.js';
@@ -50,6 +51,12 @@ export interface NodeRunConfig {
   drainDelayMs?: number | undefined;
   /** `--log-level` / CONCORD_LOG_LEVEL (default info). */
   logLevel?: string | undefined;
+  /**
+   * `--demo-controls` (passed by `concord demo` only, effective only with its IPC channel): the
+   * dashboard gets fault buttons whose requests go to the demo process, and fault injection is
+   * on so that the demo can partition the node.
+   */
+  demoControls?: boolean;
 }
 
 export const DEFAULT_DRAIN_DELAY_MS = 500;
@@ -118,6 +125,7 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
   const advertise = config.advertiseHost ?? (isWildcard(config.host) ? hostname() : config.host);
   const httpAddress = `http://${advertise.includes(':') ? `[${advertise}]` : advertise}:${config.httpPort}`;
   const apps: readonly ConcordApp[] = [...builtInApps, ...(await loadAppModules(config.appModules))];
+  const demoControls = config.demoControls === true && typeof process.send === 'function';
   const entities = apps.flatMap((app) => app.entities);
 
   let node: AppNode;
@@ -130,6 +138,7 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
     introspection = introspectNaiveNode(naive);
   } else {
     const concord = await ConcordNode.start({
+      ...(demoControls ? { faultInjection: true } : {}),
       name: config.name,
       store: config.store,
       secret: config.secret,
@@ -159,7 +168,18 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
       introspection,
       apps,
       logger: logger.child({ node: config.name, component: 'http' }),
+      demoControls: demoControls
+        ? (action, target) => process.send?.({ t: 'demo-action', action, node: target, from: config.name })
+        : null,
     });
+    if (demoControls) {
+      process.on('message', (message: unknown) => {
+        const m = message as { t?: string; processes?: DemoProcess[]; text?: string } | null;
+        if (m?.t === 'demo-processes' && Array.isArray(m.processes)) server.activity.setDemo(m.processes);
+        if (m?.t === 'demo-notice' && typeof m.text === 'string') server.activity.notice('demo', m.text);
+      });
+      process.send?.({ t: 'demo-hello', node: config.name });
+    }
     for (const app of apps) await app.start?.(context);
     const url = await server.listen(config.httpPort, config.host);
     return { node, context, apps, server, url };

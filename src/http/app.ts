@@ -28,7 +28,10 @@ export interface ConcordApp {
  * so is the `NaiveNode` of `--ownership none` (the uncoordinated baseline), which is why
  * this is a subset of ConcordNode's API rather than the class itself.
  */
-export type AppNode = Pick<ConcordNode, 'name' | 'ready' | 'call' | 'ref' | 'callByName' | 'status' | 'leave' | 'stop'>;
+export type AppNode = Pick<
+  ConcordNode,
+  'name' | 'ready' | 'call' | 'ref' | 'callByName' | 'ownerOf' | 'status' | 'leave' | 'stop'
+>;
 
 /**
  * The cluster services of a coordinated node: pub/sub, replicated maps, the event store, and

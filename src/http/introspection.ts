@@ -13,6 +13,15 @@ import type { FaultSwitch } from '../transport/faults.js';
 
 export type Ownership = 'single' | 'none';
 
+/** A member's load over the last few seconds, as the dashboard shows it. */
+export interface MemberStats {
+  callsPerSecond: number;
+  /** 99th percentile latency of its calls, ms (null without calls). */
+  p99Ms: number | null;
+  activeEntities: number;
+  shardsHeld: number;
+}
+
 export interface RuntimeCounters {
   activations: number;
   passivations: number;
@@ -75,6 +84,10 @@ export interface NodeIntrospection {
   peerTraffic(): Map<string, PeerTraffic>;
   /** The replicated maps open on the node: entries, and the sync lag since the last look (ms). */
   replicatedMaps(): { name: string; size: number; syncLagMs: number }[];
+  /** This node's load over the last few seconds. */
+  localStats(): MemberStats;
+  /** The other members' loads, asked of them over the peer transport (those that answer in time). */
+  memberStats(): Promise<Record<string, MemberStats>>;
   /** Which node owns an entity, by this node's view (null for an unknown kind). */
   ownerOf(kind: string, id: string): { shard: number | null; owner: string | null; epoch: number } | null;
   /** The test-only fault switch, when the node runs with fault injection. */
@@ -83,9 +96,42 @@ export interface NodeIntrospection {
 
 const REFUSED_JOINS_READ_TIMEOUT_MS = 1000;
 
+const STATS_REQUEST = 'dash.stats';
+const STATS_TIMEOUT_MS = 500;
+
 export function introspectConcordNode(node: ConcordNode): NodeIntrospection {
   let lastRefusedJoins: RefusedJoins = { now: 0, joins: [] };
+  const localStats = (): MemberStats => {
+    const status = node.status();
+    return {
+      ...node.telemetry.recent.summary(),
+      activeEntities: status.activeEntities,
+      shardsHeld: status.shards.held.length,
+    };
+  };
+  try {
+    node.onPeerRequest(STATS_REQUEST, () => localStats());
+  } catch {
+    // Already answered by an earlier introspection of this node.
+  }
   return {
+    localStats,
+    memberStats: async () => {
+      const peers = node.shards
+        .liveMembers()
+        .map((m) => m.name)
+        .filter((name) => name !== node.name && node.mesh.isConnected(name));
+      const answers = await Promise.allSettled(
+        peers.map((peer) => node.mesh.request(peer, { t: STATS_REQUEST }, STATS_TIMEOUT_MS)),
+      );
+      const result: Record<string, MemberStats> = {};
+      answers.forEach((answer, i) => {
+        if (answer.status === 'fulfilled' && answer.value && typeof answer.value === 'object') {
+          result[peers[i]!] = answer.value as MemberStats;
+        }
+      });
+      return result;
+    },
     ownership: 'single',
     clusterId: node.clusterId,
     counters: () => ({ ...node.host.stats, ...node.router.stats, ...node.membership.stats }),
@@ -141,6 +187,13 @@ export function introspectNaiveNode(node: NaiveNode): NodeIntrospection {
     }),
     shardOwners: () => [],
     shardEpochs: () => [],
+    localStats: () => ({
+      callsPerSecond: 0,
+      p99Ms: null,
+      activeEntities: node.status().activeEntities,
+      shardsHeld: 0,
+    }),
+    memberStats: async () => ({}),
     telemetry: new Telemetry(node.name),
     peerTraffic: () => new Map(),
     replicatedMaps: () => [],

@@ -1,7 +1,8 @@
 import { type FastifyInstance, fastify } from 'fastify';
 import type { Logger } from '../logger.js';
+import { ClusterActivity } from './activity.js';
 import type { AppContext, AppNode, ConcordApp } from './app.js';
-import { registerDashboard } from './dashboard.js';
+import { type DemoAction, registerDashboard } from './dashboard.js';
 import { frameworkErrorHandler, installErrorHandling } from './errors.js';
 import type { NodeIntrospection } from './introspection.js';
 import { registerMetrics } from './metrics.js';
@@ -24,10 +25,14 @@ export interface HttpServerOptions {
   logger: Logger;
   /** Largest accepted request body in bytes; larger ones get 413. Default 64 KiB. */
   bodyLimit?: number;
+  /** Only under `concord demo`: the dashboard's fault buttons ask the demo to act. */
+  demoControls?: ((action: DemoAction, node: string) => void) | null;
 }
 
 export interface HttpServer {
   readonly http: FastifyInstance;
+  /** What the dashboard shows (events and state); the demo adds its processes and notices. */
+  readonly activity: ClusterActivity;
   /** Listen on host:port; resolves with the base URL. */
   listen(port: number, host: string): Promise<string>;
   /**
@@ -81,7 +86,8 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Http
   installErrorHandling(http, options.logger, bodyLimit);
   registerOperationRoutes(http, node, introspection, () => draining);
   registerMetrics(http, node, introspection);
-  registerDashboard(http);
+  const activity = new ClusterActivity(node, introspection);
+  const streams = registerDashboard(http, { activity, demoControls: options.demoControls ?? null });
   if (introspection.faults) {
     registerTestFaultRoutes(http, introspection.faults);
     registerTestCallRoute(http, node);
@@ -89,9 +95,11 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Http
 
   for (const app of options.apps) await app.routes(http, context);
   await http.ready();
+  activity.start();
 
   return {
     http,
+    activity,
     async listen(port, host) {
       await http.listen({ port, host });
       const address = http.server.address();
@@ -100,9 +108,13 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Http
     },
     drain() {
       draining = true;
+      // Event streams never end by themselves: end them now, the dashboards reconnect elsewhere.
+      streams.closeAll();
     },
     async close(forceAfterMs = DEFAULT_FORCE_CLOSE_MS) {
       draining = true;
+      streams.closeAll();
+      activity.stop();
       // Node's server.close() closes the connections idle at that moment only; a request in
       // flight leaves an idle keep-alive connection behind when it ends, which would hold the
       // close open until the keep-alive timeout. Sweep them as they turn idle.

@@ -153,6 +153,9 @@ export type PeerRequestHandler = (from: PeerId, body: Record<string, unknown>) =
 
 const CORE_MESSAGE_TYPES = new Set(['released', 'leaving', 'joined', 'evicted', 'call', 'probe']);
 
+/** Members whose lease ran out longer ago than this are left out of status() (and /cluster, the dashboard). */
+const DEAD_MEMBER_VISIBLE_MS = 5000;
+
 /** How long a leaving node waits for its peers to acknowledge the leave (see Mesh.drain). */
 const LEAVE_DRAIN_MS = 1000;
 
@@ -238,7 +241,9 @@ export class ConcordNode {
     const shardCount = options.shardCount ?? 256;
     const faultsEnabled = options.faultInjection ?? process.env.CONCORD_TEST_FAULTS === '1';
     const faults = faultsEnabled ? new FaultSwitch() : null;
-    if (faults) logger.warn({}, 'fault injection is ENABLED (test mode)');
+    // Asked for explicitly (the demo's fault buttons) it is no surprise; by the environment it is a test mode.
+    if (faults)
+      (options.faultInjection ? logger.info : logger.warn).call(logger, {}, 'fault injection is ENABLED (test mode)');
 
     const definitions = new Map<string, EntityDefinition>();
     for (const definition of options.entities) {
@@ -537,8 +542,12 @@ export class ConcordNode {
   status(): ClusterStatus {
     const members: MemberStatus[] = [];
     const states = this.membership.memberStates();
+    const storeNow = this.shards.storeNowEstimate();
     for (const member of this.shards.allMembers()) {
       const self = member.name === this.name;
+      // A member whose lease ran out a while ago (a node of an earlier run, a crashed one that
+      // never came back) is no longer shown; the store forgets its row later.
+      if (!self && storeNow - member.leaseExpiresAt > DEAD_MEMBER_VISIBLE_MS) continue;
       const state = states.get(member.name);
       members.push({
         name: member.name,
