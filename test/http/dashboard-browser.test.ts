@@ -1,4 +1,5 @@
 /// <reference lib="dom" />
+/// <reference lib="dom.iterable" />
 /**
  * The dashboard in a real browser: headless Chromium (Debian's `chromium`, driven by
  * playwright-core) loads the dashboard of a 3-node `concord demo`, sees 3 members and 256 owned
