@@ -120,7 +120,7 @@ const PAGE = `<!doctype html>
   h1 { font-size: 1.3rem; margin: 0 0 .2rem; } h2 { font-size: 1.05rem; margin: 1.1rem 0 .4rem; }
   .muted { color: #777; } .warn { color: #a40; font-weight: 600; } .bad { color: #b00; font-weight: 600; }
   .cols { display: flex; gap: 2rem; flex-wrap: wrap; align-items: flex-start; }
-  .col { min-width: 28rem; }
+  .col { min-width: 24rem; } .col:last-child { flex: 1; }
   table { border-collapse: collapse; } td, th { padding: .2rem .55rem; border-bottom: 1px solid #ddd; text-align: left; white-space: nowrap; }
   td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
   #grid { display: grid; grid-template-columns: repeat(32, 14px); gap: 2px; margin-top: .3rem; }
