@@ -175,7 +175,8 @@ export class ClusterActivity {
 
   private tick(): void {
     const t = performance.now();
-    if (t - this.statsAt >= STATS_EVERY_MS && !this.statsRunning) {
+    // Only while someone watches (the peers are asked over the transport).
+    if (this.listeners.size > 0 && t - this.statsAt >= STATS_EVERY_MS && !this.statsRunning) {
       this.statsAt = t;
       this.statsRunning = true;
       void this.introspection
