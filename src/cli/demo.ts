@@ -173,7 +173,9 @@ class Demo {
     Object.assign(env, {
       CONCORD_SECRET: this.secret.secret,
       CONCORD_EXIT_WITH_PARENT: '1',
-      CONCORD_LOG_LEVEL: process.env['CONCORD_LOG_LEVEL'] ?? 'warn',
+      // The demo says in words what happens (and the dashboard shows it); the nodes' own logs only
+      // from errors up, unless asked for.
+      CONCORD_LOG_LEVEL: process.env['CONCORD_LOG_LEVEL'] ?? 'error',
       ...(this.secret.weak ? { [DEMO_WEAK_SECRET_ENV]: '1' } : {}),
     });
     const args = [CLI_PATH, 'node', '--name', child.name, '--http-port', String(child.port), '--host', HOST];
