@@ -12,6 +12,7 @@ import { ConcordError, HandlerError, Stopped } from '../src/errors.js';
 import { NO_MEMBERSHIP_COUNTERS, type NodeIntrospection } from '../src/http/introspection.js';
 import type { ClusterStatus } from '../src/runtime/node.js';
 import type { Store } from '../src/store/types.js';
+import { Telemetry } from '../src/telemetry.js';
 
 /**
  * Baseline "store on every call": the service that keeps no state in memory and asks the
@@ -113,6 +114,14 @@ export class StoreCallNode {
     };
   }
 
+  /** No owners: every call goes to the store. */
+  ownerOf(kind: string, _id: string): { shard: number; owner: string | null; epoch: number } | null {
+    return this.definitions.has(kind) ? { shard: 0, owner: this.name, epoch: 0 } : null;
+  }
+
+  /** Nothing to hand over: the store holds everything. */
+  async leave(): Promise<void> {}
+
   async stop(): Promise<void> {
     this.stopped = true;
     await this.store.close();
@@ -138,6 +147,13 @@ export class StoreCallNode {
         ...NO_MEMBERSHIP_COUNTERS,
       }),
       shardOwners: () => [],
+      shardEpochs: () => [],
+      localStats: () => ({ callsPerSecond: 0, p99Ms: null, activeEntities: 0, shardsHeld: 0 }),
+      memberStats: async () => ({}),
+      telemetry: new Telemetry(this.name),
+      peerTraffic: () => new Map(),
+      replicatedMaps: () => [],
+      ownerOf: (kind) => (this.definitions.has(kind) ? { shard: null, owner: this.name, epoch: 0 } : null),
       faults: null,
     };
   }

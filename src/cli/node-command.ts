@@ -4,8 +4,10 @@ import type { Durability } from '../store/types.js';
 import {
   DEFAULT_STORE,
   DEMO_WEAK_SECRET_ENV,
+  LOG_LEVELS,
   type OwnershipMode,
   ownershipOption,
+  parseNonNegativeInt,
   parsePort,
   parsePortOrZero,
   parsePositiveInt,
@@ -28,6 +30,9 @@ interface NodeFlags {
   suspicionTimeout?: number;
   durability?: Durability;
   idempotencyWindow?: number;
+  drainDelay?: number;
+  logLevel?: string;
+  demoControls?: boolean;
   app: string[];
 }
 
@@ -99,6 +104,20 @@ export function registerNodeCommand(program: Command): void {
         .env('CONCORD_IDEMPOTENCY_WINDOW_MS')
         .argParser(parsePositiveInt),
     )
+    .addOption(new Option('--demo-controls', 'set by `concord demo` for its own nodes').hideHelp())
+    .addOption(
+      new Option('--log-level <level>', 'JSON logs on stderr from this level up (default info)')
+        .choices(LOG_LEVELS)
+        .env('CONCORD_LOG_LEVEL'),
+    )
+    .addOption(
+      new Option(
+        '--drain-delay <ms>',
+        'on SIGTERM, keep serving on open connections this long after /readyz turned 503, so load balancers notice first (default 500)',
+      )
+        .env('CONCORD_DRAIN_DELAY_MS')
+        .argParser(parseNonNegativeInt),
+    )
     .addOption(
       new Option(
         '--app <module>',
@@ -147,6 +166,10 @@ export function registerNodeCommand(program: Command): void {
         suspicionTimeoutMs: flags.suspicionTimeout,
         durability: flags.durability,
         idempotencyWindowMs: flags.idempotencyWindow,
+        drainDelayMs: flags.drainDelay,
+        logLevel: flags.logLevel,
+        // Only `concord demo`'s children, which have its IPC channel, get the fault buttons.
+        demoControls: flags.demoControls === true && exitWithParent,
         appModules: flags.app.length > 0 ? flags.app : splitList(process.env['CONCORD_APPS']),
         exitWithParent,
       };

@@ -38,6 +38,17 @@ export function parsePositiveInt(value: string): number {
   return n;
 }
 
+/** pino's levels, for --log-level / CONCORD_LOG_LEVEL. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+export function parseNonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) {
+    throw new InvalidArgumentError('must be a whole number (0 or more)');
+  }
+  return n;
+}
+
 export function ownershipOption(): Option {
   return new Option(
     '--ownership <mode>',

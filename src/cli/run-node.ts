@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { ConcordError } from '../errors.js';
+import type { DemoProcess } from '../http/activity.js';
 import type { AppContext, AppNode, ConcordApp } from '../http/app.js';
 import { introspectConcordNode, introspectNaiveNode, type NodeIntrospection } from '../http/introspection.js';
 import { createHttpServer, type HttpServer } from '../http/server.js';
@@ -42,7 +43,23 @@ export interface NodeRunConfig {
   appModules: readonly string[];
   /** Stop when the IPC channel to the parent closes (set by `concord demo` for its children). */
   exitWithParent: boolean;
+  /**
+   * `--drain-delay`: on a graceful stop, how long after /readyz turned 503 the HTTP listener and
+   * idle keep-alive connections stay open (requests are served meanwhile), so that load
+   * balancers notice before connections close. Default 500 ms.
+   */
+  drainDelayMs?: number | undefined;
+  /** `--log-level` / CONCORD_LOG_LEVEL (default info). */
+  logLevel?: string | undefined;
+  /**
+   * `--demo-controls` (passed by `concord demo` only, effective only with its IPC channel): the
+   * dashboard gets fault buttons whose requests go to the demo process, and fault injection is
+   * on so that the demo can partition the node.
+   */
+  demoControls?: boolean;
 }
+
+export const DEFAULT_DRAIN_DELAY_MS = 500;
 
 interface RunningNode {
   node: AppNode;
@@ -57,10 +74,11 @@ const HARD_EXIT_MS = 20_000;
 const NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
 export async function runNode(config: NodeRunConfig): Promise<void> {
-  const logger = createLogger();
+  const logger = createLogger({}, config.logLevel ?? 'info');
   const log = logger.child({ node: config.name });
   let running: RunningNode | null = null;
   let stopReason: string | null = null;
+  const drainDelay = config.drainDelayMs ?? DEFAULT_DRAIN_DELAY_MS;
 
   const requestStop = (reason: string) => {
     if (stopReason !== null) return;
@@ -70,7 +88,7 @@ export async function runNode(config: NodeRunConfig): Promise<void> {
       process.exit(1);
     }, HARD_EXIT_MS).unref();
     // Still starting: the stop runs as soon as the start finishes.
-    if (running) void stopAndExit(running, reason, log);
+    if (running) void stopAndExit(running, reason, log, drainDelay);
   };
   process.on('SIGTERM', () => requestStop('SIGTERM'));
   process.on('SIGINT', () => requestStop('SIGINT'));
@@ -90,7 +108,7 @@ export async function runNode(config: NodeRunConfig): Promise<void> {
     process.exit(1);
   }
   if (stopReason !== null) {
-    await stopAndExit(running, stopReason, log);
+    await stopAndExit(running, stopReason, log, drainDelay);
     return;
   }
   const where = config.ownership === 'none' ? 'no store: ownership none' : `store ${redactUrl(config.store)}`;
@@ -107,6 +125,7 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
   const advertise = config.advertiseHost ?? (isWildcard(config.host) ? hostname() : config.host);
   const httpAddress = `http://${advertise.includes(':') ? `[${advertise}]` : advertise}:${config.httpPort}`;
   const apps: readonly ConcordApp[] = [...builtInApps, ...(await loadAppModules(config.appModules))];
+  const demoControls = config.demoControls === true && typeof process.send === 'function';
   const entities = apps.flatMap((app) => app.entities);
 
   let node: AppNode;
@@ -119,6 +138,7 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
     introspection = introspectNaiveNode(naive);
   } else {
     const concord = await ConcordNode.start({
+      ...(demoControls ? { faultInjection: true } : {}),
       name: config.name,
       store: config.store,
       secret: config.secret,
@@ -148,7 +168,18 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
       introspection,
       apps,
       logger: logger.child({ node: config.name, component: 'http' }),
+      demoControls: demoControls
+        ? (action, target) => process.send?.({ t: 'demo-action', action, node: target, from: config.name })
+        : null,
     });
+    if (demoControls) {
+      process.on('message', (message: unknown) => {
+        const m = message as { t?: string; processes?: DemoProcess[]; text?: string } | null;
+        if (m?.t === 'demo-processes' && Array.isArray(m.processes)) server.activity.setDemo(m.processes);
+        if (m?.t === 'demo-notice' && typeof m.text === 'string') server.activity.notice('demo', m.text);
+      });
+      process.send?.({ t: 'demo-hello', node: config.name });
+    }
     for (const app of apps) await app.start?.(context);
     const url = await server.listen(config.httpPort, config.host);
     return { node, context, apps, server, url };
@@ -158,11 +189,31 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
   }
 }
 
-async function stopAndExit(running: RunningNode, reason: string, log: Logger): Promise<void> {
+/**
+ * A graceful stop, in this order:
+ * 1. /readyz turns 503 and every HTTP response carries `Connection: close` (clients and load
+ *    balancers move on); HTTP requests keep being served.
+ * 2. The node leaves at once — from this moment it claims nothing — and hands its shards over;
+ *    requests still arriving are routed to the new owners.
+ * 3. The HTTP server stops accepting connections, finishes the requests in flight and closes
+ *    every keep-alive connection (idle ones at once, busy ones after their response; all of
+ *    them after a bound).
+ * 4. The apps stop, then the peer transport and the store close, and the process exits.
+ */
+async function stopAndExit(running: RunningNode, reason: string, log: Logger, drainDelayMs: number): Promise<void> {
   log.info({ reason }, 'stopping');
   let code = 0;
+  const drainStarted = performance.now();
   running.server.drain();
+  await running.node.leave().catch((error: unknown) => log.warn({ err: messageOf(error) }, 'leaving failed'));
+  // Closing an idle keep-alive connection races with a client that sends on it at that moment;
+  // a client that watches /readyz has stopped sending here by the end of the drain delay.
+  const wait = drainDelayMs - (performance.now() - drainStarted);
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  const open = running.server.connections();
+  const httpStarted = performance.now();
   await running.server.close().catch((error: unknown) => log.warn({ err: messageOf(error) }, 'closing HTTP failed'));
+  log.info({ connections: open, ms: Math.round(performance.now() - httpStarted) }, 'HTTP server closed');
   const { context } = running;
   for (const app of [...running.apps].reverse()) {
     try {

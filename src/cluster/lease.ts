@@ -40,6 +40,8 @@ export interface LeaseEvents {
    */
   evicted: [incarnation: number];
   'store-error': [error: unknown];
+  /** Every renewal attempt, with its latency: ok, refused (expired or evicted), or error (store unreachable). */
+  attempt: [durationMs: number, outcome: 'ok' | 'refused' | 'error'];
 }
 
 export class Lease extends EventEmitter<LeaseEvents> {
@@ -163,9 +165,11 @@ export class Lease extends EventEmitter<LeaseEvents> {
       result = await this.store.renewLease(this.options.name, incarnation, this.options.ttlMs);
     } catch (error) {
       this.consecutiveErrors++;
+      this.emit('attempt', this.clock() - tSent, 'error');
       this.emit('store-error', error);
       return;
     }
+    this.emit('attempt', this.clock() - tSent, result.ok ? 'ok' : 'refused');
     this.consecutiveErrors = 0;
     if (this.currentIncarnation !== incarnation) return; // cleared meanwhile
     if (!result.ok) {

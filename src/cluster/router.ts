@@ -85,11 +85,19 @@ export interface RouterStats {
 }
 
 const BACKOFF_MS = [1, 2, 5, 10, 20, 40, 80, 100];
+/**
+ * Once this node is leaving, a call waits at most this long for an owner (beyond its start or
+ * the start of the leave): the new owners claim within moments when the cluster lives on, and
+ * when every node is stopping nobody ever will, so the call fails as certainly not applied
+ * instead of holding the HTTP server's close for a whole call deadline.
+ */
+const LEAVING_WAIT_MS = 1000;
 /** A shard expected to move within this long is waited for rather than failed fast. */
 const MOVE_SOON_MS = 250;
 
 export class Router {
   readonly stats: RouterStats = { localCalls: 0, remoteCalls: 0, retries: 0, servedForPeers: 0 };
+  private leavingSince: number | null = null;
 
   constructor(
     private readonly shards: ShardManager,
@@ -97,6 +105,11 @@ export class Router {
     private readonly local: LocalInvoker,
     private readonly options: RouterOptions,
   ) {}
+
+  /** This node is leaving: calls wait for an owner only briefly from now on (LEAVING_WAIT_MS). */
+  setLeaving(): void {
+    this.leavingSince ??= performance.now();
+  }
 
   shardOf(kind: string, id: string): number {
     return shardOf(kind, id, this.shards.shardCount);
@@ -111,7 +124,8 @@ export class Router {
   ): Promise<unknown> {
     const budget = options.timeoutMs ?? this.options.defaultTimeoutMs;
     const key = options.idempotencyKey;
-    const deadline = performance.now() + budget;
+    const startedAt = performance.now();
+    const deadline = startedAt + budget;
     const shard = this.shardOf(kind, id);
     let attempt = 0;
     let lastOwner: string | null = null;
@@ -165,8 +179,10 @@ export class Router {
       }
 
       // Not served this time: refresh the map and try again while the deadline allows.
-      const remaining = deadline - performance.now();
+      const now = performance.now();
+      const remaining = deadline - now;
       if (remaining <= 0) break;
+      if (this.leavingSince !== null && now - Math.max(startedAt, this.leavingSince) > LEAVING_WAIT_MS) break;
       this.stats.retries++;
       if (attempt > 0) void this.shards.refreshMap();
       const pause = BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!;

@@ -47,6 +47,10 @@ export interface ShardManagerEvents {
   view: [view: NodeList];
   /** A shard was released by this node; tell the new desired owner so it claims at once. */
   released: [shard: number, desiredOwner: string | null];
+  /** A handoff finished: `shard` was drained and released, `ms` after it began. */
+  'handed-off': [shard: number, ms: number];
+  /** This node claimed `shard`; `previousOwner` held it before (null: it was free, released). */
+  claimed: [shard: number, epoch: number, previousOwner: string | null];
 }
 
 export interface ShardManagerOptions {
@@ -66,6 +70,8 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
   private liveNames = new Set<string>();
   private mapLoaded = false;
   private leaving = false;
+  /** Set at the very start of a graceful stop: claim nothing from then on. */
+  private claimsStopped = false;
   private rebalancing: Promise<void> | null = null;
   private rebalanceAgain = false;
   private refreshing: Promise<void> | null = null;
@@ -188,7 +194,9 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
         try {
           await this.rebalanceOnce();
         } catch (error) {
-          this.logger.warn({ err: String(error) }, 'rebalance failed; will retry');
+          // Once stopped (a graceful stop closes the store next), a failed read is expected.
+          if (this.stopped) this.logger.debug({ err: String(error) }, 'rebalance failed while stopping');
+          else this.logger.warn({ err: String(error) }, 'rebalance failed; will retry');
         }
       } while (this.rebalanceAgain && !this.stopped);
     })().finally(() => {
@@ -226,6 +234,11 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
     this.leaving = true;
     await this.rebalance();
     await this.waitForHandoffs();
+  }
+
+  /** A graceful stop has begun: never claim a shard again (leave() hands the held ones over). */
+  stopClaiming(): void {
+    this.claimsStopped = true;
   }
 
   stop(): void {
@@ -268,7 +281,7 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
     // Only a member claims: a `joining` node waits until it reaches every member, an evicted
     // or leaving one never claims (the store's claim checks this too).
     const selfRow = nodes.find((n) => n.name === self && n.incarnation === incarnation);
-    const canClaim = !this.leaving && this.lease.valid() && selfRow?.status === 'alive';
+    const canClaim = !this.leaving && !this.claimsStopped && this.lease.valid() && selfRow?.status === 'alive';
     const claims: ShardRecord[] = [];
 
     for (const row of rows) {
@@ -286,7 +299,7 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
         } else if (held.phase === 'active' && desired !== self) {
           this.startHandoff(shard, held, desired);
         } else if (held.phase === 'releasing' && !this.isHandingOff(shard)) {
-          this.track(this.release(shard, held, desired));
+          this.track(this.release(shard, held, desired).then(() => {}));
         }
         continue;
       }
@@ -295,7 +308,7 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
         // The row names us but we do not hold it: a claim whose reply was lost, or a stale
         // read of a shard we released a moment ago. Either way release it (a CAS: harmless if stale);
         // never adopt it, since it may have been released and re-claimed in between.
-        this.track(this.release(shard, { epoch: row.epoch, phase: 'releasing' }, desired));
+        this.track(this.release(shard, { epoch: row.epoch, phase: 'releasing' }, desired).then(() => {}));
         continue;
       }
 
@@ -329,13 +342,19 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
       this.ownerIncarnations[row.shard] = incarnation;
       this.epochs[row.shard] = epoch;
       this.host.acquired(row.shard, epoch);
+      this.emit('claimed', row.shard, epoch, row.owner);
       claimed++;
     });
-    if (claimed > 0) this.logger.info({ claimed, held: this.held.size }, 'claimed shards');
+    if (claimed > 0) {
+      // Claims are never sent once a stop began; these were sent before it and are handed over too.
+      const msg = this.claimsStopped ? 'claims sent before the stop began succeeded' : 'claimed shards';
+      this.logger.info({ claimed, held: this.held.size }, msg);
+    }
   }
 
   private startHandoff(shard: number, held: HeldShard, desired: string | null): void {
     held.phase = 'draining';
+    const startedAt = performance.now();
     const task = (async () => {
       try {
         await withTimeout(this.host.drain(shard), this.options.drainTimeoutMs);
@@ -345,20 +364,21 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
       this.host.drop(shard);
       if (this.held.get(shard) !== held) return; // lost meanwhile
       held.phase = 'releasing';
-      await this.release(shard, held, desired);
+      if (await this.release(shard, held, desired)) this.emit('handed-off', shard, performance.now() - startedAt);
     })();
     this.track(task, shard);
   }
 
-  private async release(shard: number, held: HeldShard, desired: string | null): Promise<void> {
+  /** Resolves true when the store released the shard. */
+  private async release(shard: number, held: HeldShard, desired: string | null): Promise<boolean> {
     const incarnation = this.lease.incarnation;
-    if (incarnation === null) return;
+    if (incarnation === null) return false;
     let released: boolean;
     try {
       released = await this.store.releaseShard(shard, held.epoch, this.options.self, incarnation);
     } catch (error) {
       this.logger.warn({ shard, err: String(error) }, 'release failed; will retry');
-      return; // stays 'releasing'; the next rebalance retries
+      return false; // stays 'releasing'; the next rebalance retries
     }
     if (this.held.get(shard) === held) this.held.delete(shard);
     if (released && this.epochs[shard] === held.epoch) {
@@ -366,6 +386,7 @@ export class ShardManager extends EventEmitter<ShardManagerEvents> {
       this.ownerIncarnations[shard] = null;
     }
     if (released) this.emit('released', shard, desired);
+    return released;
   }
 
   private readonly handoffShards = new Set<number>();

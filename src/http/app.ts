@@ -16,7 +16,10 @@ export interface ConcordApp {
   routes(http: FastifyInstance, context: AppContext): void | Promise<void>;
   /** Start background work (caches, projections) once the node runs. */
   start?(context: AppContext): void | Promise<void>;
-  /** Stop background work before the node leaves the cluster. */
+  /**
+   * Stop background work. Called during a graceful stop once the node has handed its shards
+   * over and its HTTP server has finished every request, before the peer transport closes.
+   */
   stop?(context: AppContext): void | Promise<void>;
 }
 
@@ -25,7 +28,10 @@ export interface ConcordApp {
  * so is the `NaiveNode` of `--ownership none` (the uncoordinated baseline), which is why
  * this is a subset of ConcordNode's API rather than the class itself.
  */
-export type AppNode = Pick<ConcordNode, 'name' | 'ready' | 'call' | 'ref' | 'callByName' | 'status' | 'stop'>;
+export type AppNode = Pick<
+  ConcordNode,
+  'name' | 'ready' | 'call' | 'ref' | 'callByName' | 'ownerOf' | 'status' | 'leave' | 'stop'
+>;
 
 /**
  * The cluster services of a coordinated node: pub/sub, replicated maps, the event store, and

@@ -1,6 +1,8 @@
 import type { RefusedJoin } from '../cluster/secret-check.js';
 import type { NaiveNode } from '../runtime/naive-node.js';
 import type { ConcordNode } from '../runtime/node.js';
+import { Telemetry } from '../telemetry.js';
+import type { PeerTraffic } from '../transport/connection.js';
 import type { FaultSwitch } from '../transport/faults.js';
 
 /**
@@ -10,6 +12,15 @@ import type { FaultSwitch } from '../transport/faults.js';
  */
 
 export type Ownership = 'single' | 'none';
+
+/** A member's load over the last few seconds, as the dashboard shows it. */
+export interface MemberStats {
+  callsPerSecond: number;
+  /** 99th percentile latency of its calls, ms (null without calls). */
+  p99Ms: number | null;
+  activeEntities: number;
+  shardsHeld: number;
+}
 
 export interface RuntimeCounters {
   activations: number;
@@ -65,15 +76,62 @@ export interface NodeIntrospection {
   refusedJoins(): Promise<RefusedJoins>;
   /** The owner this node believes each shard has, indexed by shard (empty without shards). */
   shardOwners(): (string | null)[];
+  /** The epoch of each shard as this node last saw it, indexed by shard (empty without shards). */
+  shardEpochs(): number[];
+  /** The node's metrics registry and recorders (calls, leases, store, handoffs, failovers…). */
+  readonly telemetry: Telemetry;
+  /** Frames and bytes exchanged with each peer since the node started. */
+  peerTraffic(): Map<string, PeerTraffic>;
+  /** The replicated maps open on the node: entries, and the sync lag since the last look (ms). */
+  replicatedMaps(): { name: string; size: number; syncLagMs: number }[];
+  /** This node's load over the last few seconds. */
+  localStats(): MemberStats;
+  /** The other members' loads, asked of them over the peer transport (those that answer in time). */
+  memberStats(): Promise<Record<string, MemberStats>>;
+  /** Which node owns an entity, by this node's view (null for an unknown kind). */
+  ownerOf(kind: string, id: string): { shard: number | null; owner: string | null; epoch: number } | null;
   /** The test-only fault switch, when the node runs with fault injection. */
   readonly faults: FaultSwitch | null;
 }
 
 const REFUSED_JOINS_READ_TIMEOUT_MS = 1000;
 
+const STATS_REQUEST = 'dash.stats';
+const STATS_TIMEOUT_MS = 500;
+
 export function introspectConcordNode(node: ConcordNode): NodeIntrospection {
   let lastRefusedJoins: RefusedJoins = { now: 0, joins: [] };
+  const localStats = (): MemberStats => {
+    const status = node.status();
+    return {
+      ...node.telemetry.recent.summary(),
+      activeEntities: status.activeEntities,
+      shardsHeld: status.shards.held.length,
+    };
+  };
+  try {
+    node.onPeerRequest(STATS_REQUEST, () => localStats());
+  } catch {
+    // Already answered by an earlier introspection of this node.
+  }
   return {
+    localStats,
+    memberStats: async () => {
+      const peers = node.shards
+        .liveMembers()
+        .map((m) => m.name)
+        .filter((name) => name !== node.name && node.mesh.isConnected(name));
+      const answers = await Promise.allSettled(
+        peers.map((peer) => node.mesh.request(peer, { t: STATS_REQUEST }, STATS_TIMEOUT_MS)),
+      );
+      const result: Record<string, MemberStats> = {};
+      answers.forEach((answer, i) => {
+        if (answer.status === 'fulfilled' && answer.value && typeof answer.value === 'object') {
+          result[peers[i]!] = answer.value as MemberStats;
+        }
+      });
+      return result;
+    },
     ownership: 'single',
     clusterId: node.clusterId,
     counters: () => ({ ...node.host.stats, ...node.router.stats, ...node.membership.stats }),
@@ -98,6 +156,12 @@ export function introspectConcordNode(node: ConcordNode): NodeIntrospection {
       for (const { shard } of node.shards.snapshot()) owners[shard] = node.shards.ownerOf(shard).owner;
       return owners;
     },
+    shardEpochs: () => node.shards.snapshot().map((entry) => entry.epoch),
+    telemetry: node.telemetry,
+    peerTraffic: () => node.mesh.traffic(),
+    replicatedMaps: () =>
+      node.openMaps().map((map) => ({ name: map.name, size: map.size, syncLagMs: map.takeSyncLagMs() })),
+    ownerOf: (kind, id) => node.ownerOf(kind, id),
     faults: node.faults,
   };
 }
@@ -122,6 +186,18 @@ export function introspectNaiveNode(node: NaiveNode): NodeIntrospection {
       ...NO_MEMBERSHIP_COUNTERS,
     }),
     shardOwners: () => [],
+    shardEpochs: () => [],
+    localStats: () => ({
+      callsPerSecond: 0,
+      p99Ms: null,
+      activeEntities: node.status().activeEntities,
+      shardsHeld: 0,
+    }),
+    memberStats: async () => ({}),
+    telemetry: new Telemetry(node.name),
+    peerTraffic: () => new Map(),
+    replicatedMaps: () => [],
+    ownerOf: (kind, _id) => (node.defines(kind) ? { shard: null, owner: node.name, epoch: 0 } : null),
     faults: null,
   };
 }

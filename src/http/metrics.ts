@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from 'prom-client';
 import type { AppNode } from './app.js';
 import type { NodeIntrospection, RuntimeCounters } from './introspection.js';
 
@@ -11,9 +11,11 @@ import type { NodeIntrospection, RuntimeCounters } from './introspection.js';
  */
 
 export function registerMetrics(http: FastifyInstance, node: AppNode, introspection: NodeIntrospection): void {
-  const registry = new Registry();
-  registry.setDefaultLabels({ node: node.name });
-  collectDefaultMetrics({ register: registry, prefix: 'concord_process_' });
+  // The node's own registry (calls, leases, store, handoffs, failovers…) gets the HTTP,
+  // process and scrape-time metrics too, so one /metrics serves them all.
+  const registry: Registry = introspection.telemetry.registry;
+  // prom-client's default metrics already start with process_ / nodejs_: the prefix is `concord_`.
+  collectDefaultMetrics({ register: registry, prefix: 'concord_' });
 
   const labelNames = ['method', 'route', 'status'] as const;
   const requests = new Counter({
@@ -51,6 +53,18 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
   gauge('concord_node_ready', '1 while the node holds a valid lease and has a shard map', () => (node.ready ? 1 : 0));
   gauge('concord_active_entities', 'Entities active in memory on this node', () => node.status().activeEntities);
   gauge('concord_shards_held', 'Shards this node owns', () => node.status().shards.held.length);
+  const owned = new Gauge({
+    name: 'concord_shards_owned',
+    help: 'Shards owned by each member, as this node sees the shard map (owner "none": no live owner)',
+    labelNames: ['owner'],
+    registers: [registry],
+    collect() {
+      owned.reset();
+      const shards = node.status().shards;
+      for (const [owner, count] of Object.entries(shards.owners)) owned.set({ owner }, count);
+      if (shards.count > 0) owned.set({ owner: 'none' }, shards.unowned);
+    },
+  });
   gauge('concord_lease_remaining_seconds', 'Time left on this node’s lease by its own clock', () =>
     Math.max(0, node.status().leaseRemainingMs / 1000),
   );
@@ -144,6 +158,59 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
       if (value > handshakeFailuresSeen) this.inc(value - handshakeFailuresSeen);
       handshakeFailuresSeen = Math.max(handshakeFailuresSeen, value);
     },
+  });
+
+  // Peer traffic: counters per peer and direction, mirrored from the transport at scrape time.
+  const traffic = (name: string, help: string, field: 'frames' | 'bytes') => {
+    const seen = new Map<string, number>();
+    const metric: Counter<'peer' | 'direction'> = new Counter({
+      name,
+      help,
+      labelNames: ['peer', 'direction'],
+      registers: [registry],
+      collect() {
+        for (const [peer, t] of introspection.peerTraffic()) {
+          const values = field === 'frames' ? { in: t.framesIn, out: t.framesOut } : { in: t.bytesIn, out: t.bytesOut };
+          for (const [direction, value] of Object.entries(values)) {
+            const key = `${peer}\u0000${direction}`;
+            const before = seen.get(key) ?? 0;
+            if (value > before) metric.inc({ peer, direction }, value - before);
+            seen.set(key, Math.max(before, value));
+          }
+        }
+      },
+    });
+  };
+  traffic(
+    'concord_transport_frames_total',
+    'Frames exchanged with each peer over the cluster transport, by direction (in, out)',
+    'frames',
+  );
+  traffic(
+    'concord_transport_bytes_total',
+    'Bytes exchanged with each peer over the cluster transport, by direction (in, out)',
+    'bytes',
+  );
+
+  const mapEntries = new Gauge({
+    name: 'concord_replicated_map_entries',
+    help: 'Live entries of each replicated map open on this node',
+    labelNames: ['map'],
+    registers: [registry],
+    collect() {
+      mapEntries.reset();
+      mapLag.reset();
+      for (const map of introspection.replicatedMaps()) {
+        mapEntries.set({ map: map.name }, map.size);
+        mapLag.set({ map: map.name }, map.syncLagMs / 1000);
+      }
+    },
+  });
+  const mapLag = new Gauge({
+    name: 'concord_replicated_map_sync_lag_seconds',
+    help: 'Longest time, since the previous scrape, between a write on another node (its hybrid clock) and its arrival here, per replicated map',
+    labelNames: ['map'],
+    registers: [registry],
   });
 
   http.get('/metrics', async (_request, reply) => {

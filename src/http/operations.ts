@@ -38,7 +38,7 @@ export interface ClusterView {
     /** For `evicted`: the members whose suspicions ended its membership. */
     evictedBy: string[] | null;
   }[];
-  shards: ClusterStatus['shards'] & { map: (string | null)[] };
+  shards: ClusterStatus['shards'] & { map: (string | null)[]; epochs: number[] };
   /**
    * Nodes refused because their secret is not the cluster's (the last 20 recorded in the
    * store, oldest first): `at` in ms on the store's clock, `ageMs` how long ago that was.
@@ -70,7 +70,7 @@ export async function clusterView(node: AppNode, introspection: NodeIntrospectio
       suspectedBy: m.suspectedBy,
       evictedBy: m.evictedBy,
     })),
-    shards: { ...status.shards, map: introspection.shardOwners() },
+    shards: { ...status.shards, map: introspection.shardOwners(), epochs: introspection.shardEpochs() },
     refusedJoins: refused.joins.map((join) => ({ ...join, ageMs: Math.max(0, refused.now - join.at) })),
   };
 }
@@ -94,4 +94,28 @@ export function registerOperationRoutes(
   });
 
   http.get('/cluster', async () => clusterView(node, introspection));
+
+  http.get<{ Params: { kind: string; id: string } }>(
+    '/cluster/owner/:kind/:id',
+    {
+      schema: {
+        params: {
+          type: 'object',
+          required: ['kind', 'id'],
+          properties: {
+            kind: { type: 'string', minLength: 1, maxLength: 200 },
+            id: { type: 'string', minLength: 1, maxLength: 200 },
+          },
+        },
+      },
+    },
+    async (request, reply) => {
+      const { kind, id } = request.params;
+      const owner = introspection.ownerOf(kind, id);
+      if (owner === null) {
+        return sendError(reply, { status: 404, body: { error: `unknown entity kind "${kind}"` } });
+      }
+      return { kind, id, ...owner };
+    },
+  );
 }

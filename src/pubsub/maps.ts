@@ -74,6 +74,11 @@ export class ReplicatedMaps {
     return [...this.maps.keys()];
   }
 
+  /** The maps open on this node. */
+  list(): ReplicatedMap<string, unknown>[] {
+    return [...this.maps.values()];
+  }
+
   close(): void {
     this.closed = true;
     for (const map of [...this.maps.values()]) map.close();

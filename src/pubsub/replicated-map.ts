@@ -122,6 +122,7 @@ export class ReplicatedMap<K extends string = string, V = unknown> {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly counters = { runs: 0, equal: 0, repaired: 0, failed: 0, received: 0, pushed: 0 };
+  private lagMaxMs = 0;
   private collected = 0;
 
   constructor(
@@ -286,6 +287,17 @@ export class ReplicatedMap<K extends string = string, V = unknown> {
     return outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
   }
 
+  /**
+   * The sync lag: the longest time, since the last call, between a write made on another node
+   * (by its hybrid clock's wall time) and its arrival here, by broadcast or anti-entropy. 0 when
+   * nothing arrived. Resets the maximum.
+   */
+  takeSyncLagMs(): number {
+    const lag = Math.max(0, this.lagMaxMs);
+    this.lagMaxMs = 0;
+    return lag;
+  }
+
   stats(): ReplicatedMapStats {
     return {
       size: this.state.size,
@@ -339,6 +351,8 @@ export class ReplicatedMap<K extends string = string, V = unknown> {
         notices.push(this.state.purgedVersion(key)!);
         continue;
       }
+      // How long after it was made (its clock's wall time) the write arrived here.
+      this.lagMaxMs = Math.max(this.lagMaxMs, Date.now() - l);
       const loadedValue = this.loaded.get(key);
       this.loaded.delete(key);
       const previous = result.previous ?? loadedValue;

@@ -126,6 +126,19 @@ export class NaiveNode {
     };
   }
 
+  /** Every node serves every entity itself (there are no shards): the owner is this node. */
+  ownerOf(kind: string, _id: string): { shard: number; owner: string | null; epoch: number } | null {
+    return this.definitions.has(kind) ? { shard: 0, owner: this.name, epoch: 0 } : null;
+  }
+
+  /** Does this node define entity kind `kind`? */
+  defines(kind: string): boolean {
+    return this.definitions.has(kind);
+  }
+
+  /** Nothing to hand over: every node keeps its own copy. */
+  async leave(): Promise<void> {}
+
   async stop(): Promise<void> {
     this.stopped = true;
     this.activations.clear();

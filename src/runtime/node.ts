@@ -28,12 +28,13 @@ import { entityRef } from '../entity/define.js';
 import { EntityHost } from '../entity/host.js';
 import { ConcordError, SecretMismatch, Stopped } from '../errors.js';
 import { EventStore } from '../events/event-store.js';
-import { createLogger, type Logger } from '../logger.js';
+import { createLogger, type Logger, silentLogger } from '../logger.js';
 import { ReplicatedMaps } from '../pubsub/maps.js';
 import { PubSub } from '../pubsub/pubsub.js';
 import type { ReplicatedMap, ReplicatedMapOptions } from '../pubsub/replicated-map.js';
 import { openStore } from '../store/open.js';
 import type { Durability, Store } from '../store/types.js';
+import { type CallOutcome, Telemetry, withStoreTiming } from '../telemetry.js';
 import { PeerUnreachable } from '../transport/errors.js';
 import { FaultSwitch } from '../transport/faults.js';
 import { Mesh } from '../transport/mesh.js';
@@ -108,6 +109,11 @@ export interface NodeOptions {
    * looked up in the store, so the guarantee stays exact.
    */
   maxIdempotencyKeysPerEntity?: number;
+  /**
+   * Where the node logs (a pino logger, or anything with debug/info/warn/error/child). Without
+   * one a node is quiet, unless CONCORD_LOG_LEVEL is set: then it logs JSON lines on stderr at
+   * that level (`concord node` always logs, at `--log-level`).
+   */
   logger?: Logger;
 }
 
@@ -147,6 +153,9 @@ export type PeerRequestHandler = (from: PeerId, body: Record<string, unknown>) =
 
 const CORE_MESSAGE_TYPES = new Set(['released', 'leaving', 'joined', 'evicted', 'call', 'probe']);
 
+/** Members whose lease ran out longer ago than this are left out of status() (and /cluster, the dashboard). */
+const DEAD_MEMBER_VISIBLE_MS = 5000;
+
 /** How long a leaving node waits for its peers to acknowledge the leave (see Mesh.drain). */
 const LEAVE_DRAIN_MS = 1000;
 
@@ -154,13 +163,19 @@ export class ConcordNode {
   readonly name: string;
   readonly faults: FaultSwitch | null;
   private readonly definitions: Map<string, EntityDefinition>;
+  /** Set when the node starts leaving (leave() or stop()). */
   private stopping: Promise<void> | null = null;
+  private closing: Promise<void> | null = null;
+  /** The peer transport and the store are being closed: no call can be made any more. */
+  private closed = false;
   private pruneCounter = 0;
   private evictionHandled: number | null = null;
   private rejoining = false;
   private readonly messageHandlers = new Map<string, PeerMessageHandler>();
   private readonly requestHandlers = new Map<string, PeerRequestHandler>();
   private eventStore: EventStore | null = null;
+  /** When the connection to each peer that is down now went down (failover durations). */
+  private readonly downSince = new Map<string, number>();
   /** Topics across the cluster: `node.pubsub.subscribe(topic, handler)` / `publish(topic, message)`. */
   readonly pubsub: PubSub;
   private readonly maps: ReplicatedMaps;
@@ -180,6 +195,8 @@ export class ConcordNode {
     readonly membership: Membership,
     private readonly logger: Logger,
     private readonly stopTimeoutMs: number,
+    /** This node's metrics (served by `GET /metrics` with the HTTP and process metrics). */
+    readonly telemetry: Telemetry,
   ) {
     this.name = options.name;
     this.faults = faults;
@@ -196,12 +213,19 @@ export class ConcordNode {
     return this.maps.open<V, K>(name, options);
   }
 
+  /** The replicated maps open on this node (metrics). */
+  openMaps(): ReplicatedMap<string, unknown>[] {
+    return this.maps.list();
+  }
+
   static async start(options: NodeOptions): Promise<ConcordNode> {
     if (!NAME_PATTERN.test(options.name)) {
       throw new TypeError(`node name "${options.name}" must be 1-64 characters of letters, digits, _ . -`);
     }
     if (!options.secret) throw new TypeError('a cluster secret is required');
-    const logger = (options.logger ?? createLogger()).child({ node: options.name });
+    const baseLogger = options.logger ?? (process.env.CONCORD_LOG_LEVEL ? createLogger() : silentLogger);
+    const logger = baseLogger.child({ node: options.name });
+    const telemetry = new Telemetry(options.name);
     if (isWeakSecret(options.secret)) {
       if (!options.allowWeakSecret) assertStrongSecret(options.secret);
       logger.warn(
@@ -217,7 +241,9 @@ export class ConcordNode {
     const shardCount = options.shardCount ?? 256;
     const faultsEnabled = options.faultInjection ?? process.env.CONCORD_TEST_FAULTS === '1';
     const faults = faultsEnabled ? new FaultSwitch() : null;
-    if (faults) logger.warn({}, 'fault injection is ENABLED (test mode)');
+    // Asked for explicitly (the demo's fault buttons) it is no surprise; by the environment it is a test mode.
+    if (faults)
+      (options.faultInjection ? logger.info : logger.warn).call(logger, {}, 'fault injection is ENABLED (test mode)');
 
     const definitions = new Map<string, EntityDefinition>();
     for (const definition of options.entities) {
@@ -230,7 +256,7 @@ export class ConcordNode {
       typeof options.store === 'string'
         ? await openStore(options.store, { durability: options.durability ?? 'strict' })
         : options.store;
-    const store = faults ? withStoreFaults(baseStore, faults) : baseStore;
+    const store = withStoreTiming(faults ? withStoreFaults(baseStore, faults) : baseStore, telemetry);
     const cleanup: (() => Promise<void>)[] = [];
     if (ownsStore) cleanup.push(() => baseStore.close());
 
@@ -282,7 +308,10 @@ export class ConcordNode {
           heldEpoch: (s) => shards!.heldEpoch(s),
           leaseValid: () => lease.valid(),
           ownerOf: (s) => shards!.ownerOf(s),
-          suspect: (s) => shards!.suspect(s),
+          suspect: (s) => {
+            telemetry.fenceRejections.inc();
+            shards!.suspect(s);
+          },
         },
         {
           idleTimeoutMs: options.idleTimeoutMs ?? 10 * 60_000,
@@ -359,6 +388,7 @@ export class ConcordNode {
         membership,
         logger,
         options.stopTimeoutMs ?? 10_000,
+        telemetry,
       );
       cleanup.push(async () => membership.stop());
       node.wire();
@@ -438,17 +468,43 @@ export class ConcordNode {
 
   /** Untyped call by kind name (HTTP layer, tools). */
   callByName(kind: string, id: string, handler: string, message: unknown, options?: CallOptions): Promise<unknown> {
-    if (this.stopping) return Promise.reject(new Stopped());
+    if (this.closed) return Promise.reject(new Stopped());
     if (!this.definitions.has(kind)) {
       return Promise.reject(new ConcordError('UNKNOWN_ENTITY_KIND', `unknown entity kind "${kind}"`));
     }
     if (typeof id !== 'string' || id.length === 0) {
       return Promise.reject(new ConcordError('BAD_MESSAGE', 'entity id must be a non-empty string'));
     }
-    return this.router.call(kind, id, handler, message, {
-      timeoutMs: options?.timeoutMs,
-      idempotencyKey: options?.idempotencyKey,
-    });
+    const started = performance.now();
+    const telemetry = this.telemetry;
+    return this.router
+      .call(kind, id, handler, message, {
+        timeoutMs: options?.timeoutMs,
+        idempotencyKey: options?.idempotencyKey,
+      })
+      .then(
+        (value) => {
+          telemetry.call(kind, 'ok', (performance.now() - started) / 1000);
+          return value;
+        },
+        (error: unknown) => {
+          telemetry.call(kind, callOutcome(error), (performance.now() - started) / 1000);
+          throw error;
+        },
+      );
+  }
+
+  /**
+   * Which node owns entity `id` of kind `kind` by this node's view of the shard map (the store
+   * decides; the view follows within moments): its shard, the owner (null while nobody live
+   * holds it) and the shard's epoch. Null for a kind this node does not define.
+   */
+  ownerOf(kind: string, id: string): { shard: number; owner: string | null; epoch: number } | null {
+    if (!this.definitions.has(kind)) return null;
+    const shard = this.router.shardOf(kind, id);
+    const held = this.shards.heldEpoch(shard);
+    if (held !== null && this.shards.canServe(shard)) return { shard, owner: this.name, epoch: held };
+    return { shard, ...this.shards.ownerOf(shard) };
   }
 
   /**
@@ -461,7 +517,7 @@ export class ConcordNode {
     definition: EntityDefinition<S, H>,
     id: string,
   ): Promise<{ state: S; version: number } | null> {
-    if (this.stopping) throw new Stopped();
+    if (this.closed) throw new Stopped();
     if (definition.persistence !== undefined) {
       throw new TypeError(`readCommitted reads plain entities; "${definition.kind}" is kept another way`);
     }
@@ -486,8 +542,12 @@ export class ConcordNode {
   status(): ClusterStatus {
     const members: MemberStatus[] = [];
     const states = this.membership.memberStates();
+    const storeNow = this.shards.storeNowEstimate();
     for (const member of this.shards.allMembers()) {
       const self = member.name === this.name;
+      // A member whose lease ran out a while ago (a node of an earlier run, a crashed one that
+      // never came back) is no longer shown; the store forgets its row later.
+      if (!self && storeNow - member.leaseExpiresAt > DEAD_MEMBER_VISIBLE_MS) continue;
       const state = states.get(member.name);
       members.push({
         name: member.name,
@@ -521,17 +581,37 @@ export class ConcordNode {
   }
 
   /**
-   * Graceful stop (SIGTERM): mark this node leaving, hand every shard over to its next
-   * owner (drain admitted calls, passivate, release, notify), then deregister.
+   * Graceful stop (SIGTERM): leave the cluster (see leave), then close the peer transport and
+   * the store. Resolves once nothing of the node runs any more.
    */
   stop(): Promise<void> {
-    if (!this.stopping) this.stopping = this.leaveAndClose();
+    this.closing ??= this.leave().then(() => this.close());
+    return this.closing;
+  }
+
+  /**
+   * The first half of a graceful stop: from the moment this is called the node claims nothing
+   * (not even a shard a leaving peer releases) and stops trying to become a member; then it
+   * marks itself leaving in the store, hands every shard over to its next owner (drain admitted
+   * calls, passivate, release, notify) and deregisters. Calls made through this node meanwhile
+   * (HTTP requests still in flight) are still routed, to the new owners, until `stop()` closes
+   * the peer transport. Idempotent; `stop()` calls it.
+   */
+  leave(): Promise<void> {
+    if (!this.stopping) {
+      this.shards.stopClaiming();
+      this.membership.stop();
+      this.router.setLeaving();
+      this.stopping = this.leaveCluster();
+    }
     return this.stopping;
   }
 
-  private async leaveAndClose(): Promise<void> {
+  private async leaveCluster(): Promise<void> {
+    const startedAt = performance.now();
     const incarnation = this.lease.incarnation;
-    this.logger.info({ held: this.shards.heldShards().length }, 'leaving the cluster');
+    const held = this.shards.heldShards().length;
+    this.logger.info({ held }, 'leaving the cluster');
     if (incarnation !== null) {
       try {
         await this.store.setNodeStatus(this.name, incarnation, 'leaving', ['alive', 'joining']);
@@ -541,12 +621,21 @@ export class ConcordNode {
         this.logger.warn({ err: String(error) }, 'graceful handoff incomplete; remaining shards fail over by lease');
       }
     }
-    this.lease.stop();
-    this.membership.stop();
     this.shards.stop();
     this.shards.dropAll();
     this.host.dropAll();
     this.host.close();
+    // The row stays (status `leaving`, lease renewed) until close(): the peers keep their
+    // connections to a member, so calls this node still routes (HTTP requests in flight) reach
+    // the new owners instead of a connection the peers drop.
+    this.logger.info({ handedOver: held, ms: Math.round(performance.now() - startedAt) }, 'left the cluster');
+  }
+
+  /** The second half of a graceful stop: deregister, close the peer transport and the store. */
+  private async close(): Promise<void> {
+    this.closed = true;
+    const incarnation = this.lease.incarnation;
+    this.lease.stop();
     // Deregister only after nothing is served any more: removing the row frees our shards at once.
     this.lease.clear();
     if (incarnation !== null) await this.store.removeNode(this.name, incarnation).catch(() => {});
@@ -587,10 +676,14 @@ export class ConcordNode {
       }
     });
     mesh.on('peer-up', (peer: PeerId) => {
+      this.downSince.delete(peer.name);
       shards.peerUp(peer.name);
       void shards.rebalance();
     });
-    mesh.on('peer-down', (peer: PeerId) => shards.peerDown(peer.name));
+    mesh.on('peer-down', (peer: PeerId) => {
+      if (!this.downSince.has(peer.name)) this.downSince.set(peer.name, performance.now());
+      shards.peerDown(peer.name);
+    });
     shards.on('members', (members) => {
       mesh.setPeers(
         members
@@ -605,7 +698,23 @@ export class ConcordNode {
       void shards.rebalance();
       if (++this.pruneCounter % 100 === 0) void this.store.pruneNodes(60_000).catch(() => {});
     });
-    lease.on('store-error', (error) => logger.warn({ err: String(error) }, 'lease renewal failed: store unreachable'));
+    lease.on('store-error', (error) => {
+      this.telemetry.leaseRenewalFailures.inc({ reason: 'store_error' });
+      logger.warn({ err: String(error) }, 'lease renewal failed: store unreachable');
+    });
+    lease.on('attempt', (ms, outcome) => this.telemetry.leaseRenewalDuration.observe({ outcome }, ms / 1000));
+    lease.on('lost', () => this.telemetry.leaseRenewalFailures.inc({ reason: 'expired' }));
+    lease.on('evicted', () => this.telemetry.leaseRenewalFailures.inc({ reason: 'evicted' }));
+    shards.on('handed-off', (_shard, ms) => {
+      this.telemetry.handoffs.inc();
+      this.telemetry.handoffDuration.observe(ms / 1000);
+    });
+    shards.on('claimed', (_shard, _epoch, previous) => {
+      if (previous === null || previous === this.name) return; // released to us: a handoff
+      this.telemetry.failovers.inc();
+      const since = this.downSince.get(previous);
+      if (since !== undefined) this.telemetry.failoverDuration.observe((performance.now() - since) / 1000);
+    });
     lease.on('lost', () => {
       // Everything we held may belong to someone else now. Drop it all, then rejoin
       // under a new incarnation and claim shards afresh through the normal CAS.
@@ -689,6 +798,12 @@ export class ConcordNode {
     while (this.stopping === null) {
       try {
         const incarnation = await this.lease.acquire();
+        if (this.stopping !== null) {
+          // The node began to stop while this registration was under way: undo it.
+          this.lease.clear();
+          await this.store.removeNode(this.name, incarnation).catch(() => {});
+          return;
+        }
         this.mesh.setSelfIncarnation(incarnation);
         this.logger.info({ incarnation }, 'registered again with a new incarnation (joining)');
         await this.shards.rebalance();
@@ -789,4 +904,22 @@ export function generateSecret(): string {
 
 export function startNode(options: NodeOptions): Promise<ConcordNode> {
   return ConcordNode.start(options);
+}
+
+function callOutcome(error: unknown): CallOutcome {
+  const code = error instanceof ConcordError ? error.code : null;
+  switch (code) {
+    case 'UNAVAILABLE':
+    case 'STOPPED':
+      return 'unavailable';
+    case 'TIMEOUT':
+      return 'timeout';
+    case 'STORE_UNAVAILABLE':
+      return 'store_unavailable';
+    case 'HANDLER_ERROR':
+    case null:
+      return 'error';
+    default:
+      return 'rejected';
+  }
 }

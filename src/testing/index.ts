@@ -6,7 +6,8 @@
  * - `checkHistory`: a linearizability checker (Wing–Gong search with memoisation, per-key
  *   decomposition) for versioned registers, with minimal failing sub-histories.
  * - `runCheck`: the engine of `concord check`.
- * - `startLoad`: HTTP load through chosen nodes, every call recorded, with availability helpers.
+ * - `startLoad`: HTTP load through chosen nodes, every call recorded, with availability helpers;
+ *   `startBalancedLoad`: load the way clients behind a load balancer make it (rolling restarts).
  */
 
 export { FAULT_KINDS, type FaultKind, type FaultWindow } from './check/faults.js';
@@ -14,11 +15,16 @@ export { type Availability, type CheckRunOptions, type CheckRunReport, runCheck 
 export * from './checker/index.js';
 export {
   answeredShare,
+  type BalancedCall,
+  type BalancedLoad,
+  type BalancedLoadOptions,
   callsBetween,
+  failedCalls,
   type Load,
   type LoadCall,
   type LoadOptions,
   longestUnavailable,
+  startBalancedLoad,
   startLoad,
 } from './load.js';
 export {

@@ -141,3 +141,168 @@ export function longestUnavailable(
   }
   return worst;
 }
+
+/**
+ * Load the way clients behind a load balancer make it: many concurrent callers over keep-alive
+ * connections to every node, each call sent to a node whose `/readyz` answered 200 at its last
+ * look (polled every `readinessIntervalMs`), and retried — on another ready node — when it was
+ * certainly not applied: a 503 (`maybeApplied: false`), or a connection refused. Anything else
+ * that is not a 2xx or 4xx answer (a 504, a 500, a connection dropped after the request was
+ * sent) ends the call as failed. For rolling restarts: `failed(calls)` must stay empty.
+ */
+export interface BalancedLoadOptions {
+  nodes: readonly ClusterNode[];
+  /** Entity ids of the entity-state app; each call picks one at random. */
+  ids: readonly string[];
+  /** Concurrent callers (closed loop). Default 32. */
+  callers?: number;
+  /** Share of calls that are writes (PUT); the rest are reads. Default 0.5. */
+  writeShare?: number;
+  /** Pause between one caller's calls. Default 2 ms. */
+  pauseMs?: number;
+  /** How often each node's readiness is looked at. Default 100 ms. */
+  readinessIntervalMs?: number;
+  /** A call is retried (503, refused connection) for at most this long. Default 10 s. */
+  retryForMs?: number;
+  /** Client-side timeout of one attempt. Default 10 s. */
+  timeoutMs?: number;
+}
+
+export interface BalancedCall {
+  id: string;
+  op: 'get' | 'put';
+  /** performance.now() when the call began and ended (retries included). */
+  startedAt: number;
+  endedAt: number;
+  attempts: number;
+  /** The final status: 0 when the last attempt had no answer. */
+  status: number;
+  /** Why it failed (the last attempt's error or JSON `code`), when it did. */
+  error?: string;
+  /** The last attempt's JSON `error` message, when it failed with one. */
+  detail?: string;
+  /** The nodes tried, in order. */
+  nodes: string[];
+}
+
+export interface BalancedLoad {
+  readonly calls: readonly BalancedCall[];
+  stop(): Promise<BalancedCall[]>;
+}
+
+export function startBalancedLoad(options: BalancedLoadOptions): BalancedLoad {
+  const calls: BalancedCall[] = [];
+  const callers = options.callers ?? 32;
+  const writeShare = options.writeShare ?? 0.5;
+  const pauseMs = options.pauseMs ?? 2;
+  const readinessIntervalMs = options.readinessIntervalMs ?? 100;
+  const retryForMs = options.retryForMs ?? 10_000;
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const ready = new Set<ClusterNode>(options.nodes);
+  let stopping = false;
+
+  const watch = async (node: ClusterNode) => {
+    while (!stopping) {
+      let ok = false;
+      try {
+        const response = await fetch(`${node.url}/readyz`, { signal: AbortSignal.timeout(500) });
+        await response.arrayBuffer();
+        ok = response.status === 200;
+      } catch {
+        ok = false;
+      }
+      if (ok) ready.add(node);
+      else ready.delete(node);
+      await sleep(readinessIntervalMs);
+    }
+  };
+
+  const pick = async (avoid: ClusterNode | null): Promise<ClusterNode> => {
+    for (;;) {
+      const candidates = [...ready].filter((n) => n !== avoid);
+      const pool = candidates.length > 0 ? candidates : [...ready];
+      if (pool.length > 0) return pool[Math.floor(Math.random() * pool.length)]!;
+      await sleep(10);
+    }
+  };
+
+  const one = async (): Promise<BalancedCall> => {
+    const id = options.ids[Math.floor(Math.random() * options.ids.length)]!;
+    const op = Math.random() < writeShare ? 'put' : 'get';
+    const startedAt = performance.now();
+    const call: BalancedCall = { id, op, startedAt, endedAt: startedAt, attempts: 0, status: 0, nodes: [] };
+    let last: ClusterNode | null = null;
+    for (;;) {
+      const node = await pick(last);
+      last = node;
+      call.attempts++;
+      call.nodes.push(node.name);
+      let retry = false;
+      try {
+        const path = `/entities/${encodeURIComponent(id)}`;
+        const answer =
+          op === 'put'
+            ? await node.request<{ code?: string; error?: string; maybeApplied?: boolean }>('PUT', path, {
+                body: { state: STATES[Math.floor(Math.random() * STATES.length)] },
+                timeoutMs,
+              })
+            : await node.request<{ code?: string; error?: string; maybeApplied?: boolean }>('GET', path, { timeoutMs });
+        call.status = answer.status;
+        delete call.error;
+        delete call.detail;
+        if (answer.status >= 500) {
+          call.error = typeof answer.body?.code === 'string' ? answer.body.code : 'error';
+          if (typeof answer.body?.error === 'string') call.detail = answer.body.error;
+        }
+        if (answer.status === 503 && answer.body?.maybeApplied !== true) {
+          ready.delete(node);
+          retry = true;
+        }
+      } catch (error) {
+        call.status = 0;
+        call.error = describeFetchError(error);
+        // Refused: nothing was sent, so nothing was applied. Anything else may have reached it.
+        if (call.error === 'ECONNREFUSED') {
+          ready.delete(node);
+          retry = true;
+        }
+      }
+      if (!retry || performance.now() - startedAt > retryForMs) break;
+      await sleep(20);
+    }
+    call.endedAt = performance.now();
+    return call;
+  };
+
+  const watchers = options.nodes.map((node) => watch(node));
+  const loops = Array.from({ length: callers }, async () => {
+    while (!stopping) {
+      calls.push(await one());
+      if (pauseMs > 0) await sleep(pauseMs);
+    }
+  });
+  return {
+    calls,
+    async stop() {
+      stopping = true;
+      await Promise.all([...loops, ...watchers]);
+      return calls;
+    },
+  };
+}
+
+/** The calls that did not end with a 2xx or 4xx answer. */
+export function failedCalls(calls: readonly BalancedCall[]): BalancedCall[] {
+  return calls.filter((c) => c.status < 200 || c.status >= 500);
+}
+
+function describeFetchError(error: unknown): string {
+  const cause = (error as { cause?: { code?: string; message?: string } } | null)?.cause;
+  if (cause?.code) return cause.code;
+  if (error instanceof Error && error.name === 'TimeoutError') return 'TIMEOUT';
+  return cause?.message ?? (error instanceof Error ? error.message : String(error));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -180,7 +180,7 @@ export class ClusterNode {
     const keep = (chunk: Buffer) => {
       const text = chunk.toString('utf8');
       this.logTail.push(text);
-      if (this.logTail.length > 100) this.logTail.shift();
+      if (this.logTail.length > 1000) this.logTail.shift();
       if (this.verbose) process.stderr.write(`[${this.name}] ${text}`);
     };
     child.stdout?.on('data', keep);
@@ -250,9 +250,9 @@ export class ClusterNode {
     return this.exited;
   }
 
-  /** The last few KiB the process wrote to stdout and stderr. */
-  logs(): string {
-    return this.logTail.join('').slice(-6000);
+  /** The last `maxChars` (default 6,000) characters the process wrote to stdout and stderr. */
+  logs(maxChars = 6000): string {
+    return this.logTail.join('').slice(-maxChars);
   }
 
   // ---- HTTP helpers -----------------------------------------------------------

@@ -86,6 +86,14 @@ function now(): number {
   return performance.now();
 }
 
+/** Frames and bytes carried, in each direction. */
+export interface PeerTraffic {
+  framesIn: number;
+  framesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
 export class Connection implements MessageSink {
   readonly role: Role;
   readonly socket: Socket;
@@ -108,6 +116,8 @@ export class Connection implements MessageSink {
   peerLeaving = false;
   /** Resolves once the socket is fully closed. */
   readonly closed: Promise<void>;
+  /** Frames and bytes this connection carried (handshake included). */
+  readonly traffic: PeerTraffic = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
 
   private readonly ctx: ConnectionContext;
   private readonly hooks: ConnectionHooks;
@@ -292,6 +302,8 @@ export class Connection implements MessageSink {
     if (faults !== null && this.faultName !== null && faults.isDropped(this.faultName)) return;
     this.queue.push(frame);
     this.queuedBytes += frame.length;
+    this.traffic.framesOut++;
+    this.traffic.bytesOut += frame.length;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flush);
@@ -323,6 +335,7 @@ export class Connection implements MessageSink {
 
   private onData(chunk: Buffer): void {
     this.lastReceivedAt = now();
+    this.traffic.bytesIn += chunk.length;
     try {
       this.decoder.push(chunk);
     } catch (err) {
@@ -336,6 +349,7 @@ export class Connection implements MessageSink {
   }
 
   private onFrame(value: unknown): void {
+    this.traffic.framesIn++;
     if (this.state === 'open') {
       dispatchMessage(value, this);
     } else if (this.state === 'handshake') {

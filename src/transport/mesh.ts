@@ -7,7 +7,7 @@ import { type AddressInfo, connect, createServer, type Server, type Socket } fro
 import { Stopped, Timeout, Unavailable } from '../errors.js';
 import { parseAddress } from './address.js';
 import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from './backoff.js';
-import { Connection, type ConnectionContext, type ConnectionHooks } from './connection.js';
+import { Connection, type ConnectionContext, type ConnectionHooks, type PeerTraffic } from './connection.js';
 import { PeerUnreachable } from './errors.js';
 import type { FaultSwitch } from './faults.js';
 import { createPackr, createUnpackr, DEFAULT_MAX_FRAME_BYTES, PRE_AUTH_MAX_FRAME_BYTES } from './frame.js';
@@ -122,6 +122,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly slots = new Map<string, PeerSlot>();
   /** Authenticated connections, one per peer name (listed or not). */
   private readonly open = new Map<string, Connection>();
+  private readonly closedTraffic = new Map<string, PeerTraffic>();
   /** Connections still in their handshake, both directions. */
   private readonly handshaking = new Set<Connection>();
   private inboundHandshakes = 0;
@@ -567,7 +568,19 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.emitSafely('peer-up', { ...peer });
   }
 
+  /**
+   * Frames and bytes exchanged with each peer (by name) since this mesh started: the closed
+   * connections' totals plus the open ones'. Connections whose handshake failed are not counted.
+   */
+  traffic(): Map<string, PeerTraffic> {
+    const result = new Map<string, PeerTraffic>();
+    for (const [name, t] of this.closedTraffic) result.set(name, { ...t });
+    for (const [name, conn] of this.open) addTraffic(result, name, conn.traffic);
+    return result;
+  }
+
   private onClose(conn: Connection, reason: string, wasOpen: boolean): void {
+    if (wasOpen && conn.peer) addTraffic(this.closedTraffic, conn.peer.name, conn.traffic);
     this.forgetHandshake(conn);
     const slot = conn.target === null ? undefined : this.slots.get(conn.target);
     if (slot !== undefined && slot.dial === conn) slot.dial = null;
@@ -716,4 +729,13 @@ export class Mesh extends EventEmitter<MeshEvents> {
       this.logger.warn({ event, err: messageOf(err) }, 'peer transport event listener threw');
     }
   }
+}
+
+function addTraffic(into: Map<string, PeerTraffic>, name: string, t: PeerTraffic): void {
+  const sum = into.get(name) ?? { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
+  sum.framesIn += t.framesIn;
+  sum.framesOut += t.framesOut;
+  sum.bytesIn += t.bytesIn;
+  sum.bytesOut += t.bytesOut;
+  into.set(name, sum);
 }

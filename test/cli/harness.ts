@@ -30,7 +30,10 @@ afterAll(async () => {
 });
 
 /** Run `concord ARGS…` with a clean CONCORD_* environment plus `env`. */
-export function runCli(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Spawned {
+export function runCli(
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string; stdin?: 'pipe' | 'ignore' } = {},
+): Spawned {
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) {
     if (!key.startsWith('CONCORD_') && key !== 'DATABASE_URL') env[key] = value;
@@ -39,7 +42,7 @@ export function runCli(args: string[], options: { env?: Record<string, string>; 
   const child = spawn(process.execPath, [CLI, ...args], {
     env,
     cwd: options.cwd ?? REPO,
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
   });
   let out = '';
   let err = '';
