@@ -61,6 +61,11 @@ export interface ConnectionHooks {
    * peer hung up before it completed. Not called when this side closes the connection itself.
    */
   onHandshakeFailed(conn: Connection, reason: string): void;
+  /**
+   * An authenticated peer sent something this side refuses (a malformed or oversized frame, a
+   * message that is not one of the protocol's): the connection is being dropped for it.
+   */
+  onProtocolError(conn: Connection, reason: string): void;
   /** Called exactly once; `wasOpen` says whether `onOpen` had been called. */
   onClose(conn: Connection, reason: string, wasOpen: boolean): void;
   onRequest(conn: Connection, id: number, body: unknown): void;
@@ -418,9 +423,13 @@ export class Connection implements MessageSink {
     this.close(reason);
   }
 
-  /** Closes because the peer misbehaved or the handshake failed: destroy and log a warning. */
-  fail(reason: string): void {
+  /**
+   * Closes because the peer misbehaved, went silent (`misbehaved` false) or the handshake failed:
+   * destroy and log a warning.
+   */
+  fail(reason: string, misbehaved = true): void {
     if (this.state === 'closed') return;
+    if (this.state === 'open' && misbehaved) this.hooks.onProtocolError(this, reason);
     this.ctx.logger.warn(
       { remote: this.remoteAddress, peer: this.peer ?? this.faultName ?? undefined, role: this.role, reason },
       this.state === 'handshake' ? 'peer handshake failed; disconnecting' : 'peer connection failed; disconnecting',

@@ -54,6 +54,11 @@ export interface MeshStats {
    * connected, and connections this node dropped itself, are not counted.
    */
   handshakeFailures: number;
+  /**
+   * Authenticated connections dropped because the peer sent a malformed or oversized frame or a
+   * message that is not part of the protocol.
+   */
+  protocolErrors: number;
 }
 
 export interface MeshEvents {
@@ -134,7 +139,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private closing: Promise<void> | null = null;
   /** Set by drain(): this node is leaving; it dials nobody and admits no new connection. */
   private leaving = false;
-  readonly stats: MeshStats = { handshakeFailures: 0 };
+  readonly stats: MeshStats = { handshakeFailures: 0, protocolErrors: 0 };
 
   constructor(opts: MeshOptions) {
     super();
@@ -186,6 +191,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
       onOpen: (conn) => this.onOpen(conn),
       onHandshakeFailed: () => {
         this.stats.handshakeFailures++;
+      },
+      onProtocolError: () => {
+        this.stats.protocolErrors++;
       },
       onClose: (conn, reason, wasOpen) => this.onClose(conn, reason, wasOpen),
       onRequest: (conn, id, body) => this.dispatchRequest(conn, id, body),
@@ -702,7 +710,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     for (const conn of this.open.values()) {
       const silentFor = t - conn.lastReceivedAt;
       if (!stalled && silentFor > this.silentAfterMs) {
-        conn.fail(`peer silent for ${Math.round(silentFor)} ms`);
+        conn.fail(`peer silent for ${Math.round(silentFor)} ms`, false);
       } else {
         conn.ping();
       }
