@@ -1,6 +1,8 @@
 import { type Command, Option } from 'commander';
 import { isWeakSecret, MIN_SECRET_BYTES } from '../cluster/secret-check.js';
 import type { Durability } from '../store/types.js';
+import type { MeshTlsOptions } from '../transport/tls.js';
+import { CertsError, readPemOption } from './certs.js';
 import {
   DEFAULT_STORE,
   DEMO_WEAK_SECRET_ENV,
@@ -21,6 +23,7 @@ interface NodeFlags {
   clusterPort: number;
   host: string;
   advertiseHost?: string;
+  advertisePort?: number;
   store?: string;
   ownership: OwnershipMode;
   callTimeout?: number;
@@ -28,6 +31,9 @@ interface NodeFlags {
   suspicionTimeout?: number;
   durability?: Durability;
   idempotencyWindow?: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
   app: string[];
 }
 
@@ -63,6 +69,14 @@ export function registerNodeCommand(program: Command): void {
         '--advertise-host <host>',
         'host other nodes and clients reach this node at (default: --host, or the hostname for 0.0.0.0)',
       ).env('CONCORD_ADVERTISE_HOST'),
+    )
+    .addOption(
+      new Option(
+        '--advertise-port <port>',
+        'cluster port other nodes dial, when a port mapping or proxy sits in between (default: the bound --cluster-port)',
+      )
+        .env('CONCORD_ADVERTISE_PORT')
+        .argParser(parsePort),
     )
     .addOption(ownershipOption())
     .addOption(
@@ -101,6 +115,18 @@ export function registerNodeCommand(program: Command): void {
     )
     .addOption(
       new Option(
+        '--tls-cert <file>',
+        "this node's certificate (PEM) for mutual TLS 1.3 between nodes; with --tls-key and --tls-ca (see `concord certs`)",
+      ).env('CONCORD_TLS_CERT'),
+    )
+    .addOption(new Option('--tls-key <file>', "the certificate's private key (PEM)").env('CONCORD_TLS_KEY'))
+    .addOption(
+      new Option('--tls-ca <file>', 'the cluster CA (PEM): peers must present a certificate it signed').env(
+        'CONCORD_TLS_CA',
+      ),
+    )
+    .addOption(
+      new Option(
         '--app <module>',
         'load an application module (ConcordApps and/or entity definitions); repeatable. Env: CONCORD_APPS, comma-separated',
       )
@@ -109,7 +135,7 @@ export function registerNodeCommand(program: Command): void {
     )
     .addHelpText(
       'after',
-      '\nEnvironment: CONCORD_SECRET (required: the cluster secret, the same on every node, at least 16 bytes, e.g. `openssl rand -hex 24`; never a flag, so it stays out of `ps`).\nCONCORD_SECRET_PREVIOUS: the previous secret, only while rotating it (see the README).\nThe node is ready when GET /readyz answers 200; SIGTERM or SIGINT stops it gracefully (its entities move to the other nodes).',
+      '\nEnvironment: CONCORD_SECRET (required: the cluster secret, the same on every node, at least 16 bytes, e.g. `openssl rand -hex 24`; never a flag, so it stays out of `ps`).\nCONCORD_SECRET_PREVIOUS: the previous secret, only while rotating it (see the README).\nCONCORD_TLS_CERT, CONCORD_TLS_KEY, CONCORD_TLS_CA: a file path, or the PEM text itself.\nThe node is ready when GET /readyz answers 200; SIGTERM or SIGINT stops it gracefully (its entities move to the other nodes).',
     )
     .action(async (flags: NodeFlags, command: Command) => {
       const secret = process.env['CONCORD_SECRET'];
@@ -131,12 +157,32 @@ export function registerNodeCommand(program: Command): void {
             'To replace the secret of a running cluster, see "Rotating the secret" in the README.',
         );
       }
+      let tls: MeshTlsOptions | undefined;
+      const tlsFlags = [flags.tlsCert, flags.tlsKey, flags.tlsCa];
+      if (tlsFlags.some((value) => value !== undefined && value !== '')) {
+        if (!tlsFlags.every((value) => value !== undefined && value !== '')) {
+          command.error(
+            'error: TLS needs all three of --tls-cert, --tls-key and --tls-ca (or CONCORD_TLS_CERT, CONCORD_TLS_KEY, CONCORD_TLS_CA)',
+          );
+        }
+        try {
+          tls = {
+            cert: readPemOption(flags.tlsCert!, 'the TLS certificate (--tls-cert)'),
+            key: readPemOption(flags.tlsKey!, 'the TLS key (--tls-key)'),
+            ca: readPemOption(flags.tlsCa!, 'the TLS CA (--tls-ca)'),
+          };
+        } catch (error) {
+          if (error instanceof CertsError) command.error(`error: ${error.message}`);
+          throw error;
+        }
+      }
       const config: NodeRunConfig = {
         name: flags.name,
         httpPort: flags.httpPort,
         clusterPort: flags.clusterPort,
         host: flags.host,
         advertiseHost: flags.advertiseHost,
+        advertisePort: flags.advertisePort,
         store: resolveStore(flags.store),
         secret: secret ?? '',
         previousSecret,
@@ -147,6 +193,7 @@ export function registerNodeCommand(program: Command): void {
         suspicionTimeoutMs: flags.suspicionTimeout,
         durability: flags.durability,
         idempotencyWindowMs: flags.idempotencyWindow,
+        tls,
         appModules: flags.app.length > 0 ? flags.app : splitList(process.env['CONCORD_APPS']),
         exitWithParent,
       };

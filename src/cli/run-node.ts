@@ -7,6 +7,7 @@ import { createLogger, type Logger } from '../logger.js';
 import { NaiveNode } from '../runtime/naive-node.js';
 import { ConcordNode } from '../runtime/node.js';
 import type { Durability } from '../store/types.js';
+import type { MeshTlsOptions } from '../transport/tls.js';
 import { apps as builtInApps } from './apps.js';
 import { loadAppModules } from './load-apps.js';
 import { type OwnershipMode, redactUrl } from './options.js';
@@ -25,6 +26,8 @@ export interface NodeRunConfig {
   clusterPort: number;
   host: string;
   advertiseHost: string | undefined;
+  /** `--advertise-port`: the cluster port other nodes dial (default: the bound one). */
+  advertisePort?: number | undefined;
   store: string;
   secret: string;
   /** CONCORD_SECRET_PREVIOUS: the cluster's previous secret, during a rotation. */
@@ -38,6 +41,8 @@ export interface NodeRunConfig {
   durability: Durability | undefined;
   /** `--idempotency-window`: how long idempotency keys are remembered at least (default 24 h). */
   idempotencyWindowMs?: number | undefined;
+  /** Mutual TLS between nodes (`--tls-cert`, `--tls-key`, `--tls-ca`, read already). */
+  tls?: MeshTlsOptions | undefined;
   /** Extra application modules (`--app`), served after the built-in example apps. */
   appModules: readonly string[];
   /** Stop when the IPC channel to the parent closes (set by `concord demo` for its children). */
@@ -128,12 +133,14 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
       host: config.host,
       clusterPort: config.clusterPort,
       advertiseHost: config.advertiseHost,
+      ...(config.advertisePort === undefined ? {} : { advertisePort: config.advertisePort }),
       httpAddress,
       callTimeoutMs: config.callTimeoutMs,
       leaseTtlMs: config.leaseTtlMs,
       suspicionTimeoutMs: config.suspicionTimeoutMs,
       durability: config.durability,
       idempotencyWindowMs: config.idempotencyWindowMs,
+      ...(config.tls === undefined ? {} : { tls: config.tls }),
       logger,
     });
     node = concord;

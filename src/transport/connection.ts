@@ -24,6 +24,7 @@ import {
   MSG_RESPONSE,
   ProtocolError,
 } from './protocol.js';
+import { isTlsError } from './tls.js';
 import type { PeerId, TransportLogger } from './types.js';
 
 /** Above this many queued bytes a flush hands the frames to one corked writev instead of copying them together. */
@@ -168,7 +169,12 @@ export class Connection implements MessageSink {
 
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (err: NodeJS.ErrnoException) => this.onSocketGone(`socket error: ${err.code ?? err.message}`));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      // A TLS failure (a certificate from another CA, none, a record changed on the path) is
+      // logged like a failed handshake or a broken frame; other socket errors are routine.
+      if (isTlsError(err) && this.connected) this.fail(`TLS: ${err.code ?? ''} ${err.message}`.trim(), false);
+      else this.onSocketGone(`socket error: ${err.code ?? err.message}`);
+    });
     socket.on('end', () => this.onSocketGone('peer closed the connection'));
     socket.on('close', () => this.onSocketGone('connection closed'));
 
