@@ -8,6 +8,7 @@ import {
   DEMO_WEAK_SECRET_ENV,
   type OwnershipMode,
   ownershipOption,
+  parseNonNegativeInt,
   parsePort,
   parsePortOrZero,
   parsePositiveInt,
@@ -31,6 +32,12 @@ interface NodeFlags {
   suspicionTimeout?: number;
   durability?: Durability;
   idempotencyWindow?: number;
+  httpMaxHeaderBytes?: number;
+  httpHeadersTimeout?: number;
+  httpRequestTimeout?: number;
+  httpKeepAliveTimeout?: number;
+  httpMaxConnectionsPerAddress?: number;
+  trustProxy?: string;
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
@@ -114,6 +121,40 @@ export function registerNodeCommand(program: Command): void {
         .argParser(parsePositiveInt),
     )
     .addOption(
+      new Option('--http-max-header-bytes <n>', 'largest request line + headers; larger → 431 (default 16384)')
+        .env('CONCORD_HTTP_MAX_HEADER_BYTES')
+        .argParser(parsePositiveInt),
+    )
+    .addOption(
+      new Option('--http-headers-timeout <ms>', 'request headers must arrive within this; else 408 (default 10000)')
+        .env('CONCORD_HTTP_HEADERS_TIMEOUT_MS')
+        .argParser(parsePositiveInt),
+    )
+    .addOption(
+      new Option('--http-request-timeout <ms>', 'a whole request must arrive within this; else 408 (default 30000)')
+        .env('CONCORD_HTTP_REQUEST_TIMEOUT_MS')
+        .argParser(parsePositiveInt),
+    )
+    .addOption(
+      new Option('--http-keep-alive-timeout <ms>', 'idle keep-alive connections close after this (default 72000)')
+        .env('CONCORD_HTTP_KEEP_ALIVE_TIMEOUT_MS')
+        .argParser(parsePositiveInt),
+    )
+    .addOption(
+      new Option(
+        '--http-max-connections-per-address <n>',
+        'open HTTP connections allowed from one client address, more are answered 429 (default 256; 0: no limit)',
+      )
+        .env('CONCORD_HTTP_MAX_CONNECTIONS_PER_ADDRESS')
+        .argParser(parseNonNegativeInt),
+    )
+    .addOption(
+      new Option(
+        '--trust-proxy <proxies>',
+        "believe X-Forwarded-For from these proxies for the client address: 'true' (any), or comma-separated addresses/CIDRs (default: none)",
+      ).env('CONCORD_TRUST_PROXY'),
+    )
+    .addOption(
       new Option(
         '--tls-cert <file>',
         "this node's certificate (PEM) for mutual TLS 1.3 between nodes; with --tls-key and --tls-ca (see `concord certs`)",
@@ -194,11 +235,27 @@ export function registerNodeCommand(program: Command): void {
         durability: flags.durability,
         idempotencyWindowMs: flags.idempotencyWindow,
         tls,
+        httpLimits: {
+          ...(flags.httpMaxHeaderBytes === undefined ? {} : { maxHeaderBytes: flags.httpMaxHeaderBytes }),
+          ...(flags.httpHeadersTimeout === undefined ? {} : { headersTimeoutMs: flags.httpHeadersTimeout }),
+          ...(flags.httpRequestTimeout === undefined ? {} : { requestTimeoutMs: flags.httpRequestTimeout }),
+          ...(flags.httpKeepAliveTimeout === undefined ? {} : { keepAliveTimeoutMs: flags.httpKeepAliveTimeout }),
+          ...(flags.httpMaxConnectionsPerAddress === undefined
+            ? {}
+            : { maxConnectionsPerAddress: flags.httpMaxConnectionsPerAddress }),
+        },
+        trustProxy: parseTrustProxy(flags.trustProxy),
         appModules: flags.app.length > 0 ? flags.app : splitList(process.env['CONCORD_APPS']),
         exitWithParent,
       };
       await runNode(config);
     });
+}
+
+function parseTrustProxy(value: string | undefined): boolean | string[] | undefined {
+  if (value === undefined || value.trim() === '' || value.trim() === 'false') return undefined;
+  if (value.trim() === 'true') return true;
+  return splitList(value);
 }
 
 function splitList(value: string | undefined): string[] {

@@ -38,6 +38,14 @@ export function parsePositiveInt(value: string): number {
   return n;
 }
 
+export function parseNonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 0) {
+    throw new InvalidArgumentError('must be a whole number (0 or more)');
+  }
+  return n;
+}
+
 export function ownershipOption(): Option {
   return new Option(
     '--ownership <mode>',

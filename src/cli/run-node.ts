@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { ConcordError } from '../errors.js';
 import type { AppContext, AppNode, ConcordApp } from '../http/app.js';
 import { introspectConcordNode, introspectNaiveNode, type NodeIntrospection } from '../http/introspection.js';
-import { createHttpServer, type HttpServer } from '../http/server.js';
+import { createHttpServer, type HttpLimits, type HttpServer } from '../http/server.js';
 import { createLogger, type Logger } from '../logger.js';
 import { NaiveNode } from '../runtime/naive-node.js';
 import { ConcordNode } from '../runtime/node.js';
@@ -43,6 +43,10 @@ export interface NodeRunConfig {
   idempotencyWindowMs?: number | undefined;
   /** Mutual TLS between nodes (`--tls-cert`, `--tls-key`, `--tls-ca`, read already). */
   tls?: MeshTlsOptions | undefined;
+  /** HTTP limits (`--http-*`); unset ones keep their defaults. */
+  httpLimits?: Partial<HttpLimits>;
+  /** `--trust-proxy`: proxies whose X-Forwarded-For names the client address. */
+  trustProxy?: boolean | string[] | undefined;
   /** Extra application modules (`--app`), served after the built-in example apps. */
   appModules: readonly string[];
   /** Stop when the IPC channel to the parent closes (set by `concord demo` for its children). */
@@ -155,6 +159,8 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
       introspection,
       apps,
       logger: logger.child({ node: config.name, component: 'http' }),
+      ...(config.httpLimits === undefined ? {} : { limits: config.httpLimits }),
+      ...(config.trustProxy === undefined ? {} : { trustProxy: config.trustProxy }),
     });
     for (const app of apps) await app.start?.(context);
     const url = await server.listen(config.httpPort, config.host);
