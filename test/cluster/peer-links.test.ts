@@ -16,6 +16,7 @@ import { type ClusterNode, eventually, LocalCluster } from '../../src/testing/lo
 import { createPackr, encodeFrame } from '../../src/transport/frame.js';
 import { TamperingProxy } from '../support/proxies.js';
 import { tempDir } from '../support/tmp.js';
+import { RawPeer } from '../transport/helpers.js';
 
 interface ClusterBody {
   members: { name: string; status: string; connected: boolean }[];
@@ -128,6 +129,14 @@ describe('a TLS cluster', () => {
       const seen = await members(cluster.node('n1'));
       for (const name of ['n4', 'n5']) expect(seen.find((m) => m.name === name)?.status).toBe('joining');
       expect(plain.logs()).toMatch(/NOT encrypted/);
+      // Plain TCP speaking garbage to a TLS cluster port is refused too, and counted.
+      const before = await cluster.node('n2').metric('concord_peer_handshake_failures_total');
+      const garbage = await RawPeer.connect(`127.0.0.1:${cluster.node('n2').clusterPort}`);
+      garbage.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+      expect(await garbage.waitClosed(3000)).toBe(true);
+      await cluster.eventually(async () => {
+        expect(await cluster.node('n2').metric('concord_peer_handshake_failures_total')).toBeGreaterThan(before);
+      });
       await walkThrough(cluster.nodes.slice(0, 3), `tls-refused-${Date.now()}`);
       await allAlive(cluster, ['n1', 'n2', 'n3']);
     } finally {

@@ -103,6 +103,16 @@ describe('peer transport over mutual TLS', () => {
     await stillServing(a, b);
   });
 
+  it('counts connections still in their TLS handshake against the pending-handshake limit', async () => {
+    const c = await startMesh('node-c', 1, { tls: files['node-c']!, maxPendingHandshakes: 4 });
+    const raws = await Promise.all(Array.from({ length: 8 }, () => RawPeer.connect(c.info.address)));
+    await waitFor(() => raws.filter((r) => r.closed).length === 4, 2000, 'the extra four to be dropped');
+    expect(c.logger.warnings().filter((w) => w.msg.includes('too many')).length).toBe(4);
+    await waitFor(() => raws.every((r) => r.closed), 3000, 'the rest to time out');
+    const [a, b] = await tlsPair();
+    await stillServing(a, b);
+  });
+
   it('refuses to start with a key that is not the certificate’s, or a certificate the CA did not sign', async () => {
     const a = files['node-a']!;
     await expect(startMesh('node-a', 1, { tls: { ...a, key: files['node-b']!.key } })).rejects.toThrow(TlsConfigError);
