@@ -172,7 +172,7 @@ export class Connection implements MessageSink {
     socket.on('error', (err: NodeJS.ErrnoException) => {
       // A TLS failure (a certificate from another CA, none, a record changed on the path) is
       // logged like a failed handshake or a broken frame; other socket errors are routine.
-      if (isTlsError(err) && this.connected) this.fail(`TLS: ${err.code ?? ''} ${err.message}`.trim(), false);
+      if (isTlsError(err) && this.connected) this.fail(`TLS: ${err.code ?? ''} ${err.message}`.trim());
       else this.onSocketGone(`socket error: ${err.code ?? err.message}`);
     });
     socket.on('end', () => this.onSocketGone('peer closed the connection'));
