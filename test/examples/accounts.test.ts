@@ -204,9 +204,10 @@ describe.each(backends)('accounts app on %s', (backend: Backend) => {
       const n3Answers = new Map<number, number>();
       for (const [i, cookie] of [...early, ...late].entries()) {
         const at = [n1, n2][i % 2]!;
-        // A 503 is "not applied": retried, as a client would, until the owner (failed over) answers.
+        // 503 (not applied) or 504 (unknown): retried, as a client would — logout is idempotent —
+        // until the session's owner (failed over if it was n3) answers.
         let out = await logout(at, cookie);
-        for (let tries = 0; out.status === 503 && tries < 100; tries++) {
+        for (let tries = 0; (out.status === 503 || out.status === 504) && tries < 100; tries++) {
           await new Promise((resolve) => setTimeout(resolve, 100));
           out = await logout(at, cookie);
         }
@@ -279,8 +280,8 @@ describe.each(backends)('accounts app on %s', (backend: Backend) => {
     }
     const ratio = percentile(unknown, 50) / percentile(known, 50);
     // A shortcut for unknown names would answer in ~1 ms instead of one scrypt (tens of ms).
-    expect(ratio).toBeGreaterThan(0.5);
-    expect(ratio).toBeLessThan(2);
+    expect(ratio).toBeGreaterThan(0.33);
+    expect(ratio).toBeLessThan(3);
   });
 
   it('answers bad input with 400, wrong passwords with 401, taken names with 409', async () => {
