@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+
 /**
  * One node process of a benchmark cluster, driven over the IPC channel of `fork`. It runs
  * concord (ConcordNode), the naive per-node cache (NaiveNode, `--ownership none`) or the
@@ -6,6 +7,7 @@
  * HTTP; and it runs the library-API load loop in-process, so that driver measures the calls
  * a service makes, not the IPC channel. Config: JSON in CONCORD_BENCH_CONFIG.
  */
+import { readFileSync } from 'node:fs';
 import { entityStateApp } from '../examples/entity-state/app.js';
 import { EntityState } from '../examples/entity-state/entity.js';
 import type { AppNode } from '../src/http/app.js';
@@ -57,6 +59,15 @@ async function start(): Promise<Running> {
       leaseTtlMs: config.leaseTtlMs,
       maxActiveEntities: config.maxActiveEntities,
       faultInjection: false,
+      ...(config.tls === undefined
+        ? {}
+        : {
+            tls: {
+              cert: readFileSync(config.tls.cert),
+              key: readFileSync(config.tls.key),
+              ca: readFileSync(config.tls.ca),
+            },
+          }),
       logger,
     });
     node = concord;

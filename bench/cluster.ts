@@ -16,8 +16,16 @@ export interface ClusterOptions {
   leaseTtlMs?: number;
 }
 
+/** TLS files every concord bench node uses (set by runBench with --tls; one certificate for all). */
+let benchTls: BenchNodeConfig['tls'] | undefined;
+
+export function setBenchTls(files: BenchNodeConfig['tls'] | undefined): void {
+  benchTls = files;
+}
+
 export function nodeConfig(options: ClusterOptions, name: string): BenchNodeConfig {
   return {
+    ...(benchTls !== undefined && options.system === 'concord' ? { tls: benchTls } : {}),
     name,
     system: options.system,
     store: options.store,

@@ -22,6 +22,8 @@ export interface BenchNodeConfig {
   httpPort: number | null;
   maxActiveEntities?: number;
   leaseTtlMs?: number;
+  /** Peer TLS files (paths) for concord nodes; absent: plain TCP. */
+  tls?: { cert: string; key: string; ca: string };
 }
 
 export type BenchRequest =

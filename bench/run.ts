@@ -1,7 +1,9 @@
-import { readFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { makeCerts } from '../src/cli/certs.js';
 import type { BenchChild } from './child.js';
-import { startCluster, stopCluster } from './cluster.js';
+import { setBenchTls, startCluster, stopCluster } from './cluster.js';
 import { durabilityShort } from './durability.js';
 import { activationAndMemory, failover, joinAndLeave } from './extras.js';
 import { partitionDetection } from './partition.js';
@@ -47,6 +49,14 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     durationSeconds: 0,
   };
   delete (report.options as { log?: unknown }).log;
+  if (options.tls) {
+    const dir = mkdtempSync(join(tmpdir(), 'concord-bench-tls-'));
+    const made = await makeCerts({ dir, nodes: ['bench-node'] });
+    setBenchTls(made.nodes['bench-node']);
+    log('concord nodes talk over mutual TLS 1.3 (one certificate of a throwaway CA for every node)');
+  } else {
+    setBenchTls(undefined);
+  }
   const tracked = {
     track(nodes: BenchChild[]) {
       for (const node of nodes) {

@@ -132,6 +132,7 @@ export class StoreCallNode {
       ownership: 'none',
       clusterId: null,
       peerHandshakeFailures: () => 0,
+      peerProtocolErrors: () => 0,
       refusedJoins: async () => ({ now: Date.now(), joins: [] }),
       counters: () => ({
         activations: 0,

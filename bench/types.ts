@@ -31,6 +31,8 @@ export interface BenchOptions {
   /** Systems of the throughput matrix: concord and its baselines. */
   systems: SystemKind[];
   durability: Durability;
+  /** Mutual TLS 1.3 between concord's node processes (a CA and a node certificate made for the run). */
+  tls?: boolean;
   scale: Scale;
   sections: Section[];
   /** The command line, for the report. */

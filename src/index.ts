@@ -71,3 +71,4 @@ export {
 } from './runtime/node.js';
 export { openStore } from './store/open.js';
 export type { Durability, Store, StoreOptions } from './store/types.js';
+export { type MeshTlsOptions, TlsConfigError } from './transport/tls.js';

@@ -33,6 +33,7 @@ interface BenchFlags {
   durability: 'strict' | 'relaxed';
   quick?: boolean;
   tiny?: boolean;
+  tls?: boolean;
   only?: Section[];
   json?: string;
   markdown?: string;
@@ -127,6 +128,7 @@ export function registerBenchCommand(program: Command): void {
     )
     .addOption(new Option('--tiny', "an even shorter run, for the bench command's own test").hideHelp())
     .addOption(new Option('--only <list>', `sections to run: ${SECTIONS.join(', ')}`).argParser(listOf(SECTIONS)))
+    .addOption(new Option('--tls', "mutual TLS 1.3 between concord's nodes (makes a throwaway CA; needs openssl)"))
     .addOption(new Option('--json <file>', 'also write the full results as JSON'))
     .addOption(new Option('--markdown <file>', 'also write the Markdown table to a file'))
     .action(async (flags: BenchFlags) => {
@@ -142,6 +144,7 @@ export function registerBenchCommand(program: Command): void {
         drivers: flags.driver,
         systems: flags.system,
         durability: flags.durability,
+        tls: flags.tls === true,
         scale,
         sections: flags.only ?? [...SECTIONS],
         command: `concord ${process.argv.slice(2).map(redactUrl).join(' ')}`,

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerBenchCommand } from './bench-command.js';
+import { registerCertsCommand } from './certs-command.js';
 import { registerCheckCommand } from './check-command.js';
 import { registerDemoCommand } from './demo-command.js';
 import { registerNodeCommand } from './node-command.js';
@@ -29,5 +30,6 @@ registerNodeCommand(program);
 registerDemoCommand(program);
 registerCheckCommand(program);
 registerBenchCommand(program);
+registerCertsCommand(program);
 
 await program.parseAsync(process.argv);

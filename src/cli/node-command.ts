@@ -1,6 +1,8 @@
 import { type Command, Option } from 'commander';
 import { isWeakSecret, MIN_SECRET_BYTES } from '../cluster/secret-check.js';
 import type { Durability } from '../store/types.js';
+import type { MeshTlsOptions } from '../transport/tls.js';
+import { CertsError, readPemOption } from './certs.js';
 import {
   DEFAULT_STORE,
   DEMO_WEAK_SECRET_ENV,
@@ -23,6 +25,7 @@ interface NodeFlags {
   clusterPort: number;
   host: string;
   advertiseHost?: string;
+  advertisePort?: number;
   store?: string;
   ownership: OwnershipMode;
   callTimeout?: number;
@@ -33,6 +36,15 @@ interface NodeFlags {
   drainDelay?: number;
   logLevel?: string;
   demoControls?: boolean;
+  httpMaxHeaderBytes?: number;
+  httpHeadersTimeout?: number;
+  httpRequestTimeout?: number;
+  httpKeepAliveTimeout?: number;
+  httpMaxConnectionsPerAddress?: number;
+  trustProxy?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
   app: string[];
 }
 
@@ -68,6 +80,14 @@ export function registerNodeCommand(program: Command): void {
         '--advertise-host <host>',
         'host other nodes and clients reach this node at (default: --host, or the hostname for 0.0.0.0)',
       ).env('CONCORD_ADVERTISE_HOST'),
+    )
+    .addOption(
+      new Option(
+        '--advertise-port <port>',
+        'cluster port other nodes dial, when a port mapping or proxy sits in between (default: the bound --cluster-port)',
+      )
+        .env('CONCORD_ADVERTISE_PORT')
+        .argParser(parsePort),
     )
     .addOption(ownershipOption())
     .addOption(
@@ -119,6 +139,52 @@ export function registerNodeCommand(program: Command): void {
         .argParser(parseNonNegativeInt),
     )
     .addOption(
+      new Option('--http-max-header-bytes <n>', 'largest request line + headers; larger → 431 (default 16384)')
+        .env('CONCORD_HTTP_MAX_HEADER_BYTES')
+        .argParser(parsePositiveInt),
+    )
+    .addOption(
+      new Option('--http-headers-timeout <ms>', 'request headers must arrive within this; else 408 (default 10000)')
+        .env('CONCORD_HTTP_HEADERS_TIMEOUT_MS')
+        .argParser(parsePositiveInt),
+    )
+    .addOption(
+      new Option('--http-request-timeout <ms>', 'a whole request must arrive within this; else 408 (default 30000)')
+        .env('CONCORD_HTTP_REQUEST_TIMEOUT_MS')
+        .argParser(parsePositiveInt),
+    )
+    .addOption(
+      new Option('--http-keep-alive-timeout <ms>', 'idle keep-alive connections close after this (default 72000)')
+        .env('CONCORD_HTTP_KEEP_ALIVE_TIMEOUT_MS')
+        .argParser(parsePositiveInt),
+    )
+    .addOption(
+      new Option(
+        '--http-max-connections-per-address <n>',
+        'open HTTP connections allowed from one client address, more are answered 429 (default 256; 0: no limit)',
+      )
+        .env('CONCORD_HTTP_MAX_CONNECTIONS_PER_ADDRESS')
+        .argParser(parseNonNegativeInt),
+    )
+    .addOption(
+      new Option(
+        '--trust-proxy <proxies>',
+        "believe X-Forwarded-For from these proxies for the client address: 'true' (any), or comma-separated addresses/CIDRs (default: none)",
+      ).env('CONCORD_TRUST_PROXY'),
+    )
+    .addOption(
+      new Option(
+        '--tls-cert <file>',
+        "this node's certificate (PEM) for mutual TLS 1.3 between nodes; with --tls-key and --tls-ca (see `concord certs`)",
+      ).env('CONCORD_TLS_CERT'),
+    )
+    .addOption(new Option('--tls-key <file>', "the certificate's private key (PEM)").env('CONCORD_TLS_KEY'))
+    .addOption(
+      new Option('--tls-ca <file>', 'the cluster CA (PEM): peers must present a certificate it signed').env(
+        'CONCORD_TLS_CA',
+      ),
+    )
+    .addOption(
       new Option(
         '--app <module>',
         'load an application module (ConcordApps and/or entity definitions); repeatable. Env: CONCORD_APPS, comma-separated',
@@ -128,7 +194,7 @@ export function registerNodeCommand(program: Command): void {
     )
     .addHelpText(
       'after',
-      '\nEnvironment: CONCORD_SECRET (required: the cluster secret, the same on every node, at least 16 bytes, e.g. `openssl rand -hex 24`; never a flag, so it stays out of `ps`).\nCONCORD_SECRET_PREVIOUS: the previous secret, only while rotating it (see the README).\nThe node is ready when GET /readyz answers 200; SIGTERM or SIGINT stops it gracefully (its entities move to the other nodes).',
+      '\nEnvironment: CONCORD_SECRET (required: the cluster secret, the same on every node, at least 16 bytes, e.g. `openssl rand -hex 24`; never a flag, so it stays out of `ps`).\nCONCORD_SECRET_PREVIOUS: the previous secret, only while rotating it (see the README).\nCONCORD_TLS_CERT, CONCORD_TLS_KEY, CONCORD_TLS_CA: a file path, or the PEM text itself.\nThe node is ready when GET /readyz answers 200; SIGTERM or SIGINT stops it gracefully (its entities move to the other nodes).',
     )
     .action(async (flags: NodeFlags, command: Command) => {
       const secret = process.env['CONCORD_SECRET'];
@@ -150,12 +216,32 @@ export function registerNodeCommand(program: Command): void {
             'To replace the secret of a running cluster, see "Rotating the secret" in the README.',
         );
       }
+      let tls: MeshTlsOptions | undefined;
+      const tlsFlags = [flags.tlsCert, flags.tlsKey, flags.tlsCa];
+      if (tlsFlags.some((value) => value !== undefined && value !== '')) {
+        if (!tlsFlags.every((value) => value !== undefined && value !== '')) {
+          command.error(
+            'error: TLS needs all three of --tls-cert, --tls-key and --tls-ca (or CONCORD_TLS_CERT, CONCORD_TLS_KEY, CONCORD_TLS_CA)',
+          );
+        }
+        try {
+          tls = {
+            cert: readPemOption(flags.tlsCert!, 'the TLS certificate (--tls-cert)'),
+            key: readPemOption(flags.tlsKey!, 'the TLS key (--tls-key)'),
+            ca: readPemOption(flags.tlsCa!, 'the TLS CA (--tls-ca)'),
+          };
+        } catch (error) {
+          if (error instanceof CertsError) command.error(`error: ${error.message}`);
+          throw error;
+        }
+      }
       const config: NodeRunConfig = {
         name: flags.name,
         httpPort: flags.httpPort,
         clusterPort: flags.clusterPort,
         host: flags.host,
         advertiseHost: flags.advertiseHost,
+        advertisePort: flags.advertisePort,
         store: resolveStore(flags.store),
         secret: secret ?? '',
         previousSecret,
@@ -170,11 +256,28 @@ export function registerNodeCommand(program: Command): void {
         logLevel: flags.logLevel,
         // Only `concord demo`'s children, which have its IPC channel, get the fault buttons.
         demoControls: flags.demoControls === true && exitWithParent,
+        tls,
+        httpLimits: {
+          ...(flags.httpMaxHeaderBytes === undefined ? {} : { maxHeaderBytes: flags.httpMaxHeaderBytes }),
+          ...(flags.httpHeadersTimeout === undefined ? {} : { headersTimeoutMs: flags.httpHeadersTimeout }),
+          ...(flags.httpRequestTimeout === undefined ? {} : { requestTimeoutMs: flags.httpRequestTimeout }),
+          ...(flags.httpKeepAliveTimeout === undefined ? {} : { keepAliveTimeoutMs: flags.httpKeepAliveTimeout }),
+          ...(flags.httpMaxConnectionsPerAddress === undefined
+            ? {}
+            : { maxConnectionsPerAddress: flags.httpMaxConnectionsPerAddress }),
+        },
+        trustProxy: parseTrustProxy(flags.trustProxy),
         appModules: flags.app.length > 0 ? flags.app : splitList(process.env['CONCORD_APPS']),
         exitWithParent,
       };
       await runNode(config);
     });
+}
+
+function parseTrustProxy(value: string | undefined): boolean | string[] | undefined {
+  if (value === undefined || value.trim() === '' || value.trim() === 'false') return undefined;
+  if (value.trim() === 'true') return true;
+  return splitList(value);
 }
 
 function splitList(value: string | undefined): string[] {

@@ -43,7 +43,7 @@ export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', '
 
 export function parseNonNegativeInt(value: string): number {
   const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) {
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 0) {
     throw new InvalidArgumentError('must be a whole number (0 or more)');
   }
   return n;

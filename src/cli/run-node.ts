@@ -3,11 +3,12 @@ import { ConcordError } from '../errors.js';
 import type { DemoProcess } from '../http/activity.js';
 import type { AppContext, AppNode, ConcordApp } from '../http/app.js';
 import { introspectConcordNode, introspectNaiveNode, type NodeIntrospection } from '../http/introspection.js';
-import { createHttpServer, type HttpServer } from '../http/server.js';
+import { createHttpServer, type HttpLimits, type HttpServer } from '../http/server.js';
 import { createLogger, type Logger } from '../logger.js';
 import { NaiveNode } from '../runtime/naive-node.js';
 import { ConcordNode } from '../runtime/node.js';
 import type { Durability } from '../store/types.js';
+import type { MeshTlsOptions } from '../transport/tls.js';
 import { apps as builtInApps } from './apps.js';
 import { loadAppModules } from './load-apps.js';
 import { type OwnershipMode, redactUrl } from './options.js';
@@ -26,6 +27,8 @@ export interface NodeRunConfig {
   clusterPort: number;
   host: string;
   advertiseHost: string | undefined;
+  /** `--advertise-port`: the cluster port other nodes dial (default: the bound one). */
+  advertisePort?: number | undefined;
   store: string;
   secret: string;
   /** CONCORD_SECRET_PREVIOUS: the cluster's previous secret, during a rotation. */
@@ -39,6 +42,12 @@ export interface NodeRunConfig {
   durability: Durability | undefined;
   /** `--idempotency-window`: how long idempotency keys are remembered at least (default 24 h). */
   idempotencyWindowMs?: number | undefined;
+  /** Mutual TLS between nodes (`--tls-cert`, `--tls-key`, `--tls-ca`, read already). */
+  tls?: MeshTlsOptions | undefined;
+  /** HTTP limits (`--http-*`); unset ones keep their defaults. */
+  httpLimits?: Partial<HttpLimits>;
+  /** `--trust-proxy`: proxies whose X-Forwarded-For names the client address. */
+  trustProxy?: boolean | string[] | undefined;
   /** Extra application modules (`--app`), served after the built-in example apps. */
   appModules: readonly string[];
   /** Stop when the IPC channel to the parent closes (set by `concord demo` for its children). */
@@ -148,12 +157,14 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
       host: config.host,
       clusterPort: config.clusterPort,
       advertiseHost: config.advertiseHost,
+      ...(config.advertisePort === undefined ? {} : { advertisePort: config.advertisePort }),
       httpAddress,
       callTimeoutMs: config.callTimeoutMs,
       leaseTtlMs: config.leaseTtlMs,
       suspicionTimeoutMs: config.suspicionTimeoutMs,
       durability: config.durability,
       idempotencyWindowMs: config.idempotencyWindowMs,
+      ...(config.tls === undefined ? {} : { tls: config.tls }),
       logger,
     });
     node = concord;
@@ -171,6 +182,8 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
       demoControls: demoControls
         ? (action, target) => process.send?.({ t: 'demo-action', action, node: target, from: config.name })
         : null,
+      ...(config.httpLimits === undefined ? {} : { limits: config.httpLimits }),
+      ...(config.trustProxy === undefined ? {} : { trustProxy: config.trustProxy }),
     });
     if (demoControls) {
       process.on('message', (message: unknown) => {

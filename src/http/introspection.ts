@@ -69,6 +69,8 @@ export interface NodeIntrospection {
   counters(): RuntimeCounters;
   /** Peer handshakes that failed on this node (wrong secret, bad frames, timeouts…). */
   peerHandshakeFailures(): number;
+  /** Authenticated peer connections dropped for a malformed frame or message (the mesh's count). */
+  peerProtocolErrors(): number;
   /**
    * The refused joins recorded in the store, read when asked. If the store does not answer
    * within a second, the last answer (or none) is returned instead.
@@ -136,6 +138,7 @@ export function introspectConcordNode(node: ConcordNode): NodeIntrospection {
     clusterId: node.clusterId,
     counters: () => ({ ...node.host.stats, ...node.router.stats, ...node.membership.stats }),
     peerHandshakeFailures: () => node.mesh.stats.handshakeFailures,
+    peerProtocolErrors: () => node.mesh.stats.protocolErrors,
     refusedJoins: async () => {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<null>((resolve) => {
@@ -171,6 +174,7 @@ export function introspectNaiveNode(node: NaiveNode): NodeIntrospection {
     ownership: 'none',
     clusterId: null,
     peerHandshakeFailures: () => 0,
+    peerProtocolErrors: () => 0,
     refusedJoins: async () => ({ now: Date.now(), joins: [] }),
     counters: () => ({
       activations: node.stats.activations,

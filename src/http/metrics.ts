@@ -212,6 +212,17 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
     labelNames: ['map'],
     registers: [registry],
   });
+  let protocolErrorsSeen = 0;
+  new Counter({
+    name: 'concord_peer_protocol_errors_total',
+    help: 'Authenticated peer connections this node dropped because the peer sent a malformed or oversized frame or an unknown message',
+    registers: [registry],
+    collect() {
+      const value = introspection.peerProtocolErrors();
+      if (value > protocolErrorsSeen) this.inc(value - protocolErrorsSeen);
+      protocolErrorsSeen = Math.max(protocolErrorsSeen, value);
+    },
+  });
 
   http.get('/metrics', async (_request, reply) => {
     const text = await registry.metrics();

@@ -1,4 +1,7 @@
-import { type FastifyInstance, fastify } from 'fastify';
+import type { Server as HttpServerType } from 'node:http';
+import type { Socket } from 'node:net';
+import { type FastifyHttpOptions, type FastifyInstance, fastify } from 'fastify';
+import { ConcordError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { ClusterActivity } from './activity.js';
 import type { AppContext, AppNode, ConcordApp } from './app.js';
@@ -17,6 +20,31 @@ import { registerTestCallRoute, registerTestFaultRoutes } from './test-faults.js
 
 export const DEFAULT_BODY_LIMIT = 64 * 1024;
 
+/**
+ * Limits that keep slow or greedy clients from holding the server (README "HTTP limits"). Every
+ * one is an option of `concord node` too.
+ */
+export interface HttpLimits {
+  /** Largest request line + headers, bytes; larger → 431. Default 16 KiB. */
+  maxHeaderBytes: number;
+  /** Complete request headers must arrive within this, ms; else 408. Default 10 s. */
+  headersTimeoutMs: number;
+  /** The complete request (headers and body) must arrive within this, ms; else 408. Default 30 s. */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this, ms. Default 72 s (above common load balancers' 60 s). */
+  keepAliveTimeoutMs: number;
+  /** Open connections from one client address; more are answered 429 and closed. Default 256; 0 = no limit. */
+  maxConnectionsPerAddress: number;
+}
+
+export const DEFAULT_HTTP_LIMITS: HttpLimits = {
+  maxHeaderBytes: 16 * 1024,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 72_000,
+  maxConnectionsPerAddress: 256,
+};
+
 export interface HttpServerOptions {
   /** The node and the services the apps are given. */
   context: AppContext;
@@ -27,6 +55,13 @@ export interface HttpServerOptions {
   bodyLimit?: number;
   /** Only under `concord demo`: the dashboard's fault buttons ask the demo to act. */
   demoControls?: ((action: DemoAction, node: string) => void) | null;
+  /** Header size, timeouts and connections per address (defaults: DEFAULT_HTTP_LIMITS). */
+  limits?: Partial<HttpLimits>;
+  /**
+   * Fastify's `trustProxy`: which proxies' X-Forwarded-For to believe for the client address
+   * (`request.ip`, used by login throttling). Default false: the TCP peer is the client.
+   */
+  trustProxy?: boolean | string | string[];
 }
 
 export interface HttpServer {
@@ -57,7 +92,8 @@ const DEFAULT_FORCE_CLOSE_MS = 6000;
 
 export async function createHttpServer(options: HttpServerOptions): Promise<HttpServer> {
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
-  const http = fastify({
+  const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...options.limits };
+  const fastifyOptions: FastifyHttpOptions<HttpServerType> = {
     logger: false,
     bodyLimit,
     // Well above the id limit (200), so that longer ids reach the route and fail its schema.
@@ -67,7 +103,21 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Http
     // routes calls), each answered with `Connection: close`, rather than refused with a 503.
     return503OnClosing: false,
     frameworkErrors: frameworkErrorHandler(options.logger, bodyLimit),
-  });
+    trustProxy: options.trustProxy ?? false,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    http: {
+      maxHeaderSize: limits.maxHeaderBytes,
+      headersTimeout: Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs),
+      // How often Node enforces the two timeouts above (its default, 30 s, would let a slow
+      // client hold a connection that much longer).
+      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+    },
+    clientErrorHandler: clientErrorHandler(limits),
+  };
+  const http = fastify(fastifyOptions);
+  limitConnectionsPerAddress(http, limits.maxConnectionsPerAddress, options.logger);
+  installJsonBodyParser(http, bodyLimit);
   let draining = false;
   let open = 0;
   http.server.on('connection', (socket) => {
@@ -129,4 +179,102 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Http
     },
     connections: () => open,
   };
+}
+
+/**
+ * Errors Node's HTTP parser meets before Fastify sees a request (headers too large, a timeout,
+ * bytes that are not HTTP): answered in the same JSON shape as every other error, then closed.
+ */
+function clientErrorHandler(limits: HttpLimits) {
+  return (error: Error & { code?: string }, socket: Socket): void => {
+    if (error.code === 'ECONNRESET' || socket.destroyed) return;
+    let status = 400;
+    let message = 'the request is not valid HTTP/1.1';
+    if (error.code === 'HPE_HEADER_OVERFLOW') {
+      status = 431;
+      message = `the request line and headers are larger than ${limits.maxHeaderBytes} bytes`;
+    } else if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      status = 408;
+      message = `the request did not arrive completely within ${limits.requestTimeoutMs} ms (headers within ${limits.headersTimeoutMs} ms)`;
+    }
+    writeRawError(socket, status, message);
+  };
+}
+
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  408: 'Request Timeout',
+  429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
+};
+
+function writeRawError(socket: Socket, status: number, message: string): void {
+  const body = JSON.stringify({ error: message });
+  if (socket.writable) {
+    socket.end(
+      `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
+
+/** More than `max` open connections from one address: the extra one is answered 429 and closed. */
+function limitConnectionsPerAddress(http: FastifyInstance, max: number, logger: Logger): void {
+  if (max <= 0) return;
+  const open = new Map<string, number>();
+  http.server.on('connection', (socket: Socket) => {
+    const address = socket.remoteAddress ?? '?';
+    const count = (open.get(address) ?? 0) + 1;
+    open.set(address, count);
+    socket.once('close', () => {
+      const left = (open.get(address) ?? 1) - 1;
+      if (left <= 0) open.delete(address);
+      else open.set(address, left);
+    });
+    if (count > max) {
+      logger.warn({ address, limit: max }, 'too many HTTP connections from one address; refusing');
+      writeRawError(socket, 429, `more than ${max} open connections from this address`);
+    }
+  });
+}
+
+/**
+ * Request bodies are JSON, sent as `application/json` (any charset): Fastify's other default
+ * parser (text/plain) is removed, so a body of any other content type, or of none, is 415 on
+ * every route, and a JSON body is parsed here: invalid JSON, an empty body, and keys that
+ * could change an object's prototype when merged (`__proto__`, `constructor.prototype`) are 400
+ * with a message that says which.
+ */
+function installJsonBodyParser(http: FastifyInstance, bodyLimit: number): void {
+  http.removeContentTypeParser(['application/json', 'text/plain']);
+  http.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, (_request, body, done) => {
+    const text = body as string;
+    if (text.length === 0 || text.trim().length === 0) {
+      done(new ConcordError('BAD_MESSAGE', 'the body is empty; send a JSON object'), undefined);
+      return;
+    }
+    try {
+      done(null, JSON.parse(text, refusePrototypeKeys));
+    } catch (error) {
+      if (error instanceof ConcordError) done(error, undefined);
+      else done(new ConcordError('BAD_MESSAGE', `the body is not valid JSON (${(error as Error).message})`), undefined);
+    }
+  });
+}
+
+function refusePrototypeKeys(this: unknown, key: string, value: unknown): unknown {
+  if (key === '__proto__') {
+    throw new ConcordError(
+      'BAD_MESSAGE',
+      'the body has a "__proto__" key, which is not allowed (it could change the prototype of objects it is merged into)',
+    );
+  }
+  if (key === 'constructor' && value !== null && typeof value === 'object' && Object.hasOwn(value, 'prototype')) {
+    throw new ConcordError(
+      'BAD_MESSAGE',
+      'the body has a "constructor" key holding a "prototype", which is not allowed',
+    );
+  }
+  return value;
 }

@@ -38,6 +38,7 @@ import { type CallOutcome, Telemetry, withStoreTiming } from '../telemetry.js';
 import { PeerUnreachable } from '../transport/errors.js';
 import { FaultSwitch } from '../transport/faults.js';
 import { Mesh } from '../transport/mesh.js';
+import type { MeshTlsOptions } from '../transport/tls.js';
 import type { PeerId } from '../transport/types.js';
 import { withStoreFaults } from './faulty-store.js';
 
@@ -67,12 +68,20 @@ export interface NodeOptions {
   previousSecret?: string;
   /** Accept a secret shorter than 16 bytes, with a warning. For throwaway local demos only. */
   allowWeakSecret?: boolean;
+  /**
+   * Mutual TLS 1.3 between nodes: this node's certificate and key and the cluster CA (PEM). A
+   * peer must present a certificate the CA signed and pass the secret handshake. Every node of
+   * a cluster uses TLS or none does. See SECURITY.md.
+   */
+  tls?: MeshTlsOptions;
   /** Interface the cluster port binds to. Default 127.0.0.1. */
   host?: string;
   /** Cluster (peer transport) port; 0 picks a free one. Default 0. */
   clusterPort?: number;
   /** Host other nodes dial; defaults to `host` (or the machine's hostname when binding 0.0.0.0 / ::). */
   advertiseHost?: string;
+  /** Port other nodes dial (a port mapping or a proxy in between); defaults to the bound cluster port. */
+  advertisePort?: number;
   /** Base URL of this node's HTTP API, published in the membership table. */
   httpAddress?: string | null;
   /** Shards in the cluster. Fixed when the store is first used. Default 256. */
@@ -273,6 +282,7 @@ export class ConcordNode {
         host,
         port: options.clusterPort ?? 0,
         faults: faults ?? undefined,
+        ...(options.tls === undefined ? {} : { tls: options.tls }),
         // Ping often and call a connection silent after about one lease: a peer paused for
         // less than that (a GC pause) keeps its connection, a cut-off one is noticed in time.
         pingIntervalMs: Math.max(50, Math.round(leaseTtlMs / 6)),
@@ -281,8 +291,17 @@ export class ConcordNode {
       });
       const bound = await mesh.listen();
       cleanup.push(() => mesh.close());
+      if (options.tls === undefined) {
+        logger.warn(
+          { clusterPort: bound.port },
+          'peer traffic between nodes is NOT encrypted (no TLS): anyone on the network path can read it and change it. ' +
+            'Keep the cluster port on a private network, or give every node --tls-cert, --tls-key and --tls-ca (see SECURITY.md)',
+        );
+      } else {
+        logger.info({ clusterPort: bound.port }, 'peer traffic between nodes: mutual TLS 1.3 with the cluster CA');
+      }
       const advertise = options.advertiseHost ?? advertisedHost(host);
-      const address = formatAddress(advertise, bound.port);
+      const address = formatAddress(advertise, options.advertisePort ?? bound.port);
 
       const lease = new Lease(
         store,

@@ -5,6 +5,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { makeCerts } from '../cli/certs.js';
 
 /**
  * LocalCluster: real concord node processes for tests, started through the `concord node`
@@ -50,6 +51,19 @@ export interface LocalClusterOptions {
   secret?: string;
   /** Print the nodes' logs to this process's stderr. */
   verbose?: boolean;
+  /**
+   * Mutual TLS between the nodes: a cluster CA and a certificate per node are made (with
+   * `concord certs`' code, which runs openssl) in the cluster's temporary directory, and every
+   * node gets `CONCORD_TLS_CERT/KEY/CA`. Nodes added later get one too (see AddNodeOptions.tls).
+   */
+  tls?: boolean;
+}
+
+/** Certificate files of one node (paths). */
+export interface NodeTlsFiles {
+  cert: string;
+  key: string;
+  ca: string;
 }
 
 export interface HttpResult<T = Record<string, unknown>> {
@@ -125,6 +139,11 @@ export interface AddNodeOptions {
   env?: Record<string, string>;
   /** Extra `concord node` arguments (after the cluster's). */
   args?: string[];
+  /**
+   * Its TLS files: default, on a TLS cluster, a certificate of the cluster's CA made for it;
+   * `false` starts it without TLS; or files of your own (e.g. from another CA).
+   */
+  tls?: false | NodeTlsFiles;
 }
 
 export class ClusterNode {
@@ -371,7 +390,16 @@ export class LocalCluster {
     private readonly env: NodeJS.ProcessEnv,
     private readonly nodeArgs: string[],
     private readonly verbose: boolean,
+    /** The directory of the cluster CA and node certificates when the cluster runs TLS. */
+    readonly tlsDir: string | null = null,
   ) {}
+
+  /** Make a certificate of this cluster's CA for `name` (a TLS cluster only). */
+  async certificateFor(name: string): Promise<NodeTlsFiles> {
+    if (this.tlsDir === null) throw new Error('this cluster does not run TLS');
+    const made = await makeCerts({ dir: this.tlsDir, nodes: [name], hosts: ['127.0.0.1', 'localhost'], force: true });
+    return made.nodes[name]!;
+  }
 
   /**
    * Prepare one more node for this cluster's store, with its own ports and, optionally, another
@@ -389,6 +417,8 @@ export class LocalCluster {
     if (this.nodes.some((n) => n.name === name)) throw new Error(`a node named ${name} already exists`);
     const [httpPort, clusterPort] = await freePorts(2);
     const env: NodeJS.ProcessEnv = { ...this.env, ...options.env };
+    const tls = options.tls ?? (this.tlsDir === null ? false : await this.certificateFor(name));
+    Object.assign(env, tlsEnv(tls));
     if (options.secret !== undefined) env['CONCORD_SECRET'] = options.secret;
     if (options.previousSecret !== undefined) env['CONCORD_SECRET_PREVIOUS'] = options.previousSecret;
     const args = [...nodeArgs(name, httpPort!, clusterPort!, this.store), ...this.nodeArgs, ...(options.args ?? [])];
@@ -399,7 +429,11 @@ export class LocalCluster {
 
   static async start(options: LocalClusterOptions = {}): Promise<LocalCluster> {
     const names = options.names ?? Array.from({ length: options.nodes ?? 3 }, (_, i) => `n${i + 1}`);
-    const store = options.store ?? `sqlite:${join(mkdtempSync(join(tmpdir(), 'concord-cluster-')), 'concord.db')}`;
+    const dir = mkdtempSync(join(tmpdir(), 'concord-cluster-'));
+    const store = options.store ?? `sqlite:${join(dir, 'concord.db')}`;
+    const tlsDir = options.tls ? join(dir, 'certs') : null;
+    const certs =
+      tlsDir === null ? null : await makeCerts({ dir: tlsDir, nodes: names, hosts: ['127.0.0.1', 'localhost'] });
     const secret = options.secret ?? randomBytes(24).toString('hex');
     const env: NodeJS.ProcessEnv = {
       ...process.env,
@@ -417,9 +451,10 @@ export class LocalCluster {
       const httpPort = ports[2 * i]!;
       const clusterPort = ports[2 * i + 1]!;
       const args = [...nodeArgs(name, httpPort, clusterPort, store), ...extraArgs];
-      nodes.push(new ClusterNode(name, httpPort, clusterPort, args, env, options.verbose ?? false));
+      const nodeEnv = certs === null ? env : { ...env, ...tlsEnv(certs.nodes[name]!) };
+      nodes.push(new ClusterNode(name, httpPort, clusterPort, args, nodeEnv, options.verbose ?? false));
     }
-    const cluster = new LocalCluster(nodes, store, secret, env, extraArgs, options.verbose ?? false);
+    const cluster = new LocalCluster(nodes, store, secret, env, extraArgs, options.verbose ?? false, tlsDir);
     try {
       // The first node creates the schema; the others then join in parallel.
       nodes[0]?.launch();
@@ -506,6 +541,13 @@ function nodeArgs(name: string, httpPort: number, clusterPort: number, store: st
     '--store',
     store,
   ];
+}
+
+/** The CONCORD_TLS_* variables of a node (empty strings for none: the node then runs without TLS). */
+function tlsEnv(files: false | NodeTlsFiles): Record<string, string> {
+  return files === false
+    ? { CONCORD_TLS_CERT: '', CONCORD_TLS_KEY: '', CONCORD_TLS_CA: '' }
+    : { CONCORD_TLS_CERT: files.cert, CONCORD_TLS_KEY: files.key, CONCORD_TLS_CA: files.ca };
 }
 
 /** An idempotency key as the `Idempotency-Key` header's Structured Field string: `"key"`. */

@@ -24,6 +24,7 @@ import {
   MSG_RESPONSE,
   ProtocolError,
 } from './protocol.js';
+import { isTlsError } from './tls.js';
 import type { PeerId, TransportLogger } from './types.js';
 
 /** Above this many queued bytes a flush hands the frames to one corked writev instead of copying them together. */
@@ -61,6 +62,11 @@ export interface ConnectionHooks {
    * peer hung up before it completed. Not called when this side closes the connection itself.
    */
   onHandshakeFailed(conn: Connection, reason: string): void;
+  /**
+   * An authenticated peer sent something this side refuses (a malformed or oversized frame, a
+   * message that is not one of the protocol's): the connection is being dropped for it.
+   */
+  onProtocolError(conn: Connection, reason: string): void;
   /** Called exactly once; `wasOpen` says whether `onOpen` had been called. */
   onClose(conn: Connection, reason: string, wasOpen: boolean): void;
   onRequest(conn: Connection, id: number, body: unknown): void;
@@ -173,7 +179,12 @@ export class Connection implements MessageSink {
 
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (err: NodeJS.ErrnoException) => this.onSocketGone(`socket error: ${err.code ?? err.message}`));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      // A TLS failure (a certificate from another CA, none, a record changed on the path) is
+      // logged like a failed handshake or a broken frame; other socket errors are routine.
+      if (isTlsError(err) && this.connected) this.fail(`TLS: ${err.code ?? ''} ${err.message}`.trim());
+      else this.onSocketGone(`socket error: ${err.code ?? err.message}`);
+    });
     socket.on('end', () => this.onSocketGone('peer closed the connection'));
     socket.on('close', () => this.onSocketGone('connection closed'));
 
@@ -432,9 +443,13 @@ export class Connection implements MessageSink {
     this.close(reason);
   }
 
-  /** Closes because the peer misbehaved or the handshake failed: destroy and log a warning. */
-  fail(reason: string): void {
+  /**
+   * Closes because the peer misbehaved, went silent (`misbehaved` false) or the handshake failed:
+   * destroy and log a warning.
+   */
+  fail(reason: string, misbehaved = true): void {
     if (this.state === 'closed') return;
+    if (this.state === 'open' && misbehaved) this.hooks.onProtocolError(this, reason);
     this.ctx.logger.warn(
       { remote: this.remoteAddress, peer: this.peer ?? this.faultName ?? undefined, role: this.role, reason },
       this.state === 'handshake' ? 'peer handshake failed; disconnecting' : 'peer connection failed; disconnecting',

@@ -87,7 +87,10 @@ function readBytes(rec: Record<string, unknown>, key: string, length: number): B
 
 function readHello(rec: Record<string, unknown>): HelloFields {
   const v = field(rec, 'v');
-  if (v !== PROTOCOL_VERSION) throw new HandshakeError(`unsupported protocol version ${String(v)}`);
+  if (v !== PROTOCOL_VERSION) {
+    // Not String(v): a map like {"toString": 1} would make that throw a TypeError.
+    throw new HandshakeError(`unsupported protocol version ${typeof v === 'number' ? v : typeof v}`);
+  }
   const name = field(rec, 'name');
   if (typeof name !== 'string' || name.length === 0 || name.length > MAX_NAME_LENGTH) {
     throw new HandshakeError('bad name');

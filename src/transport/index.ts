@@ -13,7 +13,9 @@
  * - Connections open with a mutual HMAC-SHA256 challenge–response over the cluster secret
  *   (handshake.ts). Any handshake failure, timeout, malformed or oversized frame destroys that
  *   socket and logs a warning with the remote address; the node keeps serving everyone else.
- *   The handshake authenticates; it does not encrypt. Run the mesh on a private network.
+ *   The handshake authenticates; it does not encrypt. With `tls` (tls.ts) every connection is
+ *   mutual TLS 1.3 with certificates from the cluster CA, and the handshake runs inside it;
+ *   without it, run the mesh on a private network.
  * - After the handshake (protocol.ts): requests multiplexed by id, responses, error responses
  *   (errorToShape/errorFromShape, so codes survive), fire-and-forget messages, ping/pong.
  *   Frames written in the same event-loop turn go out in one socket write (connection.ts).
@@ -51,4 +53,5 @@ export {
 } from './frame.js';
 export { PROTOCOL_VERSION } from './handshake.js';
 export { Mesh, type MeshEvents, type MeshOptions, type MessageHandler, type RequestHandler } from './mesh.js';
+export { type MeshTlsOptions, TlsConfigError } from './tls.js';
 export type { PeerId, PeerInfo, TransportLogger } from './types.js';

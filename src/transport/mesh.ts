@@ -4,6 +4,12 @@
  */
 import { EventEmitter } from 'node:events';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
+import {
+  createServer as createTlsServer,
+  type TLSSocket,
+  type Server as TlsServer,
+  connect as tlsConnect,
+} from 'node:tls';
 import { Stopped, Timeout, Unavailable } from '../errors.js';
 import { parseAddress } from './address.js';
 import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from './backoff.js';
@@ -12,6 +18,7 @@ import { PeerUnreachable } from './errors.js';
 import type { FaultSwitch } from './faults.js';
 import { createPackr, createUnpackr, DEFAULT_MAX_FRAME_BYTES, PRE_AUTH_MAX_FRAME_BYTES } from './frame.js';
 import { PendingRequest } from './pending.js';
+import { loadMeshTls, type MeshTls, type MeshTlsOptions, peerCertificateSummary, TLS_MIN_VERSION } from './tls.js';
 import { type PeerId, type PeerInfo, silentLogger, type TransportLogger } from './types.js';
 
 export interface MeshOptions {
@@ -41,6 +48,12 @@ export interface MeshOptions {
   maxPendingHandshakes?: number;
   /** Re-dial delays. Default 50 ms doubling to a 1 s cap, with jitter. */
   backoff?: BackoffPolicy;
+  /**
+   * Mutual TLS 1.3 on every peer connection (see tls.ts for what is verified). Without it the
+   * peer traffic is authenticated by the secret handshake but neither encrypted nor protected
+   * against changes on the path. Every node of a cluster must use TLS or none must.
+   */
+  tls?: MeshTlsOptions;
   /** Test-only fault injection. */
   faults?: FaultSwitch;
   logger?: TransportLogger;
@@ -54,6 +67,11 @@ export interface MeshStats {
    * connected, and connections this node dropped itself, are not counted.
    */
   handshakeFailures: number;
+  /**
+   * Authenticated connections dropped because the peer sent a malformed or oversized frame or a
+   * message that is not part of the protocol.
+   */
+  protocolErrors: number;
 }
 
 export interface MeshEvents {
@@ -117,6 +135,10 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly hooks: ConnectionHooks;
 
   private server: Server | null = null;
+  private readonly tls: MeshTls | null;
+  /** With TLS: accepted TCP connections whose TLS handshake is not complete, by remote endpoint. */
+  private readonly tlsPending = new Map<string, Socket>();
+  private tlsServer: TlsServer | null = null;
   private boundAddress: { host: string; port: number } | null = null;
   /** The desired peer set, by name. */
   private readonly slots = new Map<string, PeerSlot>();
@@ -135,7 +157,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private closing: Promise<void> | null = null;
   /** Set by drain(): this node is leaving; it dials nobody and admits no new connection. */
   private leaving = false;
-  readonly stats: MeshStats = { handshakeFailures: 0 };
+  readonly stats: MeshStats = { handshakeFailures: 0, protocolErrors: 0 };
 
   constructor(opts: MeshOptions) {
     super();
@@ -167,6 +189,13 @@ export class Mesh extends EventEmitter<MeshEvents> {
       DEFAULT_MAX_PENDING_HANDSHAKES,
     );
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
+    this.tls = opts.tls === undefined ? null : loadMeshTls(opts.tls);
+    if (this.tls !== null && this.tls.validTo.getTime() - Date.now() < 30 * 86_400_000) {
+      this.logger.warn(
+        { validTo: this.tls.validTo.toISOString() },
+        'this node’s TLS certificate expires within 30 days',
+      );
+    }
     this.ctx = {
       self: Object.freeze({ name: self.name, incarnation: self.incarnation }),
       secret: Buffer.from(opts.secret, 'utf8'),
@@ -187,6 +216,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
       onOpen: (conn) => this.onOpen(conn),
       onHandshakeFailed: () => {
         this.stats.handshakeFailures++;
+      },
+      onProtocolError: () => {
+        this.stats.protocolErrors++;
       },
       onClose: (conn, reason, wasOpen) => this.onClose(conn, reason, wasOpen),
       onRequest: (conn, id, body) => this.dispatchRequest(conn, id, body),
@@ -233,7 +265,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
   async listen(): Promise<{ host: string; port: number }> {
     if (this.closing !== null) throw new Stopped('mesh is closed');
     if (this.server !== null) throw new Error('Mesh.listen() was already called');
-    const server = createServer((socket) => this.onInbound(socket));
+    const server = createServer((socket) => this.onAccepted(socket));
     this.server = server;
     try {
       await new Promise<void>((resolve, reject) => {
@@ -250,7 +282,10 @@ export class Mesh extends EventEmitter<MeshEvents> {
     server.on('error', (err) => this.logger.warn({ err: messageOf(err) }, 'peer listener error'));
     const addr = server.address() as AddressInfo;
     this.boundAddress = { host: addr.address, port: addr.port };
-    this.logger.info({ self: this.self, ...this.boundAddress }, 'peer transport listening');
+    this.logger.info(
+      { self: this.self, ...this.boundAddress, tls: this.tls === null ? false : TLS_MIN_VERSION },
+      'peer transport listening',
+    );
     return { ...this.boundAddress };
   }
 
@@ -408,6 +443,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
       for (const request of queue) request.reject(new Stopped('peer transport closed'));
     }
     this.waiting.clear();
+    for (const socket of this.tlsPending.values()) socket.destroy();
+    this.tlsPending.clear();
     const conns = [...this.open.values(), ...this.handshaking];
     for (const conn of conns) {
       // Requests already written may have been acted on: their callers are told so (the
@@ -423,6 +460,68 @@ export class Mesh extends EventEmitter<MeshEvents> {
   }
 
   // ---- connections ------------------------------------------------------------------------
+
+  /**
+   * A TCP connection arrived. Without TLS it starts its handshake at once; with TLS it is handed
+   * to the TLS server first, and counts against the pending-handshake limit until TLS is done.
+   */
+  private onAccepted(socket: Socket): void {
+    if (this.tls === null) {
+      this.onInbound(socket);
+      return;
+    }
+    if (this.closing !== null) {
+      socket.destroy();
+      return;
+    }
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    if (this.inboundHandshakes + this.tlsPending.size >= this.maxPendingHandshakes) {
+      this.logger.warn(
+        { remote, limit: this.maxPendingHandshakes },
+        'too many unauthenticated peer connections; dropping',
+      );
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    this.tlsPending.set(remote, socket);
+    socket.once('close', () => {
+      if (this.tlsPending.get(remote) === socket) this.tlsPending.delete(remote);
+    });
+    this.tlsServerFor(this.tls).emit('connection', socket);
+  }
+
+  /** The TLS server that wraps accepted sockets (it never listens itself: onAccepted feeds it). */
+  private tlsServerFor(tls: MeshTls): TlsServer {
+    if (this.tlsServer !== null) return this.tlsServer;
+    const server = createTlsServer({
+      cert: tls.options.cert,
+      key: tls.options.key,
+      ca: tls.options.ca,
+      minVersion: TLS_MIN_VERSION,
+      requestCert: true,
+      rejectUnauthorized: true,
+      handshakeTimeout: this.ctx.handshakeTimeoutMs,
+    });
+    server.on('secureConnection', (socket: TLSSocket) => {
+      this.tlsPending.delete(`${socket.remoteAddress}:${socket.remotePort}`);
+      this.onInbound(socket);
+    });
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+      this.stats.handshakeFailures++;
+      this.logger.warn(
+        {
+          remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`,
+          role: 'acceptor',
+          reason: `TLS: ${err.code ?? ''} ${err.message}`.trim(),
+        },
+        'peer TLS handshake failed; disconnecting',
+      );
+      socket.destroy();
+    });
+    this.tlsServer = server;
+    return server;
+  }
 
   private onInbound(socket: Socket): void {
     if (this.closing !== null) {
@@ -485,7 +584,18 @@ export class Mesh extends EventEmitter<MeshEvents> {
       this.logger.warn({ peer: name, address: slot.info.address }, 'peer has an unusable address; not dialing');
       return;
     }
-    const socket = connect({ host: addr.host, port: addr.port });
+    const socket =
+      this.tls === null
+        ? connect({ host: addr.host, port: addr.port })
+        : tlsConnect({
+            host: addr.host,
+            port: addr.port,
+            secureContext: this.tls.clientContext,
+            minVersion: TLS_MIN_VERSION,
+            // The chain to the cluster CA is verified; names are not (see tls.ts): the secret
+            // handshake inside TLS authenticates the node.
+            checkServerIdentity: () => undefined,
+          });
     const conn = new Connection(socket, this.ctx, this.hooks, { name, address: slot.info.address });
     slot.dial = conn;
     this.handshaking.add(conn);
@@ -559,7 +669,11 @@ export class Mesh extends EventEmitter<MeshEvents> {
       clearTimeout(slot.retryTimer);
       slot.retryTimer = null;
     }
-    this.logger.info({ peer, remote: conn.remoteAddress, role: conn.role }, 'peer connected');
+    const certificate = peerCertificateSummary(conn.socket);
+    this.logger.info(
+      { peer, remote: conn.remoteAddress, role: conn.role, ...(certificate ? { certificate } : {}) },
+      'peer connected',
+    );
     const queue = this.waiting.get(peer.name);
     if (queue !== undefined) {
       this.waiting.delete(peer.name);
@@ -715,7 +829,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     for (const conn of this.open.values()) {
       const silentFor = t - conn.lastReceivedAt;
       if (!stalled && silentFor > this.silentAfterMs) {
-        conn.fail(`peer silent for ${Math.round(silentFor)} ms`);
+        conn.fail(`peer silent for ${Math.round(silentFor)} ms`, false);
       } else {
         conn.ping();
       }

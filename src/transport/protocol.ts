@@ -101,5 +101,13 @@ export function dispatchMessage(frame: unknown, sink: MessageSink): void {
       sink.onByeAck();
       return;
   }
-  throw new ProtocolError(`unknown or malformed message (type ${String(type)}, ${n} elements)`);
+  throw new ProtocolError(`unknown or malformed message (type ${describeType(type)}, ${n} elements)`);
+}
+
+/**
+ * The message type for an error message. Never `String(type)`: a decoded map such as
+ * `{"toString": 1}` makes that throw a TypeError instead of the ProtocolError (found by fuzzing).
+ */
+function describeType(type: unknown): string {
+  return typeof type === 'number' ? String(type) : typeof type;
 }

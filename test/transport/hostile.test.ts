@@ -108,7 +108,7 @@ describe('hostile or broken peers', () => {
     const junk = await RawPeer.connect(b.info.address);
     junk.write(Buffer.from([0, 0, 0, 3, 0xdd, 0xff, 0xff]));
     expect(await junk.waitClosed(300)).toBe(true);
-    expect(warningFor(junk)?.['reason']).toMatch(/undecodable/);
+    expect(warningFor(junk)?.['reason']).toMatch(/invalid frame body: truncated/);
 
     const wrongShape = await RawPeer.connect(b.info.address);
     wrongShape.writeValue([0, 1, 'not a hello']);
@@ -192,6 +192,8 @@ describe('hostile or broken peers', () => {
     await badId.handshake({ name: 'aaa-raw', incarnation: 3 });
     badId.write(encodeFrame(createPackr(), [0, -1, 'x'], 1 << 20));
     expect(await badId.waitClosed(500)).toBe(true);
+    // Each of the three was counted, and the node keeps serving its real peer.
+    expect(b.mesh.stats.protocolErrors).toBe(3);
     await stillServing();
   });
 
