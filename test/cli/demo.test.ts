@@ -97,8 +97,14 @@ describe('concord demo (npm start)', () => {
     const exit = await demo.exited;
     expect(exit.code).toBe(0);
     expect(demo.stdout()).toContain('all nodes stopped.');
-    // No stray log lines at shutdown (a rebalance racing the store's close used to warn).
-    expect(demo.stderr()).toBe('');
+    // No stray log lines at shutdown (a rebalance racing the store's close used to warn). This
+    // test runs the demo at CONCORD_LOG_LEVEL=warn (users get error); the one warning each node
+    // gives at start-up, that its peer links are not encrypted, is expected.
+    const stray = demo
+      .stderr()
+      .split('\n')
+      .filter((line) => line.trim() !== '' && !line.includes('peer traffic between nodes is NOT encrypted'));
+    expect(stray).toEqual([]);
     for (const pid of [...nodes.map((n) => n.pid), restartedPid]) expect(alive(pid)).toBe(false);
   });
 
