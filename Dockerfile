@@ -10,7 +10,8 @@
 # Every replica names itself after its hostname and advertises its own IP address unless
 # CONCORD_NODE_NAME / CONCORD_ADVERTISE_HOST say otherwise (deploy/docker-entrypoint.sh), so the
 # replicas of one store find each other with no list of peers. Extra arguments go to
-# `concord node` (e.g. `--log-level debug`). See docker-compose.yml and deploy/kubernetes/.
+# `concord node` (e.g. `--log-level debug`); change the HTTP port with CONCORD_HTTP_PORT, not a
+# flag (the health check reads it). See docker-compose.yml and deploy/kubernetes/.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 

@@ -99,7 +99,7 @@ describe('behind PgBouncer (transaction mode)', () => {
     expect(report.faults.map((f) => f.kind).sort()).toEqual(['kill', 'pause']);
     expect(report.operations).toBeGreaterThan(300);
     // Before ?pgbouncer=true a node behind PgBouncer 1.18 answered about one call in ten.
-    expect(report.availability.outsideFaults.share).toBeGreaterThan(0.95);
+    expect(report.availability.outsideFaults.share).toBeGreaterThan(0.9);
   }, 60_000);
 });
 
