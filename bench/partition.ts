@@ -7,7 +7,7 @@ import type { StoreFactory } from './stores.js';
 import type { BenchOptions, PartitionResult, ScaleSizes } from './types.js';
 
 /**
- * Detection under partial failure: three `concord node` processes (through concord/testing's
+ * Detection under partial failure: three `concord node` processes (through concord-cluster/testing's
  * LocalCluster, with the default lease and suspicion timeout), the third cut off from the other
  * two (not from the store) — then, from the cut: when its /readyz turns 503, when the others
  * have evicted it, and when every entity it owned (one per shard) is served again through the

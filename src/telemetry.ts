@@ -154,14 +154,17 @@ export class RecentCalls {
 
 /**
  * `store` with every asynchronous method timed into `telemetry.storeQueryDuration` (labelled by
- * method name). Synchronous members pass through untouched.
+ * method name). Synchronous members pass through untouched. Every method, `close` too, runs on
+ * the store itself (`this` is never the proxy, which would wrap a store's own function-valued
+ * fields — PostgresStore's client — as if they were methods).
  */
 export function withStoreTiming<T extends object>(store: T, telemetry: Telemetry): T {
   const wrapped = new Map<PropertyKey, unknown>();
   return new Proxy(store, {
-    get(target, property, receiver) {
-      const value = Reflect.get(target, property, receiver);
-      if (typeof value !== 'function' || typeof property !== 'string' || property === 'close') return value;
+    get(target, property) {
+      const value = Reflect.get(target, property, target);
+      if (typeof value !== 'function' || typeof property !== 'string') return value;
+      if (property === 'close') return (value as () => unknown).bind(target);
       let fn = wrapped.get(property);
       if (fn === undefined) {
         const histogram = telemetry.storeQueryDuration;

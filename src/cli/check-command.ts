@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { FAULT_KINDS, type FaultKind } from '../testing/check/faults.js';
+import { formatPercent } from '../testing/check/format.js';
 import { type Availability, type CheckRunReport, runCheck } from '../testing/check/run.js';
 import { type OwnershipMode, ownershipOption, parsePositiveInt, redactUrl } from './options.js';
 
@@ -25,6 +26,7 @@ interface CheckFlags {
   ownership: OwnershipMode;
   reportDir: string;
   opTimeout: number;
+  keepFiles: 'on-failure' | 'always' | 'never';
 }
 
 function parseFaults(value: string): FaultKind[] {
@@ -79,6 +81,14 @@ export function registerCheckCommand(program: Command): void {
     .addOption(ownershipOption())
     .addOption(new Option('--report-dir <dir>', 'where report.json and report.html go').default('.concord/check'))
     .addOption(
+      new Option(
+        '--keep-files <when>',
+        "keep the local cluster's temporary directory (its SQLite store, the node logs): on-failure prints where",
+      )
+        .choices(['on-failure', 'always', 'never'])
+        .default('on-failure'),
+    )
+    .addOption(
       new Option('--op-timeout <ms>', 'client timeout of one operation (its outcome is then unknown)')
         .argParser(parsePositiveInt)
         .default(3000),
@@ -118,6 +128,7 @@ export function registerCheckCommand(program: Command): void {
           secret: process.env['CONCORD_SECRET'] || undefined,
           reportDir,
           opTimeoutMs: flags.opTimeout,
+          keepFiles: flags.keepFiles,
           log: (line) => process.stdout.write(`${line}\n`),
         });
       } catch (error) {
@@ -131,7 +142,7 @@ export function registerCheckCommand(program: Command): void {
 }
 
 function percent(a: Availability): string {
-  return `${(a.share * 100).toFixed(1)}% of ${a.operations}`;
+  return a.operations === 0 ? 'no operations' : `${formatPercent(a.share)}% of ${a.operations}`;
 }
 
 function summary(report: CheckRunReport, flags: CheckFlags, reportDir: string): string {
@@ -140,12 +151,17 @@ function summary(report: CheckRunReport, flags: CheckFlags, reportDir: string): 
     : `${flags.nodes} nodes on ${flags.store ? redactUrl(flags.store) : 'a fresh SQLite store'}${flags.ownership === 'none' ? ', ownership none' : ''}`;
   const byKind = new Map<string, number>();
   for (const f of report.faults) byKind.set(f.kind, (byKind.get(f.kind) ?? 0) + 1);
+  const notInjected =
+    report.faultsNotInjected.length === 0
+      ? ''
+      : ` (not injected: ${report.faultsNotInjected.join(', ')} — the run ended before its turn; --seconds ${report.secondsForEveryFault} or more injects every kind)`;
+  const { ok, failed, unknown } = report.outcomes;
   const lines = [
     '',
     `verdict: ${report.verdict.toUpperCase()}`,
     `cluster: ${target}`,
-    `operations: ${report.operations} in ${(report.durationMs / 1000).toFixed(1)} s, checked in ${report.checkerMs.toFixed(0)} ms`,
-    `faults: ${report.faults.length === 0 ? 'none' : [...byKind].map(([k, n]) => `${k} ×${n}`).join(', ')}`,
+    `operations: ${report.operations} in ${(report.durationMs / 1000).toFixed(1)} s (${ok} ok, ${failed} definitely failed, ${unknown} with unknown outcome), checked in ${report.checkerMs.toFixed(0)} ms`,
+    `faults: ${report.faults.length === 0 ? 'none' : [...byKind].map(([k, n]) => `${k} ×${n}`).join(', ')}${notInjected}`,
     `availability (operations that succeeded): inside fault windows ${percent(report.availability.inFaults)} (after the ${(report.detectionBoundMs / 1000).toFixed(1)} s detection bound: ${percent(report.availability.afterDetection)}), outside ${percent(report.availability.outsideFaults)}`,
     `keys: ${report.keys.filter((k) => k.ok === true).length} linearizable, ${report.keys.filter((k) => k.ok === false).length} violated, ${report.keys.filter((k) => k.ok === 'unknown').length} undecided`,
     `report: ${reportDir}/report.json, ${reportDir}/report.html`,

@@ -79,7 +79,7 @@ interface RunningNode {
 }
 
 /** A graceful stop that takes longer than this ends with exit 1 (the lease then frees the shards). */
-const HARD_EXIT_MS = 20_000;
+export const HARD_EXIT_MS = 20_000;
 const NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
 export async function runNode(config: NodeRunConfig): Promise<void> {

@@ -9,7 +9,8 @@ import type { Store, StoreOptions } from './types.js';
  *
  * - `sqlite:PATH` (relative paths resolve against the working directory; the parent directory
  *   is created if missing). Every node process of the cluster opens the same file.
- * - `postgres://…` or `postgresql://…`: any URL the `postgres` client accepts.
+ * - `postgres://…` or `postgresql://…`: any URL the `postgres` client accepts, plus
+ *   `?pgbouncer=true` behind a transaction-pooling proxy (see PostgresStore).
  */
 export async function openStore(url: string, options: StoreOptions = {}): Promise<Store> {
   const store = await createStore(url, options);

@@ -4,10 +4,22 @@
  * - A modest pool (8 connections); int8 columns come back as JS numbers.
  * - The store clock is the server's `clock_timestamp()`; node-supplied times are never used.
  * - 'relaxed' durability sets `synchronous_commit = off` as a startup parameter of every
- *   connection (behind PgBouncer, add it to `ignore_startup_parameters` or set it on the role).
- * - No session state is relied on (no advisory locks, no SET): everything works behind a
- *   transaction-pooling proxy. For proxies that cannot handle named prepared statements, add
- *   `?prepare=false` to the URL.
+ *   connection.
+ * - No session state is relied on (no advisory locks, no session-level SET).
+ * - `?pgbouncer=true` in the URL (the option is taken out of the URL; PostgreSQL never sees it)
+ *   makes it work behind a transaction-pooling proxy such as PgBouncer, where consecutive
+ *   transactions of one client connection may run on different server connections:
+ *   - no named prepared statements (`prepare: false`): a statement prepared on one server
+ *     connection does not exist on the next;
+ *   - no pipelining across transactions: at most as many store calls run at once as the pool has
+ *     connections, so the client never sends a query on a connection behind another query's
+ *     Sync (PgBouncer may hand the server connection to someone else at that Sync, and the
+ *     query behind it is then lost or lands elsewhere). Queries inside one transaction are
+ *     still pipelined: a transaction keeps its server connection;
+ *   - relaxed durability as `SET LOCAL synchronous_commit = off` at the start of every
+ *     transaction (PgBouncer refuses unknown startup parameters), and the entity writes and
+ *     activations always run in a transaction to get it. Other single statements (appending
+ *     to the event store directly, pruning, metadata) then commit synchronously.
  * - A dropped connection rejects the queries that were using it; the client reconnects on the
  *   next query. Nothing is thrown outside a returned promise.
  *
@@ -58,16 +70,75 @@ const PG_TYPES = {
   int8: { to: 20, from: [20], serialize: (value: number) => String(value), parse: (raw: string) => Number(raw) },
 };
 
-function connect(url: string, options: StoreOptions) {
+function connect(url: string, options: StoreOptions, pgbouncer: boolean) {
   return postgres(url, {
     max: POOL_SIZE,
     connect_timeout: 10,
     types: PG_TYPES,
     // `CREATE TABLE IF NOT EXISTS` notices would otherwise be printed to the console.
     onnotice: () => {},
+    ...(pgbouncer ? { prepare: false } : {}),
     connection: {
       application_name: 'concord',
-      ...(options.durability === 'relaxed' ? { synchronous_commit: 'off' } : {}),
+      ...(options.durability === 'relaxed' && !pgbouncer ? { synchronous_commit: 'off' } : {}),
+    },
+  });
+}
+
+/**
+ * Takes `pgbouncer` out of a store URL's query (every other parameter reaches the client, which
+ * sends unknown ones to the server as settings). `true` or `false`; anything else throws.
+ */
+export function parsePgbouncerOption(url: string): { url: string; pgbouncer: boolean } {
+  const query = url.indexOf('?');
+  if (query === -1) return { url, pgbouncer: false };
+  const params = new URLSearchParams(url.slice(query + 1));
+  const value = params.get('pgbouncer');
+  if (value === null) return { url, pgbouncer: false };
+  if (value !== 'true' && value !== 'false') {
+    throw new Error(`store URL option pgbouncer must be true or false, not "${value}"`);
+  }
+  params.delete('pgbouncer');
+  const rest = params.toString();
+  return { url: url.slice(0, query) + (rest ? `?${rest}` : ''), pgbouncer: value === 'true' };
+}
+
+/**
+ * At most `size` calls at once (FIFO). A finished call hands its slot straight to the next one,
+ * which starts after the finished call's connection is back in the pool (the client moves it
+ * there before it resolves the query).
+ */
+class Gate {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly size: number) {}
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.active < this.size) this.active++;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
+    }
+  }
+}
+
+/**
+ * Every method of `store`'s class (but those in `ungated`) called through `gate`. The methods run
+ * on the store itself, so the calls a store makes to itself are not gated.
+ */
+function gated<T extends object>(store: T, gate: Gate, ungated: ReadonlySet<string>): T {
+  return new Proxy(store, {
+    get(target, property) {
+      const value: unknown = Reflect.get(target, property, target);
+      if (typeof value !== 'function' || Object.hasOwn(target, property)) return value;
+      const method = value as (...args: unknown[]) => Promise<unknown>;
+      if (typeof property !== 'string' || ungated.has(property)) return method.bind(target);
+      return (...args: unknown[]) => gate.run(() => method.apply(target, args));
     },
   });
 }
@@ -99,10 +170,19 @@ interface SuspicionRow {
 export class PostgresStore implements Store {
   readonly backend = 'postgres' as const;
   private readonly sql: Sql;
+  /** `?pgbouncer=true` with relaxed durability: `SET LOCAL synchronous_commit = off` in every transaction. */
+  private readonly relaxedPerTransaction: boolean;
 
-  /** Connections open lazily, on the first query; call migrate() before anything else. */
+  /**
+   * Connections open lazily, on the first query; call migrate() before anything else. With
+   * `?pgbouncer=true` the store returned is gated: at most one call per pool connection at once.
+   */
   constructor(url: string, options: StoreOptions = {}) {
-    this.sql = connect(url, options);
+    const parsed = parsePgbouncerOption(url);
+    this.sql = connect(parsed.url, options, parsed.pgbouncer);
+    this.relaxedPerTransaction = parsed.pgbouncer && options.durability === 'relaxed';
+    // biome-ignore lint/correctness/noConstructorReturn: the gated proxy stands for this store
+    if (parsed.pgbouncer) return gated(this, new Gate(POOL_SIZE), new Set(['constructor', 'close']));
   }
 
   async migrate(): Promise<void> {
@@ -128,7 +208,7 @@ export class PostgresStore implements Store {
   // ---- membership -------------------------------------------------------
 
   registerNode(req: RegisterRequest): Promise<RegisterResult> {
-    return this.sql.begin(async (tx): Promise<RegisterResult> => {
+    return this.begin(async (tx): Promise<RegisterResult> => {
       // `now` is read before the upsert, which may wait for a lock: a `now` that is earlier
       // than the moment of the decision only makes the expiry check stricter and the new
       // lease shorter.
@@ -167,7 +247,7 @@ export class PostgresStore implements Store {
   }
 
   renewLease(name: string, incarnation: number, ttlMs: number): Promise<RenewResult> {
-    return this.sql.begin(async (tx): Promise<RenewResult> => {
+    return this.begin(async (tx): Promise<RenewResult> => {
       // Lock the row first, read the clock after. A single UPDATE would evaluate its
       // condition (and the clock) before waiting for a concurrent claim's lock on this row,
       // and could then extend a lease that expired while it waited, after the claim took the
@@ -189,7 +269,7 @@ export class PostgresStore implements Store {
 
   setNodeStatus(name: string, incarnation: number, status: NodeStatus, from: readonly NodeStatus[]): Promise<boolean> {
     if (from.length === 0 || from.includes('evicted')) return Promise.resolve(false);
-    return this.sql.begin(async (tx) => {
+    return this.begin(async (tx) => {
       await this.lockMembershipVersion(tx);
       const result =
         status === 'alive'
@@ -206,7 +286,7 @@ export class PostgresStore implements Store {
   }
 
   async removeNode(name: string, incarnation: number): Promise<void> {
-    await this.sql.begin(async (tx) => {
+    await this.begin(async (tx) => {
       await this.lockMembershipVersion(tx);
       const result = await tx`DELETE FROM concord_nodes WHERE name = ${name} AND incarnation = ${incarnation}`;
       if (result.count > 0) {
@@ -218,7 +298,7 @@ export class PostgresStore implements Store {
 
   async listNodes(): Promise<NodeList> {
     // One REPEATABLE READ transaction: nodes, suspicions and version from one snapshot.
-    return this.sql.begin('isolation level repeatable read read only', (tx) => this.readMembership(tx));
+    return this.begin((tx) => this.readMembership(tx), 'isolation level repeatable read read only');
   }
 
   async pruneNodes(graceMs: number): Promise<number> {
@@ -231,7 +311,7 @@ export class PostgresStore implements Store {
   }
 
   reportSuspicions(reporter: string, incarnation: number, suspects: readonly SuspectRef[]): Promise<NodeList> {
-    return this.sql.begin(async (tx) => {
+    return this.begin(async (tx) => {
       // Every membership change takes the version row's lock first: changes are serialised,
       // and evictMember's version check sees every change that committed before it.
       await this.lockMembershipVersion(tx);
@@ -261,7 +341,7 @@ export class PostgresStore implements Store {
   }
 
   evictMember(request: EvictionRequest): Promise<boolean> {
-    return this.sql.begin(async (tx) => {
+    return this.begin(async (tx) => {
       const version = await this.lockMembershipVersion(tx);
       if (version !== request.expectedVersion) return false;
       // Lock both rows, then read the clock (see claimShard for why the order matters).
@@ -290,7 +370,7 @@ export class PostgresStore implements Store {
   }
 
   acknowledgeEviction(name: string, incarnation: number): Promise<boolean> {
-    return this.sql.begin(async (tx) => {
+    return this.begin(async (tx) => {
       await tx`SELECT 1 FROM concord_nodes WHERE name = ${name} AND incarnation = ${incarnation} FOR UPDATE`;
       const result = await tx`
         UPDATE concord_nodes SET lease_expires_at = c.now
@@ -355,7 +435,7 @@ export class PostgresStore implements Store {
 
   async initShards(count: number): Promise<void> {
     assertShardCount(count);
-    await this.sql.begin(async (tx) => {
+    await this.begin(async (tx) => {
       // A concurrent first call blocks on the key, then does nothing and reads the winner's count.
       await tx`
         INSERT INTO concord_meta (key, value) VALUES (${META.shardCount}, ${String(count)})
@@ -384,7 +464,7 @@ export class PostgresStore implements Store {
   }
 
   claimShard(shard: number, expectedEpoch: number, owner: string, ownerIncarnation: number): Promise<number | null> {
-    return this.sql.begin(async (tx) => {
+    return this.begin(async (tx) => {
       // Lock the shard row and then the current holder's node row *before* the clock is read.
       // Without the share lock, a renewal of the holder that read the clock before the lease
       // expired but commits after this statement's snapshot would be invisible here: the claim
@@ -429,9 +509,9 @@ export class PostgresStore implements Store {
     if (requests.length === 0) return [];
     const rounds = intoRounds(requests);
     const perRound =
-      rounds.length === 1
+      rounds.length === 1 && !this.relaxedPerTransaction
         ? [await this.activateRound(this.sql, rounds[0]!)]
-        : await this.sql.begin((tx) => rounds.map((round) => this.activateRound(tx, round)));
+        : await this.begin((tx) => Promise.all(rounds.map((round) => this.activateRound(tx, round))));
     const results: ActivationResult[] = requests.map(() => ({ ok: false }));
     perRound.forEach((rows, r) => {
       const byKey = new Map(rows.map((row) => [entityKey(row.kind, row.id), row]));
@@ -448,9 +528,9 @@ export class PostgresStore implements Store {
     if (requests.some(hasEvents)) return this.writeWithEvents(requests);
     const rounds = intoRounds(requests);
     const perRound =
-      rounds.length === 1
+      rounds.length === 1 && !this.relaxedPerTransaction
         ? [await this.writeRound(this.sql, rounds[0]!)]
-        : await this.sql.begin((tx) => rounds.map((round) => this.writeRound(tx, round)));
+        : await this.begin((tx) => Promise.all(rounds.map((round) => this.writeRound(tx, round))));
     const results = requests.map(() => false);
     perRound.forEach((rows, r) => {
       const round = rounds[r]!;
@@ -561,9 +641,9 @@ export class PostgresStore implements Store {
     };
   }
 
-  /** The connections' effective `synchronous_commit` ('on' unless the server says otherwise; 'off' when relaxed). */
+  /** The effective `synchronous_commit` of a writing transaction ('on' unless the server says otherwise; 'off' when relaxed). */
   async synchronousCommit(): Promise<string> {
-    const [row] = await this.sql<{ synchronous_commit: string }[]>`SHOW synchronous_commit`;
+    const [row] = await this.begin((tx) => tx<{ synchronous_commit: string }[]>`SHOW synchronous_commit`);
     return row!.synchronous_commit;
   }
 
@@ -607,31 +687,29 @@ export class PostgresStore implements Store {
     let live = requests.map((_, index) => index);
     while (live.length > 0) {
       const batch = live.map((index) => requests[index]!);
-      const outcome = await this.sql
-        .begin(async (tx) => {
-          const applied: number[] = [];
-          const collided = new Set<number>();
-          for (const round of intoRounds(batch)) {
-            const rows = await this.writeRound(tx, round);
-            const passed = rows.map((row) => round[row.i - 1]!.index);
-            applied.push(...passed);
-            const appending = passed.filter((b) => hasEvents(batch[b]!));
-            if (appending.length === 0) continue;
-            const complete = await this.insertEventsRound(
-              tx,
-              appending.map((b) => batch[b]!),
-            );
-            appending.forEach((b, k) => {
-              if (!complete[k]) collided.add(b);
-            });
-          }
-          if (collided.size > 0) throw new EventCollision(collided);
-          return applied;
-        })
-        .catch((err: unknown) => {
-          if (err instanceof EventCollision) return err;
-          throw err;
-        });
+      const outcome = await this.begin(async (tx) => {
+        const applied: number[] = [];
+        const collided = new Set<number>();
+        for (const round of intoRounds(batch)) {
+          const rows = await this.writeRound(tx, round);
+          const passed = rows.map((row) => round[row.i - 1]!.index);
+          applied.push(...passed);
+          const appending = passed.filter((b) => hasEvents(batch[b]!));
+          if (appending.length === 0) continue;
+          const complete = await this.insertEventsRound(
+            tx,
+            appending.map((b) => batch[b]!),
+          );
+          appending.forEach((b, k) => {
+            if (!complete[k]) collided.add(b);
+          });
+        }
+        if (collided.size > 0) throw new EventCollision(collided);
+        return applied;
+      }).catch((err: unknown) => {
+        if (err instanceof EventCollision) return err;
+        throw err;
+      });
       if (outcome instanceof EventCollision) {
         live = live.filter((_, b) => !outcome.requests.has(b));
         continue;
@@ -675,6 +753,23 @@ export class PostgresStore implements Store {
     for (const row of rows) inserted.set(row.stream, (inserted.get(row.stream) ?? 0) + 1);
     // (Requests of one round sharing a stream stand or fall together.)
     return requests.map((request) => inserted.get(request.append!.stream) === expected.get(request.append!.stream));
+  }
+
+  /**
+   * A transaction (`mode`: e.g. 'isolation level repeatable read read only'). With
+   * `?pgbouncer=true` and relaxed durability, a writing transaction first sets
+   * `synchronous_commit = off` for itself (pipelined ahead of its first statement).
+   */
+  private begin<T>(fn: (tx: Tx) => Promise<T>, mode = ''): Promise<T> {
+    if (!this.relaxedPerTransaction || mode.includes('read only')) {
+      return this.sql.begin(mode, fn) as Promise<T>;
+    }
+    return this.sql.begin(mode, (tx) => {
+      // Not awaited: the statements of fn follow it on the same connection; a failure of it
+      // fails the transaction (the client rethrows it before COMMIT).
+      tx`SET LOCAL synchronous_commit = off`.execute();
+      return fn(tx);
+    }) as Promise<T>;
   }
 
   /** The store clock in integer milliseconds, as an SQL fragment. */
@@ -818,7 +913,7 @@ export class PostgresStore implements Store {
    */
   private async applyMigration(migration: Migration): Promise<void> {
     try {
-      await this.sql.begin(async (tx) => {
+      await this.begin(async (tx) => {
         await tx`
           INSERT INTO concord_migrations (version, applied_at) VALUES (${migration.version}, ${this.clock()})`;
         await tx.unsafe(migration.postgres);

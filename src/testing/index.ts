@@ -1,5 +1,5 @@
 /**
- * concord/testing — test your own multi-node behaviour the way concord tests itself.
+ * concord-cluster/testing — test your own multi-node behaviour the way concord tests itself.
  *
  * - `LocalCluster`: real node processes started through `concord node`, with kill, pause,
  *   resume, restart, stop, partitions, one-way cuts and store cut-offs.

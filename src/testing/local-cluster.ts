@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +57,13 @@ export interface LocalClusterOptions {
    * node gets `CONCORD_TLS_CERT/KEY/CA`. Nodes added later get one too (see AddNodeOptions.tls).
    */
   tls?: boolean;
+  /**
+   * Keep the cluster's temporary directory (`cluster.dir`: the default SQLite store, and the
+   * nodes' logs written there by `stop()`) instead of deleting it on `stop()`. Default: whether
+   * CONCORD_KEEP_TMP is set. `stop(timeout, { keepFiles: true })` decides per call, e.g. when a
+   * test failed.
+   */
+  keepFiles?: boolean;
 }
 
 /** Certificate files of one node (paths). */
@@ -387,9 +394,12 @@ export class LocalCluster {
     readonly nodes: ClusterNode[],
     readonly store: string,
     readonly secret: string,
+    /** The cluster's temporary directory (its default SQLite store; node logs when kept). */
+    readonly dir: string,
     private readonly env: NodeJS.ProcessEnv,
     private readonly nodeArgs: string[],
     private readonly verbose: boolean,
+    private readonly keepFiles: boolean,
     /** The directory of the cluster CA and node certificates when the cluster runs TLS. */
     readonly tlsDir: string | null = null,
   ) {}
@@ -454,7 +464,18 @@ export class LocalCluster {
       const nodeEnv = certs === null ? env : { ...env, ...tlsEnv(certs.nodes[name]!) };
       nodes.push(new ClusterNode(name, httpPort, clusterPort, args, nodeEnv, options.verbose ?? false));
     }
-    const cluster = new LocalCluster(nodes, store, secret, env, extraArgs, options.verbose ?? false, tlsDir);
+    const keepFiles = options.keepFiles ?? Boolean(process.env['CONCORD_KEEP_TMP']);
+    const cluster = new LocalCluster(
+      nodes,
+      store,
+      secret,
+      dir,
+      env,
+      extraArgs,
+      options.verbose ?? false,
+      keepFiles,
+      tlsDir,
+    );
     try {
       // The first node creates the schema; the others then join in parallel.
       nodes[0]?.launch();
@@ -515,13 +536,28 @@ export class LocalCluster {
     return eventually(fn, options);
   }
 
-  /** Stop every node: SIGTERM (graceful), SIGKILL after the timeout. */
-  async stop(timeoutMs = 15_000): Promise<void> {
+  /**
+   * Stop every node: SIGTERM (graceful), SIGKILL after the timeout. Then delete the cluster's
+   * temporary directory — or, with `keepFiles` (default: the cluster's option), write every
+   * node's log there (`NAME.log`) and print where it is on stderr:
+   *
+   * ```ts
+   * afterEach(async ({ task }) => cluster.stop(undefined, { keepFiles: task.result?.state === 'fail' }));
+   * ```
+   */
+  async stop(timeoutMs = 15_000, options: { keepFiles?: boolean } = {}): Promise<void> {
     for (const node of this.nodes) node.resume();
     await Promise.all(this.nodes.map((node) => node.stop(timeoutMs)));
+    if (options.keepFiles ?? this.keepFiles) {
+      for (const node of this.nodes)
+        writeFileSync(join(this.dir, `${node.name}.log`), node.logs(Number.POSITIVE_INFINITY));
+      process.stderr.write(`LocalCluster: kept the cluster's files (store, node logs) in ${this.dir}\n`);
+    } else {
+      rmSync(this.dir, { recursive: true, force: true });
+    }
   }
 
-  /** Kill every node at once (no handoff). */
+  /** Kill every node at once (no handoff). The directory stays until `stop()`. */
   async kill(): Promise<void> {
     await Promise.all(this.nodes.map((node) => node.kill()));
   }

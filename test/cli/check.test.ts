@@ -3,11 +3,11 @@
  * that fault must be judged linearizable (exit 0, report written); and the uncoordinated
  * baseline (`--ownership none`) must be caught (exit 1) — the judge has teeth.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type Backend, backends, freshStoreUrl } from '../support/cluster.js';
+import { tempDir } from '../support/tmp.js';
 import { runCli, startCliCluster, stopAll } from './harness.js';
 
 const SECONDS = 12;
@@ -27,14 +27,17 @@ interface Report {
   keys: { ok: boolean | 'unknown' }[];
 }
 
-async function check(args: string[]): Promise<{ code: number | null; report: Report; stdout: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'concord-check-'));
-  const child = runCli(['check', '--report-dir', dir, '--keys', '6', '--clients', '8', ...args]);
+async function check(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; report: Report; stdout: string; stderr: string }> {
+  const dir = tempDir('check-');
+  const child = runCli(['check', '--report-dir', dir, '--keys', '6', '--clients', '8', ...args], { env });
   const { code } = await child.exited;
   const report = JSON.parse(readFileSync(join(dir, 'report.json'), 'utf8')) as Report;
   const html = readFileSync(join(dir, 'report.html'), 'utf8');
   expect(html).toContain('<html');
-  return { code, report, stdout: child.stdout() };
+  return { code, report, stdout: child.stdout(), stderr: child.stderr() };
 }
 
 describe.each(backends)('concord check (%s)', (backend: Backend) => {
@@ -65,12 +68,22 @@ describe.each(backends)('concord check (%s)', (backend: Backend) => {
 });
 
 describe('concord check has teeth', () => {
-  it('reports a violation for the uncoordinated baseline (--ownership none), exit 1', async () => {
-    const { code, report, stdout } = await check(['--ownership', 'none', '--seconds', '5', '--faults', 'none']);
+  it('reports a violation for the uncoordinated baseline (--ownership none), exit 1, and keeps its files', async () => {
+    const tmp = tempDir('check-tmp-');
+    const { code, report, stdout, stderr } = await check(
+      ['--ownership', 'none', '--seconds', '5', '--faults', 'none'],
+      {
+        TMPDIR: tmp,
+      },
+    );
     expect(report.verdict).toBe('not linearizable');
     expect(stdout).toContain('verdict: NOT LINEARIZABLE');
     expect(report.keys.some((k) => k.ok === false)).toBe(true);
     expect(code).toBe(1);
+    // A failed check keeps the cluster's temporary directory, with the node logs, and says where.
+    const kept = /kept the cluster's files \(store, node logs\) in (\S+)/.exec(stderr)?.[1];
+    expect(kept?.startsWith(tmp)).toBe(true);
+    expect(readdirSync(kept!).sort()).toEqual(expect.arrayContaining(['n1.log', 'n2.log', 'n3.log']));
   }, 60_000);
 
   it('checks running nodes given by --urls (no faults there), and refuses faults for them', async () => {

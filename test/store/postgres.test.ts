@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openStore } from '../../src/store/open.js';
 import { PostgresStore } from '../../src/store/postgres.js';
 import type { Store } from '../../src/store/types.js';
+import { Telemetry, withStoreTiming } from '../../src/telemetry.js';
 import { createTestDatabase, dropTestDatabase } from '../support/pg.js';
 import { storeConformance } from './conformance.js';
 
@@ -174,6 +175,17 @@ describe('PostgresStore specifics', () => {
     stores.push(store);
     expect(store.backend).toBe('postgres');
     expect(await store.synchronousCommit()).toBe('off');
+  });
+
+  it('closes through the store-timing wrapper of a node, also with ?pgbouncer=true', async () => {
+    // The wrapper once ran close() with itself as `this`, and the client (a function) came back
+    // wrapped: `this.sql.end is not a function`, and every node on PostgreSQL exited 1 on SIGTERM.
+    for (const storeUrl of [url, `${url}?pgbouncer=true`]) {
+      const store = withStoreTiming(new PostgresStore(storeUrl), new Telemetry('n1'));
+      await store.migrate();
+      expect(await store.now()).toBeGreaterThan(0);
+      await store.close();
+    }
   });
 
   it('shares the database: only concord_ tables are created', async () => {

@@ -415,7 +415,9 @@ describe('checkHistory', () => {
     ];
     const report = formatReport(checkHistory(history));
     console.log(report);
-    expect(report).toMatch(/^Linearizability: FAIL — 2 key\(s\), 4 operation\(s\), 1 not linearizable, 0 unknown/);
+    expect(report).toMatch(
+      /^Linearizability: FAIL — 2 key\(s\), 4 operation\(s\) \(0 with unknown outcome\), keys: 1 not linearizable, 0 undecided/,
+    );
     expect(report).toMatch(/\n {2}OK {7}fine/);
     expect(report).toMatch(/\n {2}FAIL {5}k /);
     expect(report).toContain('Stale read');

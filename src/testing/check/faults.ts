@@ -34,6 +34,25 @@ export interface ScheduleOptions {
  */
 export const DEFAULT_FAULT_MS: Record<FaultKind, number> = { kill: 3000, pause: 3000, partition: 7000, store: 3000 };
 
+/**
+ * When the schedule opens the first window of each kind, at the earliest (ms from the start;
+ * a kill window also waits for its node to restart, so it can end later than its length).
+ */
+export function firstWindows(
+  kinds: readonly FaultKind[],
+  quietMs: number,
+  faultMs: number | Partial<Record<FaultKind, number>>,
+): { kind: FaultKind; startsAtMs: number }[] {
+  const length = (kind: FaultKind) =>
+    typeof faultMs === 'number' ? faultMs : (faultMs[kind] ?? DEFAULT_FAULT_MS[kind]);
+  let at = quietMs;
+  return kinds.map((kind) => {
+    const start = at;
+    at += length(kind) + quietMs;
+    return { kind, startsAtMs: start };
+  });
+}
+
 export async function runFaultSchedule(options: ScheduleOptions): Promise<FaultWindow[]> {
   const windows: FaultWindow[] = [];
   const random = options.random ?? Math.random;

@@ -4,7 +4,7 @@ import { detectionBoundMs } from '../../cluster/membership.js';
 import type { HistoryEntry } from '../checker/history.js';
 import { type CheckResult, checkHistory, formatReport } from '../checker/index.js';
 import { LocalCluster } from '../local-cluster.js';
-import { DEFAULT_FAULT_MS, type FaultKind, type FaultWindow, runFaultSchedule } from './faults.js';
+import { DEFAULT_FAULT_MS, type FaultKind, type FaultWindow, firstWindows, runFaultSchedule } from './faults.js';
 import { renderHtmlReport } from './report-html.js';
 import { runWorkload } from './workload.js';
 
@@ -31,6 +31,13 @@ export interface CheckRunOptions {
   secret?: string;
   reportDir?: string;
   opTimeoutMs?: number;
+  /**
+   * The cluster's temporary directory (its SQLite store unless `store` is given, and the node
+   * logs): deleted after the run unless it failed — a verdict other than linearizable, or an
+   * error — in which case it is kept and its path logged ('on-failure', the default); or
+   * always / never kept.
+   */
+  keepFiles?: 'on-failure' | 'always' | 'never';
   log?: (line: string) => void;
 }
 
@@ -42,6 +49,8 @@ export interface Availability {
 
 /** The node settings the check's cluster runs with (for the detection bound). */
 const LEASE_TTL_MS = 1500;
+/** Quiet time before the first fault window and between windows. */
+const QUIET_MS = 2500;
 
 export interface CheckRunReport {
   verdict: 'linearizable' | 'not linearizable' | 'unknown';
@@ -51,6 +60,12 @@ export interface CheckRunReport {
   durationMs: number;
   checkerMs: number;
   faults: FaultWindow[];
+  /** Fault kinds asked for that got no window: the run ended before their turn. */
+  faultsNotInjected: FaultKind[];
+  /** The `seconds` at which every fault kind asked for gets a window (0 without faults). */
+  secondsForEveryFault: number;
+  /** Operations by outcome: succeeded, definitely failed (not applied), unknown (may or may not have taken effect). */
+  outcomes: { ok: number; failed: number; unknown: number };
   availability: {
     inFaults: Availability;
     /**
@@ -77,7 +92,17 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRunReport
     throw new Error('faults are injected only into a cluster that the check starts (omit --urls, or use no faults)');
   }
 
+  const schedule = options.urls ? [] : firstWindows(options.faults, QUIET_MS, DEFAULT_FAULT_MS);
+  const secondsForEveryFault = schedule.length === 0 ? 0 : Math.floor(schedule.at(-1)!.startsAtMs / 1000) + 1;
+  const late = schedule.filter((w) => w.startsAtMs >= options.seconds * 1000);
+  if (late.length > 0) {
+    log(
+      `note: ${options.seconds} s is too short for the fault schedule: ${late.map((w) => `${w.kind} would start at ${(w.startsAtMs / 1000).toFixed(1)} s`).join(', ')}; --seconds ${secondsForEveryFault} or more injects every kind once`,
+    );
+  }
+
   let cluster: LocalCluster | null = null;
+  let failed = true;
   if (!options.urls) {
     log(`starting ${options.nodes} nodes on ${options.store ?? 'a fresh SQLite store'} …`);
     cluster = await LocalCluster.start({
@@ -86,6 +111,7 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRunReport
       args: options.nodeArgs,
       env: options.env,
       ...(options.secret ? { secret: options.secret } : {}),
+      keepFiles: options.keepFiles === 'always',
     });
   }
   try {
@@ -94,15 +120,23 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRunReport
     const urls = () => (cluster ? cluster.nodes.filter((n) => n.running).map((n) => n.url) : options.urls!);
     const endAt = clock() + options.seconds * 1000;
     const done = () => clock() >= endAt;
+    const windows = options.faults.map((kind) => `${kind} ${(DEFAULT_FAULT_MS[kind] / 1000).toFixed(0)} s`).join(', ');
     log(
-      `running ${options.clients} clients on ${keys.length} keys for ${options.seconds} s; faults: ${options.faults.join(', ') || 'none'}`,
+      `running ${options.clients} clients on ${keys.length} keys for ${options.seconds} s; ${cluster && options.faults.length > 0 ? `fault schedule: one window at a time, kinds in turn (${windows}), ${QUIET_MS / 1000} s quiet before each` : 'no faults'}`,
     );
 
     const workloadStart = clock();
     const [history, faults] = await Promise.all([
       runWorkload({ urls, keys, clients: options.clients, opTimeoutMs: options.opTimeoutMs ?? 3000, done, clock }),
       cluster && options.faults.length > 0
-        ? runFaultSchedule({ cluster, kinds: options.faults, clock, done, quietMs: 2500, faultMs: DEFAULT_FAULT_MS })
+        ? runFaultSchedule({
+            cluster,
+            kinds: options.faults,
+            clock,
+            done,
+            quietMs: QUIET_MS,
+            faultMs: DEFAULT_FAULT_MS,
+          })
         : Promise.resolve([] as FaultWindow[]),
     ]);
     const durationMs = clock() - workloadStart;
@@ -119,6 +153,13 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRunReport
       durationMs,
       checkerMs: result.elapsedMs,
       faults,
+      faultsNotInjected: cluster ? options.faults.filter((kind) => !faults.some((w) => w.kind === kind)) : [],
+      secondsForEveryFault,
+      outcomes: {
+        ok: history.filter((e) => e.outcome === 'ok').length,
+        failed: history.filter((e) => e.outcome === 'fail').length,
+        unknown: history.filter((e) => e.outcome === 'info').length,
+      },
       availability: availability(history, faults, detectionBound),
       detectionBoundMs: detectionBound,
       keys: result.keys.map((k) => ({
@@ -137,9 +178,11 @@ export async function runCheck(options: CheckRunOptions): Promise<CheckRunReport
       await writeFile(`${options.reportDir}/report.json`, JSON.stringify(json, null, 2));
       await writeFile(`${options.reportDir}/report.html`, renderHtmlReport(report));
     }
+    failed = verdict !== 'linearizable';
     return report;
   } finally {
-    await cluster?.stop(5000);
+    const keep = options.keepFiles === 'always' || (options.keepFiles !== 'never' && failed);
+    await cluster?.stop(5000, { keepFiles: keep });
   }
 }
 

@@ -98,6 +98,7 @@ export async function runWorkload(options: WorkloadOptions): Promise<HistoryEntr
       let status = 0;
       let body: EntityBody = {};
       let refused = false;
+      let failure = '';
       try {
         const response = await fetch(`${url}/entities/${encodeURIComponent(key)}`, {
           method: op === 'read' ? 'GET' : 'PUT',
@@ -109,9 +110,10 @@ export async function runWorkload(options: WorkloadOptions): Promise<HistoryEntr
         body = (await response.json().catch(() => ({}))) as EntityBody;
       } catch (error) {
         refused = isConnectionRefused(error);
+        failure = describeFailure(error);
       }
       const completedAt = options.clock();
-      const base = { key, client: id, op, invokedAt } as const;
+      const base = { key, client: id, op, invokedAt, status: status === 0 ? failure : status } as const;
       const writeFields = op === 'read' ? {} : { value, ...(op === 'cas' ? { expectedVersion } : {}) };
       if (status === 200 && typeof body.state === 'string' && typeof body.version === 'number') {
         lastSeen.set(key, body.version);
@@ -131,9 +133,9 @@ export async function runWorkload(options: WorkloadOptions): Promise<HistoryEntr
       } else if (status === 400 || refused || notApplied(status, body)) {
         // Not applied either, but a failed cas means "412: the version differed" to the
         // checker, which this is not: record it as carrying no information instead.
-        history.push({ ...base, ...writeFields, completedAt: null, outcome: 'info' });
+        history.push({ ...base, ...writeFields, completedAt: null, answeredAt: completedAt, outcome: 'info' });
       } else {
-        history.push({ ...base, ...writeFields, completedAt: null, outcome: 'info' });
+        history.push({ ...base, ...writeFields, completedAt: null, answeredAt: completedAt, outcome: 'info' });
         // Do not hammer a node that is down or frozen.
         if (status === 0 || status === 503) await new Promise((resolve) => setTimeout(resolve, 20));
       }
@@ -148,6 +150,15 @@ export async function runWorkload(options: WorkloadOptions): Promise<HistoryEntr
 /** A 503 whose body says the call was certainly not applied (the HTTP API's contract). */
 function notApplied(status: number, body: EntityBody): boolean {
   return status === 503 && body.maybeApplied === false;
+}
+
+/** What became of a request that got no HTTP answer, in a few words. */
+function describeFailure(error: unknown): string {
+  if ((error as { name?: string })?.name === 'TimeoutError') return 'timeout';
+  const code = (error as { cause?: { code?: string } })?.cause?.code;
+  if (code === 'ECONNREFUSED') return 'connection refused';
+  if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET') return 'connection reset';
+  return code ?? 'no answer';
 }
 
 function isConnectionRefused(error: unknown): boolean {

@@ -46,6 +46,13 @@ export interface HistoryEntry {
    * `fail` cas: optionally the current value the 412 reported.
    */
   readonly result?: EntityValue;
+  /**
+   * For reports only (the checker ignores it): the answer the client got — an HTTP status code,
+   * or what happened instead (`timeout`, `connection refused`, `connection reset`, …).
+   */
+  readonly status?: number | string;
+  /** For reports only: when the client stopped waiting for an `info` operation (gave up, or got its answer). */
+  readonly answeredAt?: number;
 }
 
 export type History = readonly HistoryEntry[];

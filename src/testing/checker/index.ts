@@ -110,6 +110,8 @@ export interface KeyCheckResult {
   readonly ok: Verdict;
   /** Entries recorded for the key (including ones that carry no information). */
   readonly operations: number;
+  /** Of those, the operations whose outcome is unknown (`info`: they may or may not have taken effect). */
+  readonly unknownOutcomes: number;
   readonly elapsedMs: number;
   readonly failure?: KeyFailure;
   /** Why the verdict is `unknown`. */
@@ -161,7 +163,12 @@ export function checkKey(key: string, entries: readonly IndexedEntry[], options:
     maxCacheEntries,
     strategy: options.strategy ?? 'pruned',
   });
-  const base = { key, operations: entries.length, stats: outcome.stats };
+  const base = {
+    key,
+    operations: entries.length,
+    unknownOutcomes: entries.filter((e) => e.entry.outcome === 'info').length,
+    stats: outcome.stats,
+  };
 
   if (outcome.verdict === 'linearizable') {
     return { ...base, ok: true, elapsedMs: performance.now() - start };

@@ -23,7 +23,7 @@ function describeCall(entry: HistoryEntry): string {
 }
 
 function describeResult(entry: HistoryEntry): string {
-  if (entry.outcome === 'info') return '? (unknown)';
+  if (entry.outcome === 'info') return entry.status === undefined ? '? (unknown)' : `? (unknown: ${entry.status})`;
   if (entry.outcome === 'ok') return entry.result === undefined ? '' : formatValue(entry.result);
   if (entry.op === 'cas') return entry.result === undefined ? '412' : `412 ${formatValue(entry.result)}`;
   return 'rejected';
@@ -52,6 +52,8 @@ export function formatHistoryTable(
   options: { readonly indent?: string; readonly maxRows?: number } = {},
 ): string {
   const maxRows = options.maxRows ?? Number.POSITIVE_INFINITY;
+  // Histories recorded over HTTP carry each answer's status code: then shown in its own column.
+  const withStatus = entries.some((entry) => entry.status !== undefined);
   const rows = entries
     .slice(0, maxRows)
     .map((entry, row) => [
@@ -61,10 +63,11 @@ export function formatHistoryTable(
       formatTime(entry.invokedAt),
       entry.outcome === 'info' || entry.completedAt === null ? '-' : formatTime(entry.completedAt),
       entry.outcome,
+      ...(withStatus ? [String(entry.status ?? '')] : []),
       describeResult(entry),
     ]);
   const lines = table(
-    ['#', 'client', 'operation', 'invoked', 'completed', 'outcome', 'result'],
+    ['#', 'client', 'operation', 'invoked', 'completed', 'outcome', ...(withStatus ? ['status'] : []), 'result'],
     rows,
     options.indent ?? '',
   );
@@ -85,17 +88,18 @@ function verdictLabel(ok: KeyCheckResult['ok']): string {
 /** Human-readable report of a `checkHistory` result. */
 export function formatReport(result: CheckResult, options: ReportOptions = {}): string {
   const failed = result.keys.filter((key) => key.ok === false).length;
-  const unknown = result.keys.filter((key) => key.ok === 'unknown').length;
+  const undecided = result.keys.filter((key) => key.ok === 'unknown').length;
   const operations = result.keys.reduce((sum, key) => sum + key.operations, 0);
+  const unknownOutcomes = result.keys.reduce((sum, key) => sum + key.unknownOutcomes, 0);
   const lines = [
-    `Linearizability: ${verdictLabel(result.ok)} — ${result.keys.length} key(s), ${operations} operation(s), ` +
-      `${failed} not linearizable, ${unknown} unknown (${formatMs(result.elapsedMs)})`,
+    `Linearizability: ${verdictLabel(result.ok)} — ${result.keys.length} key(s), ${operations} operation(s) ` +
+      `(${unknownOutcomes} with unknown outcome), keys: ${failed} not linearizable, ${undecided} undecided (${formatMs(result.elapsedMs)})`,
   ];
   const shown = options.showPassing === false ? result.keys.filter((key) => key.ok !== true) : result.keys;
   const keyWidth = Math.max(0, ...shown.map((key) => key.key.length));
   for (const key of shown) {
     lines.push(
-      `  ${verdictLabel(key.ok).padEnd(7)}  ${key.key.padEnd(keyWidth)}  ${String(key.operations).padStart(6)} ops  ${formatMs(key.elapsedMs)}`,
+      `  ${verdictLabel(key.ok).padEnd(7)}  ${key.key.padEnd(keyWidth)}  ${String(key.operations).padStart(6)} ops  ${String(key.unknownOutcomes).padStart(5)} unknown outcome  ${formatMs(key.elapsedMs)}`,
     );
     if (key.unknownReason !== undefined) lines.push(`    ${key.unknownReason}`);
     const failure = key.failure;
