@@ -51,6 +51,10 @@ export class Lease extends EventEmitter<LeaseEvents> {
   private stopped = false;
   private renewing: Promise<void> | null = null;
   private consecutiveErrors = 0;
+  /** t_sent of the last successful renewal (0 before the first). */
+  private lastRenewalSentAt = 0;
+  /** When the last renewal cycle began (its t_sent when it sent one); the cadence runs from it. */
+  private lastCycleAt = 0;
 
   constructor(
     private readonly store: Store,
@@ -147,19 +151,26 @@ export class Lease extends EventEmitter<LeaseEvents> {
       this.timer = null;
       void this.renewNow().finally(() => {
         // After store errors retry faster, so a short outage costs as little serving time as possible.
-        const next =
-          this.consecutiveErrors > 0 ? Math.max(50, this.options.renewIntervalMs / 3) : this.options.renewIntervalMs;
-        this.schedule(next);
+        if (this.consecutiveErrors > 0) {
+          this.schedule(Math.max(50, this.options.renewIntervalMs / 3));
+          return;
+        }
+        // The cadence runs from when the last renewal was SENT (that is what the lease is
+        // anchored to), not from when its reply arrived: a process paused while a renewal was
+        // in flight must not then wait a whole further interval, or two pauses shorter than
+        // the lease can add up to an expiry.
+        this.schedule(Math.max(0, this.options.renewIntervalMs - (this.clock() - this.lastCycleAt)));
       });
     }, delayMs);
     this.timer.unref();
   }
 
   private async renewOnce(): Promise<void> {
+    this.lastCycleAt = this.clock();
     const incarnation = this.currentIncarnation;
     if (incarnation === null || this.stopped) return;
     // Safety: t_sent is taken before the request leaves, see the comment at the top.
-    const tSent = this.clock();
+    const tSent = this.lastCycleAt;
     let result: RenewResult;
     try {
       result = await this.store.renewLease(this.options.name, incarnation, this.options.ttlMs);
@@ -169,7 +180,17 @@ export class Lease extends EventEmitter<LeaseEvents> {
       this.emit('store-error', error);
       return;
     }
-    this.emit('attempt', this.clock() - tSent, result.ok ? 'ok' : 'refused');
+    const tookMs = this.clock() - tSent;
+    this.emit('attempt', tookMs, result.ok ? 'ok' : 'refused');
+    // A renewal that comes late eats into the lease: say so (it is how lost leases begin).
+    const sinceLastMs = tSent - this.lastRenewalSentAt;
+    if (this.lastRenewalSentAt > 0 && (sinceLastMs > this.options.ttlMs / 2 || tookMs > this.options.ttlMs / 4)) {
+      this.logger.warn(
+        { sinceLastMs: Math.round(sinceLastMs), tookMs: Math.round(tookMs), ok: result.ok },
+        'lease renewal late (event loop stalled, process paused, or the store slow)',
+      );
+    }
+    if (result.ok) this.lastRenewalSentAt = tSent;
     this.consecutiveErrors = 0;
     if (this.currentIncarnation !== incarnation) return; // cleared meanwhile
     if (!result.ok) {

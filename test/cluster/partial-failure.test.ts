@@ -286,6 +286,6 @@ describe.each(backends)('availability under partial failure (%s)', (backend) => 
     const suspicions = await Promise.all(c.nodes.map((n) => n.metric('concord_suspicions_raised_total')));
     expect(suspicions).toEqual([0, 0, 0]);
     // Same incarnation: never evicted, never lost its lease.
-    expect((await n2.get<{ incarnation: number }>('/cluster')).body.incarnation).toBe(incarnationBefore);
+    expect((await n2.get<{ incarnation: number }>('/cluster')).body.incarnation, n2.logs()).toBe(incarnationBefore);
   });
 });
