@@ -26,6 +26,7 @@ import type {
   CpuSample,
   MemorySample,
   NodeStatus,
+  StoreOps,
 } from './protocol.js';
 import { StoreCallNode } from './store-call-node.js';
 
@@ -120,7 +121,13 @@ async function handle(running: Running, request: BenchRequest): Promise<unknown>
   switch (request.op) {
     case 'status': {
       const status = node.status();
-      return { name: node.name, held: status.shards.held, activeEntities: status.activeEntities } satisfies NodeStatus;
+      return {
+        name: node.name,
+        held: status.shards.held,
+        activeEntities: status.activeEntities,
+        ready: node.ready,
+        notReady: running.concord?.notReadyReason() ?? null,
+      } satisfies NodeStatus;
     }
     case 'cpu': {
       const usage = process.cpuUsage();
@@ -136,6 +143,8 @@ async function handle(running: Running, request: BenchRequest): Promise<unknown>
         activeEntities: node.status().activeEntities,
       } satisfies MemorySample;
     }
+    case 'store-ops':
+      return running.concord ? storeOps(running.concord) : { ops: {}, leaseFailures: {} };
     case 'call':
       return call(node, request.entityId, request.handler === 'set', 0, request.timeoutMs);
     case 'load':
@@ -149,6 +158,29 @@ async function handle(running: Running, request: BenchRequest): Promise<unknown>
         request.concurrency,
       );
   }
+}
+
+/**
+ * The count of every store operation so far, from the node's store latency histogram (ok and
+ * error), and of failed lease renewals by reason (store_error, expired, evicted).
+ */
+async function storeOps(concord: ConcordNode): Promise<StoreOps> {
+  const counts = async (
+    metric: { get(): Promise<{ values: { labels: object; value: number; metricName?: string }[] }> },
+    label: string,
+  ) => {
+    const out: Record<string, number> = {};
+    for (const value of (await metric.get()).values) {
+      if (value.metricName !== undefined && !value.metricName.endsWith('_count')) continue;
+      const key = String((value.labels as Record<string, unknown>)[label]);
+      out[key] = (out[key] ?? 0) + value.value;
+    }
+    return out;
+  };
+  return {
+    ops: await counts(concord.telemetry.storeQueryDuration, 'op'),
+    leaseFailures: await counts(concord.telemetry.leaseRenewalFailures, 'reason'),
+  };
 }
 
 async function main(): Promise<void> {

@@ -10,6 +10,7 @@ import type {
   LoadResult,
   MemorySample,
   NodeStatus,
+  StoreOps,
 } from './protocol.js';
 
 /** Parent side of a bench node process (bench-node.ts): start, drive, kill -9 or stop it. */
@@ -110,6 +111,10 @@ export class BenchChild {
 
   cpu(): Promise<CpuSample> {
     return this.request({ op: 'cpu' }) as Promise<CpuSample>;
+  }
+
+  storeOps(): Promise<StoreOps> {
+    return this.request({ op: 'store-ops' }) as Promise<StoreOps>;
   }
 
   memory(): Promise<MemorySample> {

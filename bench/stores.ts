@@ -19,6 +19,8 @@ export interface StoreFactory {
   readonly description: string;
   /** A URL of a brand-new empty store. */
   fresh(): Promise<string>;
+  /** PostgreSQL: the server connections open to the database of `url` now (null on SQLite). */
+  connections(url: string): Promise<number | null>;
   close(): Promise<void>;
 }
 
@@ -36,6 +38,7 @@ function sqliteFactory(): StoreFactory {
     backend: 'sqlite',
     description: 'SQLite (WAL, one file shared by the node processes)',
     fresh: async () => `sqlite:${join(dir, `bench-${n++}.db`)}`,
+    connections: async () => null,
     close: async () => rmSync(dir, { recursive: true, force: true }),
   };
 }
@@ -54,6 +57,12 @@ async function postgresFactory(adminUrl: string, stopServer: (() => Promise<void
       const url = new URL(adminUrl);
       url.pathname = `/${name}`;
       return url.toString();
+    },
+    async connections(url) {
+      const name = decodeURIComponent(new URL(url).pathname.slice(1));
+      const [row] = await admin<{ count: number }[]>`
+        SELECT count(*)::int AS count FROM pg_stat_activity WHERE datname = ${name}`;
+      return row?.count ?? 0;
     },
     async close() {
       try {
