@@ -95,6 +95,10 @@ export interface NodeStatus {
 export interface StoreOps {
   ops: Record<string, number>;
   leaseFailures: Record<string, number>;
+  /** Lease renewals that took longer than 250 ms in the store (queueing in the node included). */
+  slowRenewals: number;
+  /** The longest event-loop delay since the previous store-ops request (ms). */
+  maxLoopDelayMs: number;
 }
 
 /** A latency summary in microseconds. */

@@ -227,7 +227,10 @@ export function renderMarkdown(report: BenchReport): string {
 /** Failed lease renewals and a step that did not complete, for the scale table. */
 function incidents(r: ScaleResult): string {
   const lease = Object.entries(r.leaseFailures).map(([reason, n]) => `${n} lease renewals failed (${reason})`);
-  return [...lease, ...(r.error ? [`**stopped: ${r.error.replaceAll('|', '/')}**`] : [])].join('; ') || 'none';
+  const slow = r.slowRenewals > 0 ? [`${r.slowRenewals} renewals > 250 ms`] : [];
+  const d = r.maxLoopDelayMs;
+  const stall = `event loop stalled up to ${fmt(d.start)} / ${fmt(d.idle)} / ${fmt(d.rest)} ms (start / idle / rest)`;
+  return [...lease, ...slow, stall, ...(r.error ? [`**stopped: ${r.error.replaceAll('|', '/')}**`] : [])].join('; ');
 }
 
 /** The `scale` section: one row per store × cluster size. */
@@ -246,7 +249,7 @@ function scaleTable(rows: ScaleResult[]): string[] {
     const total = Object.values(q).reduce((sum, x) => sum + x, 0);
     const other = q.other > 0.005 ? ` / other ${q.other.toFixed(2)}` : '';
     out.push(
-      `| ${r.store} | ${r.nodes} | ${fmt(r.processesUpMs)} / ${fmt(r.ownedMs)} / ${fmt(r.settledMs)} | ${q.lease.toFixed(2)} / ${q.shardMap.toFixed(2)} / ${q.membership.toFixed(2)} / ${q.claims.toFixed(2)}${other} (${total.toFixed(2)}) | ${fmt(r.clusterStoreOpsPerSecond)} | ${r.idleCpuPercentPerNode.toFixed(1)} % | ${fmt(r.rssMiBPerNode)} MiB (${fmt(r.rssMiBMax)}) | ${r.storeConnections ?? '—'} | ${fmt(r.joinAgreedMs)} ms | ${fmt(r.leaveAgreedMs)} ms | ${fmt(r.failoverMs)} ms (${r.failoverShards}) | ${fmt(r.startClaims)} | ${r.loadAverage.toFixed(1)} | ${incidents(r)} |`,
+      `| ${r.store} | ${r.nodes}${r.leaseTtlMs === 1500 ? '' : ` (lease ${fmt(r.leaseTtlMs)} ms)`} | ${fmt(r.processesUpMs)} / ${fmt(r.ownedMs)} / ${fmt(r.settledMs)} | ${q.lease.toFixed(2)} / ${q.shardMap.toFixed(2)} / ${q.membership.toFixed(2)} / ${q.claims.toFixed(2)}${other} (${total.toFixed(2)}) | ${fmt(r.clusterStoreOpsPerSecond)} | ${r.idleCpuPercentPerNode.toFixed(1)} % | ${fmt(r.rssMiBPerNode)} MiB (${fmt(r.rssMiBMax)}) | ${r.storeConnections ?? '—'} | ${fmt(r.joinAgreedMs)} ms | ${fmt(r.leaveAgreedMs)} ms | ${fmt(r.failoverMs)} ms (${r.failoverShards}) | ${fmt(r.startClaims)} | ${r.loadAverage.toFixed(1)} | ${incidents(r)} |`,
     );
   }
   return out;

@@ -37,6 +37,9 @@ const KIND: Record<string, StoreOpKind> = {
 
 export const STORE_OP_KINDS: readonly StoreOpKind[] = ['lease', 'shardMap', 'membership', 'claims', 'other'];
 
+/** ConcordNode's default lease ttl. */
+const DEFAULT_LEASE_MS = 1500;
+
 interface ClusterBody {
   members: { name: string; status: string }[];
   shards: { map: (string | null)[] };
@@ -66,13 +69,21 @@ async function oneCluster(
 ): Promise<ScaleResult> {
   const log = (line: string) => options.log?.(`    ${line}`);
   const store = await factory.fresh();
-  const clusterOptions: ClusterOptions = { system: 'concord', store, durability: options.durability, http: true };
+  const leaseTtlMs = options.scaleLeaseMs ?? DEFAULT_LEASE_MS;
+  const clusterOptions: ClusterOptions = {
+    system: 'concord',
+    store,
+    durability: options.durability,
+    http: true,
+    leaseTtlMs,
+  };
   const nodes = Array.from({ length: count }, (_, i) => new BenchChild(nodeConfig(clusterOptions, `n${i + 1}`)));
   const startTimeoutMs = 60_000 + count * 3000;
   // Filled in step by step: a step that fails (a timeout) is reported with what was measured before it.
   const result: ScaleResult = {
     store: factory.backend,
     nodes: count,
+    leaseTtlMs,
     processesUpMs: Number.NaN,
     ownedMs: Number.NaN,
     settledMs: Number.NaN,
@@ -90,6 +101,8 @@ async function oneCluster(
     failoverMs: Number.NaN,
     failoverShards: 0,
     leaseFailures: {},
+    slowRenewals: 0,
+    maxLoopDelayMs: { start: 0, idle: 0, rest: 0 },
     loadAverage: Number.NaN,
     error: null,
   };
@@ -116,12 +129,14 @@ async function oneCluster(
     await sleep(1000);
     const before = await Promise.all(nodes.map((node) => Promise.all([node.storeOps(), node.cpu()])));
     result.startClaims = before.reduce((sum, [counters]) => sum + (counters.ops['claimShard'] ?? 0), 0);
+    result.maxLoopDelayMs.start = Math.max(...before.map(([counters]) => counters.maxLoopDelayMs));
     log(
       `started: processes up ${fmt(result.processesUpMs)} ms, every shard owned and every node ready ${fmt(result.ownedMs)} ms, placement settled and agreed ${fmt(result.settledMs)} ms; ${result.startClaims} shard claims for ${SHARDS} shards`,
     );
     await sleep(idleSeconds * 1000);
     const after = await Promise.all(nodes.map((node) => Promise.all([node.storeOps(), node.cpu()])));
     result.loadAverage = loadavg()[0] ?? 0;
+    result.maxLoopDelayMs.idle = Math.max(...after.map(([counters]) => counters.maxLoopDelayMs));
     const byOp: Record<string, number> = {};
     let cpuSeconds = 0;
     let windowSeconds = 0;
@@ -202,12 +217,15 @@ async function oneCluster(
       nodes.filter((node) => node.running).map((node) => node.storeOps().catch(() => null)),
     );
     for (const c of counters) {
+      result.slowRenewals += c?.slowRenewals ?? 0;
+      result.maxLoopDelayMs.rest = Math.max(result.maxLoopDelayMs.rest, c?.maxLoopDelayMs ?? 0);
       for (const [reason, n] of Object.entries(c?.leaseFailures ?? {})) {
         if (n > 0) result.leaseFailures[reason] = (result.leaseFailures[reason] ?? 0) + n;
       }
     }
-    if (Object.keys(result.leaseFailures).length > 0)
-      log(`lease renewals failed: ${JSON.stringify(result.leaseFailures)}`);
+    log(
+      `lease renewals slower than 250 ms: ${result.slowRenewals}; failed: ${JSON.stringify(result.leaseFailures)}; longest event-loop delay: start ${fmt(result.maxLoopDelayMs.start)} ms, idle ${fmt(result.maxLoopDelayMs.idle)} ms, later ${fmt(result.maxLoopDelayMs.rest)} ms`,
+    );
     await Promise.all(nodes.map((node) => node.kill()));
   }
   return result;

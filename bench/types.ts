@@ -47,6 +47,8 @@ export interface BenchOptions {
   sections: Section[];
   /** Cluster sizes of the `scale` section (default 8,16,32; --quick 4,8,16). */
   scaleNodes?: number[];
+  /** Lease ttl of the `scale` section's nodes (ms); the node's default (1,500) when absent. */
+  scaleLeaseMs?: number;
   /** The command line, for the report. */
   command: string;
   /** Progress lines go here (stderr by default). */
@@ -172,6 +174,8 @@ export type StoreOpKind = 'lease' | 'shardMap' | 'membership' | 'claims' | 'othe
 export interface ScaleResult {
   store: StoreBackend;
   nodes: number;
+  /** The nodes' lease ttl (ms). */
+  leaseTtlMs: number;
   /** Until every node process had started (ConcordNode.start returned in each). */
   processesUpMs: number;
   /** Until every one of the shards was owned by some node and every node was ready. */
@@ -203,6 +207,10 @@ export interface ScaleResult {
   failoverShards: number;
   /** Failed lease renewals during the run, all nodes, by reason (store_error, expired, evicted). */
   leaseFailures: Record<string, number>;
+  /** Lease renewals (all nodes, whole run) that took longer than 250 ms, store queueing included. */
+  slowRenewals: number;
+  /** The longest event-loop delay of any node: during the start, the idle window, and the rest. */
+  maxLoopDelayMs: { start: number; idle: number; rest: number };
   /** The step that did not complete (a timeout), or null. */
   error: string | null;
   /** The machine's 1-minute load average at the end of the idle window (other processes included). */

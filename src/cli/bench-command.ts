@@ -37,6 +37,7 @@ interface BenchFlags {
   tls?: boolean;
   only?: Section[];
   scaleNodes?: number[];
+  scaleLease?: number;
   json?: string;
   markdown?: string;
 }
@@ -140,6 +141,11 @@ export function registerBenchCommand(program: Command): void {
         'cluster sizes of the scale section (default 8,16,32; --quick 4,8,16)',
       ).argParser(positiveList),
     )
+    .addOption(
+      new Option('--scale-lease <ms>', "lease ttl of the scale section's nodes (default: the node's, 1500)").argParser(
+        parsePositiveInt,
+      ),
+    )
     .addOption(new Option('--tls', "mutual TLS 1.3 between concord's nodes (makes a throwaway CA; needs openssl)"))
     .addOption(new Option('--json <file>', 'also write the full results as JSON'))
     .addOption(new Option('--markdown <file>', 'also write the Markdown table to a file'))
@@ -160,6 +166,7 @@ export function registerBenchCommand(program: Command): void {
         scale,
         sections: flags.only ?? [...DEFAULT_SECTIONS],
         ...(flags.scaleNodes ? { scaleNodes: flags.scaleNodes } : {}),
+        ...(flags.scaleLease ? { scaleLeaseMs: flags.scaleLease } : {}),
         command: `concord ${process.argv.slice(2).map(redactUrl).join(' ')}`,
         log: (line) => process.stderr.write(`${line}\n`),
       };
