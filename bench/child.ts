@@ -56,6 +56,8 @@ export class BenchChild {
     });
     this.child = child;
     this.pid = child.pid ?? 0;
+    // A send to a process that has just died fails with EPIPE here (and in request's callback).
+    child.on('error', () => {});
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (chunk: string) => {
       this.stderr = (this.stderr + chunk).slice(-4000);
@@ -101,7 +103,10 @@ export class BenchChild {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      child.send({ ...body, id });
+      child.send({ ...body, id }, (error) => {
+        if (!error || !this.pending.delete(id)) return;
+        reject(error);
+      });
     });
   }
 

@@ -13,6 +13,9 @@ import postgres from 'postgres';
 
 export type StoreBackend = 'sqlite' | 'postgres';
 
+/** max_connections of the throwaway server: 40 nodes × the default pool of 8, and a few to spare. */
+const MAX_CONNECTIONS = 330;
+
 export interface StoreFactory {
   readonly backend: StoreBackend;
   /** How the store is described in the report (no password). */
@@ -91,6 +94,9 @@ async function embeddedPostgresFactory(): Promise<StoreFactory> {
     password,
     persistent: false,
     createPostgresUser: true,
+    // Every node opens up to 8 connections (the store's pool): 33 nodes of `--only scale` need
+    // ~270, more than PostgreSQL's default of 100 (measured: "sorry, too many clients already").
+    postgresFlags: ['-c', `max_connections=${MAX_CONNECTIONS}`],
     onLog: (message: unknown) => logs.push(String(message)),
     onError: (message: unknown) => logs.push(String(message)),
   });
