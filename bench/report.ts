@@ -244,12 +244,15 @@ function scaleTable(rows: ScaleResult[]): string[] {
     '| store | N | start ms: up / owned + ready / agreed | store ops/s per idle node: lease / map / membership / claims (total) | cluster store ops/s | CPU per idle node | RSS per idle node (max) | PostgreSQL connections | join → agreed | leave → agreed | failover (shards) | start claims | load avg | incidents |',
   );
   out.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  // A step that timed out leaves the figures after it unmeasured (NaN): shown as —.
+  const n = (x: number, unit = '') => (Number.isFinite(x) ? `${fmt(x)}${unit}` : '—');
   for (const r of rows) {
     const q = r.storeOpsPerNodePerSecond;
     const total = Object.values(q).reduce((sum, x) => sum + x, 0);
     const other = q.other > 0.005 ? ` / other ${q.other.toFixed(2)}` : '';
+    const idle = Number.isFinite(r.clusterStoreOpsPerSecond);
     out.push(
-      `| ${r.store} | ${r.nodes}${r.leaseTtlMs === 1500 ? '' : ` (lease ${fmt(r.leaseTtlMs)} ms)`} | ${fmt(r.processesUpMs)} / ${fmt(r.ownedMs)} / ${fmt(r.settledMs)} | ${q.lease.toFixed(2)} / ${q.shardMap.toFixed(2)} / ${q.membership.toFixed(2)} / ${q.claims.toFixed(2)}${other} (${total.toFixed(2)}) | ${fmt(r.clusterStoreOpsPerSecond)} | ${r.idleCpuPercentPerNode.toFixed(1)} % | ${fmt(r.rssMiBPerNode)} MiB (${fmt(r.rssMiBMax)}) | ${r.storeConnections ?? '—'} | ${fmt(r.joinAgreedMs)} ms | ${fmt(r.leaveAgreedMs)} ms | ${fmt(r.failoverMs)} ms (${r.failoverShards}) | ${fmt(r.startClaims)} | ${r.loadAverage.toFixed(1)} | ${incidents(r)} |`,
+      `| ${r.store} | ${r.nodes}${r.leaseTtlMs === 1500 ? '' : ` (lease ${fmt(r.leaseTtlMs)} ms)`} | ${n(r.processesUpMs)} / ${n(r.ownedMs)} / ${n(r.settledMs)} | ${idle ? `${q.lease.toFixed(2)} / ${q.shardMap.toFixed(2)} / ${q.membership.toFixed(2)} / ${q.claims.toFixed(2)}${other} (${total.toFixed(2)})` : '—'} | ${n(r.clusterStoreOpsPerSecond)} | ${idle ? `${r.idleCpuPercentPerNode.toFixed(1)} %` : '—'} | ${n(r.rssMiBPerNode, ' MiB')} (${n(r.rssMiBMax)}) | ${r.storeConnections ?? '—'} | ${n(r.joinAgreedMs, ' ms')} | ${n(r.leaveAgreedMs, ' ms')} | ${n(r.failoverMs, ' ms')} (${r.failoverShards}) | ${idle ? fmt(r.startClaims) : '—'} | ${Number.isFinite(r.loadAverage) ? r.loadAverage.toFixed(1) : '—'} | ${incidents(r)} |`,
     );
   }
   return out;

@@ -212,6 +212,7 @@ async function oneCluster(
     result.error = error instanceof Error ? error.message : String(error);
     log(`failed: ${result.error}`);
   } finally {
+    if (!Number.isFinite(result.loadAverage)) result.loadAverage = loadavg()[0] ?? 0;
     // Lease renewals that failed anywhere during the run (a node stalled past its lease, or evicted).
     const counters = await Promise.all(
       nodes.filter((node) => node.running).map((node) => node.storeOps().catch(() => null)),
@@ -259,8 +260,9 @@ async function clusterMap(node: BenchChild): Promise<ClusterBody | null> {
 }
 
 /**
- * Poll `check` (every 50 ms: dozens of processes share the cores) until it answers true; the
- * time that took. Otherwise it says what is still missing, for the error after `timeoutMs`.
+ * Poll `check` until it answers true; the time that took. Otherwise it says what is still
+ * missing, for the error after `timeoutMs`. Every 200 ms: each poll asks every node (IPC or
+ * HTTP), and with dozens of nodes on a few cores faster polling is load of its own.
  */
 async function until(timeoutMs: number, what: string, check: () => Promise<true | string>): Promise<number> {
   const started = performance.now();
@@ -269,9 +271,11 @@ async function until(timeoutMs: number, what: string, check: () => Promise<true 
     if (answer === true) return performance.now() - started;
     if (performance.now() - started > timeoutMs)
       throw new Error(`not reached within ${timeoutMs} ms: ${what} (${answer})`);
-    await sleep(50);
+    await sleep(POLL_MS);
   }
 }
+
+const POLL_MS = 200;
 
 function fmt(n: number): string {
   return Math.round(n).toLocaleString('en-US');
