@@ -8,6 +8,7 @@
  * a service makes, not the IPC channel. Config: JSON in CONCORD_BENCH_CONFIG.
  */
 import { readFileSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { entityStateApp } from '../examples/entity-state/app.js';
 import { EntityState } from '../examples/entity-state/entity.js';
 import type { AppNode } from '../src/http/app.js';
@@ -26,6 +27,7 @@ import type {
   CpuSample,
   MemorySample,
   NodeStatus,
+  StoreOps,
 } from './protocol.js';
 import { StoreCallNode } from './store-call-node.js';
 
@@ -120,7 +122,13 @@ async function handle(running: Running, request: BenchRequest): Promise<unknown>
   switch (request.op) {
     case 'status': {
       const status = node.status();
-      return { name: node.name, held: status.shards.held, activeEntities: status.activeEntities } satisfies NodeStatus;
+      return {
+        name: node.name,
+        held: status.shards.held,
+        activeEntities: status.activeEntities,
+        ready: node.ready,
+        notReady: running.concord?.notReadyReason() ?? null,
+      } satisfies NodeStatus;
     }
     case 'cpu': {
       const usage = process.cpuUsage();
@@ -136,6 +144,10 @@ async function handle(running: Running, request: BenchRequest): Promise<unknown>
         activeEntities: node.status().activeEntities,
       } satisfies MemorySample;
     }
+    case 'store-ops':
+      return running.concord
+        ? storeOps(running.concord)
+        : { ops: {}, leaseFailures: {}, slowRenewals: 0, maxLoopDelayMs: 0 };
     case 'call':
       return call(node, request.entityId, request.handler === 'set', 0, request.timeoutMs);
     case 'load':
@@ -149,6 +161,46 @@ async function handle(running: Running, request: BenchRequest): Promise<unknown>
         request.concurrency,
       );
   }
+}
+
+/** The event loop's delays (a starved or blocked process), reported by store-ops since its last call. */
+const loopDelay = monitorEventLoopDelay({ resolution: 20 });
+loopDelay.enable();
+
+type Metric = { get(): Promise<{ values: { labels: object; value: number; metricName?: string }[] }> };
+
+/** Sum of a metric's values (a histogram's `_count` series) by one label. */
+async function countsBy(metric: Metric, label: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const value of (await metric.get()).values) {
+    if (value.metricName !== undefined && !value.metricName.endsWith('_count')) continue;
+    const key = String((value.labels as Record<string, unknown>)[label]);
+    out[key] = (out[key] ?? 0) + value.value;
+  }
+  return out;
+}
+
+/**
+ * The count of every store operation so far, from the node's store latency histogram (ok and
+ * error); failed lease renewals by reason (store_error, expired, evicted); renewals slower than
+ * 250 ms (a sixth of the default lease); the longest event-loop delay since the last call.
+ */
+async function storeOps(concord: ConcordNode): Promise<StoreOps> {
+  let renewals = 0;
+  let fastRenewals = 0;
+  for (const value of (await concord.telemetry.leaseRenewalDuration.get()).values) {
+    if (value.metricName?.endsWith('_count')) renewals += value.value;
+    if (value.metricName?.endsWith('_bucket') && (value.labels as Record<string, unknown>)['le'] === 0.25)
+      fastRenewals += value.value;
+  }
+  const maxLoopDelayMs = loopDelay.max / 1e6;
+  loopDelay.reset();
+  return {
+    ops: await countsBy(concord.telemetry.storeQueryDuration, 'op'),
+    leaseFailures: await countsBy(concord.telemetry.leaseRenewalFailures, 'reason'),
+    slowRenewals: renewals - fastRenewals,
+    maxLoopDelayMs,
+  };
 }
 
 async function main(): Promise<void> {

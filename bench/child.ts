@@ -10,6 +10,7 @@ import type {
   LoadResult,
   MemorySample,
   NodeStatus,
+  StoreOps,
 } from './protocol.js';
 
 /** Parent side of a bench node process (bench-node.ts): start, drive, kill -9 or stop it. */
@@ -55,6 +56,8 @@ export class BenchChild {
     });
     this.child = child;
     this.pid = child.pid ?? 0;
+    // A send to a process that has just died fails with EPIPE here (and in request's callback).
+    child.on('error', () => {});
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (chunk: string) => {
       this.stderr = (this.stderr + chunk).slice(-4000);
@@ -100,7 +103,10 @@ export class BenchChild {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      child.send({ ...body, id });
+      child.send({ ...body, id }, (error) => {
+        if (!error || !this.pending.delete(id)) return;
+        reject(error);
+      });
     });
   }
 
@@ -110,6 +116,10 @@ export class BenchChild {
 
   cpu(): Promise<CpuSample> {
     return this.request({ op: 'cpu' }) as Promise<CpuSample>;
+  }
+
+  storeOps(): Promise<StoreOps> {
+    return this.request({ op: 'store-ops' }) as Promise<StoreOps>;
   }
 
   memory(): Promise<MemorySample> {

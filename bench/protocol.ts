@@ -30,6 +30,8 @@ export type BenchRequest =
   | { id: number; op: 'status' }
   | { id: number; op: 'cpu' }
   | { id: number; op: 'memory' }
+  /** Store operations this node has made since it started, by Store method (concord only). */
+  | { id: number; op: 'store-ops' }
   | { id: number; op: 'call'; entityId: string; handler: 'get' | 'set'; timeoutMs: number }
   | {
       id: number;
@@ -83,6 +85,20 @@ export interface NodeStatus {
   name: string;
   held: number[];
   activeEntities: number;
+  /** Ready for traffic (concord: a member with a valid lease and a shard map). */
+  ready: boolean;
+  /** Why it is not ready (concord), or null. */
+  notReady: string | null;
+}
+
+/** Store operations made so far, by Store method (e.g. renewLease, listShards); failed lease renewals by reason. */
+export interface StoreOps {
+  ops: Record<string, number>;
+  leaseFailures: Record<string, number>;
+  /** Lease renewals that took longer than 250 ms in the store (queueing in the node included). */
+  slowRenewals: number;
+  /** The longest event-loop delay since the previous store-ops request (ms). */
+  maxLoopDelayMs: number;
 }
 
 /** A latency summary in microseconds. */

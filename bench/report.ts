@@ -1,5 +1,5 @@
 import { durabilityNote } from './durability.js';
-import type { BenchReport, TargetCheck, ThroughputRow, Workload } from './types.js';
+import type { BenchReport, ScaleResult, TargetCheck, ThroughputRow, Workload } from './types.js';
 
 /** The report's targets (issue 7) and its Markdown rendering. */
 
@@ -147,6 +147,11 @@ export function renderMarkdown(report: BenchReport): string {
     '- All systems ran in this one run, on this machine, as children of one bench process, with the same driver and the same entity (the entity-state example).',
   );
   out.push('');
+  // `--only scale`: no throughput, targets or extra figures to show, only its own table.
+  if (report.options.sections.every((section) => section === 'scale')) {
+    out.push(...scaleTable(report.scale), '');
+    return out.join('\n');
+  }
   out.push('#### Targets');
   out.push('');
   out.push('| figure | target | measured | met |');
@@ -202,6 +207,7 @@ export function renderMarkdown(report: BenchReport): string {
     );
   }
   out.push('');
+  if (report.scale.length > 0) out.push(...scaleTable(report.scale), '');
   out.push('#### Durability of the write figures');
   out.push('');
   const seen = new Set<string>();
@@ -216,4 +222,38 @@ export function renderMarkdown(report: BenchReport): string {
   }
   out.push('');
   return out.join('\n');
+}
+
+/** Failed lease renewals and a step that did not complete, for the scale table. */
+function incidents(r: ScaleResult): string {
+  const lease = Object.entries(r.leaseFailures).map(([reason, n]) => `${n} lease renewals failed (${reason})`);
+  const slow = r.slowRenewals > 0 ? [`${r.slowRenewals} renewals > 250 ms`] : [];
+  const d = r.maxLoopDelayMs;
+  const stall = `event loop stalled up to ${fmt(d.start)} / ${fmt(d.idle)} / ${fmt(d.rest)} ms (start / idle / rest)`;
+  return [...lease, ...slow, stall, ...(r.error ? [`**stopped: ${r.error.replaceAll('|', '/')}**`] : [])].join('; ');
+}
+
+/** The `scale` section: one row per store × cluster size. */
+function scaleTable(rows: ScaleResult[]): string[] {
+  const out = ['#### Scale: many node processes on one machine (concord)', ''];
+  out.push(
+    `Each row a fresh cluster of N node processes started at once. Start: until every process was up / every shard owned and every node ready / every node's \`GET /cluster\` map equal, complete and placed. Store ops: Store operations (each one round trip, most of them one transaction) per second of one idle node over ${rows[0]!.idleSeconds.toFixed(0)} s, by kind: lease renewals / shard-map reads / membership reads and writes / claims and releases. Join, leave: from spawning one more node, and from its SIGTERM, until every map is equal, complete and placed again. Failover: kill -9 of n2 until each of its shards answered a call through n1. Start claims: shard claims made during the start (256 if no shard had to move twice). Load avg: the machine's, other processes included.`,
+  );
+  out.push('');
+  out.push(
+    '| store | N | start ms: up / owned + ready / agreed | store ops/s per idle node: lease / map / membership / claims (total) | cluster store ops/s | CPU per idle node | RSS per idle node (max) | PostgreSQL connections | join → agreed | leave → agreed | failover (shards) | start claims | load avg | incidents |',
+  );
+  out.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  // A step that timed out leaves the figures after it unmeasured (NaN): shown as —.
+  const n = (x: number, unit = '') => (Number.isFinite(x) ? `${fmt(x)}${unit}` : '—');
+  for (const r of rows) {
+    const q = r.storeOpsPerNodePerSecond;
+    const total = Object.values(q).reduce((sum, x) => sum + x, 0);
+    const other = q.other > 0.005 ? ` / other ${q.other.toFixed(2)}` : '';
+    const idle = Number.isFinite(r.clusterStoreOpsPerSecond);
+    out.push(
+      `| ${r.store} | ${r.nodes}${r.leaseTtlMs === 1500 ? '' : ` (lease ${fmt(r.leaseTtlMs)} ms)`} | ${n(r.processesUpMs)} / ${n(r.ownedMs)} / ${n(r.settledMs)} | ${idle ? `${q.lease.toFixed(2)} / ${q.shardMap.toFixed(2)} / ${q.membership.toFixed(2)} / ${q.claims.toFixed(2)}${other} (${total.toFixed(2)})` : '—'} | ${n(r.clusterStoreOpsPerSecond)} | ${idle ? `${r.idleCpuPercentPerNode.toFixed(1)} %` : '—'} | ${n(r.rssMiBPerNode, ' MiB')} (${n(r.rssMiBMax)}) | ${r.storeConnections ?? '—'} | ${n(r.joinAgreedMs, ' ms')} | ${n(r.leaveAgreedMs, ' ms')} | ${n(r.failoverMs, ' ms')} (${r.failoverShards}) | ${idle ? fmt(r.startClaims) : '—'} | ${Number.isFinite(r.loadAverage) ? r.loadAverage.toFixed(1) : '—'} | ${incidents(r)} |`,
+    );
+  }
+  return out;
 }

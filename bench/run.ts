@@ -9,6 +9,7 @@ import { activationAndMemory, failover, joinAndLeave } from './extras.js';
 import { partitionDetection } from './partition.js';
 import type { SystemKind } from './protocol.js';
 import { checkTargets } from './report.js';
+import { scaleSection } from './scale.js';
 import { type StoreBackend, type StoreFactory, storeFactory } from './stores.js';
 import { addRatios, throughputMatrix } from './throughput.js';
 import {
@@ -44,6 +45,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     failover: [],
     pauses: [],
     partitions: [],
+    scale: [],
     targets: [],
     processes: [],
     durationSeconds: 0,
@@ -95,6 +97,11 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       if (want('partition')) {
         log(`store ${factory.backend}: one node of three cut off from the others`);
         report.partitions.push(await partitionDetection(factory, options, sizes));
+      }
+      if (want('scale')) {
+        log(`store ${factory.backend}: scale (many node processes)`);
+        const counts = options.scaleNodes ?? sizes.scaleNodes;
+        report.scale.push(...(await scaleSection(factory, options, counts, sizes.scaleIdleSeconds, tracked)));
       }
     } finally {
       await factory.close();

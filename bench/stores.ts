@@ -13,12 +13,17 @@ import postgres from 'postgres';
 
 export type StoreBackend = 'sqlite' | 'postgres';
 
+/** max_connections of the throwaway server: 40 nodes × the default pool of 8, and a few to spare. */
+const MAX_CONNECTIONS = 330;
+
 export interface StoreFactory {
   readonly backend: StoreBackend;
   /** How the store is described in the report (no password). */
   readonly description: string;
   /** A URL of a brand-new empty store. */
   fresh(): Promise<string>;
+  /** PostgreSQL: the server connections open to the database of `url` now (null on SQLite). */
+  connections(url: string): Promise<number | null>;
   close(): Promise<void>;
 }
 
@@ -36,6 +41,7 @@ function sqliteFactory(): StoreFactory {
     backend: 'sqlite',
     description: 'SQLite (WAL, one file shared by the node processes)',
     fresh: async () => `sqlite:${join(dir, `bench-${n++}.db`)}`,
+    connections: async () => null,
     close: async () => rmSync(dir, { recursive: true, force: true }),
   };
 }
@@ -54,6 +60,12 @@ async function postgresFactory(adminUrl: string, stopServer: (() => Promise<void
       const url = new URL(adminUrl);
       url.pathname = `/${name}`;
       return url.toString();
+    },
+    async connections(url) {
+      const name = decodeURIComponent(new URL(url).pathname.slice(1));
+      const [row] = await admin<{ count: number }[]>`
+        SELECT count(*)::int AS count FROM pg_stat_activity WHERE datname = ${name}`;
+      return row?.count ?? 0;
     },
     async close() {
       try {
@@ -82,6 +94,9 @@ async function embeddedPostgresFactory(): Promise<StoreFactory> {
     password,
     persistent: false,
     createPostgresUser: true,
+    // Every node opens up to 8 connections (the store's pool): 33 nodes of `--only scale` need
+    // ~270, more than PostgreSQL's default of 100 (measured: "sorry, too many clients already").
+    postgresFlags: ['-c', `max_connections=${MAX_CONNECTIONS}`],
     onLog: (message: unknown) => logs.push(String(message)),
     onError: (message: unknown) => logs.push(String(message)),
   });

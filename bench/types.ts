@@ -9,14 +9,24 @@ import type { StoreBackend } from './stores.js';
 /** R: 100% get; M: 90% get; W: 100% set; WK: W with a fresh idempotency key on every set. */
 export type Workload = 'R' | 'M' | 'W' | 'WK';
 export type Driver = 'api' | 'http';
-export type Section = 'throughput' | 'activation' | 'memory' | 'failover' | 'join' | 'partition';
+export type Section = 'throughput' | 'activation' | 'memory' | 'failover' | 'join' | 'partition' | 'scale';
 export type Scale = 'full' | 'quick' | 'tiny';
 
 export const WORKLOADS: readonly Workload[] = ['R', 'M', 'W', 'WK'];
 export const WRITE_RATIO: Record<Workload, number> = { R: 0, M: 0.1, W: 1, WK: 1 };
 /** Workloads whose sets carry an idempotency key (concord only: the baselines have no keys). */
 export const KEYED: Record<Workload, boolean> = { R: false, M: false, W: false, WK: true };
-export const SECTIONS: readonly Section[] = ['throughput', 'activation', 'memory', 'failover', 'join', 'partition'];
+export const SECTIONS: readonly Section[] = [
+  'throughput',
+  'activation',
+  'memory',
+  'failover',
+  'join',
+  'partition',
+  'scale',
+];
+/** What runs without --only: everything but `scale` (dozens of node processes; run it by name). */
+export const DEFAULT_SECTIONS: readonly Section[] = SECTIONS.filter((s) => s !== 'scale');
 
 export interface BenchOptions {
   workloads: Workload[];
@@ -35,6 +45,10 @@ export interface BenchOptions {
   tls?: boolean;
   scale: Scale;
   sections: Section[];
+  /** Cluster sizes of the `scale` section (default 8,16,32; --quick 4,8,16). */
+  scaleNodes?: number[];
+  /** Lease ttl of the `scale` section's nodes (ms); the node's default (1,500) when absent. */
+  scaleLeaseMs?: number;
   /** The command line, for the report. */
   command: string;
   /** Progress lines go here (stderr by default). */
@@ -47,12 +61,36 @@ export interface ScaleSizes {
   memoryPoints: number[];
   failoverRuns: number;
   joinLoadMs: number;
+  /** Default cluster sizes of the `scale` section, and its idle window (s). */
+  scaleNodes: number[];
+  scaleIdleSeconds: number;
 }
 
 export const SCALES: Record<Scale, ScaleSizes> = {
-  full: { coldActivations: 10_000, memoryPoints: [100_000, 1_000_000], failoverRuns: 5, joinLoadMs: 9000 },
-  quick: { coldActivations: 5_000, memoryPoints: [20_000, 100_000], failoverRuns: 3, joinLoadMs: 6000 },
-  tiny: { coldActivations: 500, memoryPoints: [2_000, 5_000], failoverRuns: 1, joinLoadMs: 3000 },
+  full: {
+    coldActivations: 10_000,
+    memoryPoints: [100_000, 1_000_000],
+    failoverRuns: 5,
+    joinLoadMs: 9000,
+    scaleNodes: [8, 16, 32],
+    scaleIdleSeconds: 10,
+  },
+  quick: {
+    coldActivations: 5_000,
+    memoryPoints: [20_000, 100_000],
+    failoverRuns: 3,
+    joinLoadMs: 6000,
+    scaleNodes: [4, 8, 16],
+    scaleIdleSeconds: 5,
+  },
+  tiny: {
+    coldActivations: 500,
+    memoryPoints: [2_000, 5_000],
+    failoverRuns: 1,
+    joinLoadMs: 3000,
+    scaleNodes: [4],
+    scaleIdleSeconds: 2,
+  },
 };
 
 export interface ProcessCpu {
@@ -129,6 +167,56 @@ export interface PauseResult {
   rebalanceMs: number;
 }
 
+/** What a Store method is for: leases, the shard map, membership (nodes, suspicions), claims and releases. */
+export type StoreOpKind = 'lease' | 'shardMap' | 'membership' | 'claims' | 'other';
+
+/** One cluster of the `scale` section (times in ms from the spawn, the SIGTERM or the kill). */
+export interface ScaleResult {
+  store: StoreBackend;
+  nodes: number;
+  /** The nodes' lease ttl (ms). */
+  leaseTtlMs: number;
+  /** Until every node process had started (ConcordNode.start returned in each). */
+  processesUpMs: number;
+  /** Until every one of the shards was owned by some node and every node was ready. */
+  ownedMs: number;
+  /** Until every node's shard map was equal, complete and the rendezvous placement. */
+  settledMs: number;
+  /** Shard claims (CAS attempts, won or lost) made while the cluster started: 256 if no shard moved twice. */
+  startClaims: number;
+  /** The idle window the rates are measured over (s). */
+  idleSeconds: number;
+  /** Store operations per second of one idle node (mean over the nodes), by kind. */
+  storeOpsPerNodePerSecond: Record<StoreOpKind, number>;
+  /** The whole cluster's store operations per second, by Store method. */
+  storeOpsPerSecondByOp: Record<string, number>;
+  clusterStoreOpsPerSecond: number;
+  /** CPU of one idle node (mean), in % of one core. */
+  idleCpuPercentPerNode: number;
+  /** RSS of one idle node after a GC: mean and largest. */
+  rssMiBPerNode: number;
+  rssMiBMax: number;
+  /** PostgreSQL: server connections to the cluster's database when idle (null on SQLite). */
+  storeConnections: number | null;
+  /** From spawning one more node until every node's map is equal, complete and placed. */
+  joinAgreedMs: number;
+  /** From SIGTERM to that node until the same holds over the others. */
+  leaveAgreedMs: number;
+  /** kill -9 of n2 until each of its shards answered a call through n1. */
+  failoverMs: number;
+  failoverShards: number;
+  /** Failed lease renewals during the run, all nodes, by reason (store_error, expired, evicted). */
+  leaseFailures: Record<string, number>;
+  /** Lease renewals (all nodes, whole run) that took longer than 250 ms, store queueing included. */
+  slowRenewals: number;
+  /** The longest event-loop delay of any node: during the start, the idle window, and the rest. */
+  maxLoopDelayMs: { start: number; idle: number; rest: number };
+  /** The step that did not complete (a timeout), or null. */
+  error: string | null;
+  /** The machine's 1-minute load average at the end of the idle window (other processes included). */
+  loadAverage: number;
+}
+
 export interface MachineInfo {
   cores: number;
   cpuModel: string;
@@ -158,6 +246,7 @@ export interface BenchReport {
   failover: FailoverResult[];
   pauses: PauseResult[];
   partitions: PartitionResult[];
+  scale: ScaleResult[];
   targets: TargetCheck[];
   /** Node processes started by the run, with their parent pid as seen by the bench. */
   processes: { name: string; system: SystemKind; pid: number; ppid: number }[];

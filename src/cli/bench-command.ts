@@ -5,6 +5,7 @@ import { renderMarkdown } from '../../bench/report.js';
 import { runBench } from '../../bench/run.js';
 import {
   type BenchOptions,
+  DEFAULT_SECTIONS,
   type Driver,
   type Scale,
   SECTIONS,
@@ -35,6 +36,8 @@ interface BenchFlags {
   tiny?: boolean;
   tls?: boolean;
   only?: Section[];
+  scaleNodes?: number[];
+  scaleLease?: number;
   json?: string;
   markdown?: string;
 }
@@ -127,7 +130,22 @@ export function registerBenchCommand(program: Command): void {
       new Option('--quick', 'a short run of every row (smaller activation and memory counts, 3 failover runs)'),
     )
     .addOption(new Option('--tiny', "an even shorter run, for the bench command's own test").hideHelp())
-    .addOption(new Option('--only <list>', `sections to run: ${SECTIONS.join(', ')}`).argParser(listOf(SECTIONS)))
+    .addOption(
+      new Option('--only <list>', `sections to run: ${SECTIONS.join(', ')} (default: all but scale)`).argParser(
+        listOf(SECTIONS),
+      ),
+    )
+    .addOption(
+      new Option(
+        '--scale-nodes <list>',
+        'cluster sizes of the scale section (default 8,16,32; --quick 4,8,16)',
+      ).argParser(positiveList),
+    )
+    .addOption(
+      new Option('--scale-lease <ms>', "lease ttl of the scale section's nodes (default: the node's, 1500)").argParser(
+        parsePositiveInt,
+      ),
+    )
     .addOption(new Option('--tls', "mutual TLS 1.3 between concord's nodes (makes a throwaway CA; needs openssl)"))
     .addOption(new Option('--json <file>', 'also write the full results as JSON'))
     .addOption(new Option('--markdown <file>', 'also write the Markdown table to a file'))
@@ -146,7 +164,9 @@ export function registerBenchCommand(program: Command): void {
         durability: flags.durability,
         tls: flags.tls === true,
         scale,
-        sections: flags.only ?? [...SECTIONS],
+        sections: flags.only ?? [...DEFAULT_SECTIONS],
+        ...(flags.scaleNodes ? { scaleNodes: flags.scaleNodes } : {}),
+        ...(flags.scaleLease ? { scaleLeaseMs: flags.scaleLease } : {}),
         command: `concord ${process.argv.slice(2).map(redactUrl).join(' ')}`,
         log: (line) => process.stderr.write(`${line}\n`),
       };

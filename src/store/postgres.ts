@@ -1,7 +1,7 @@
 /**
  * PostgresStore: the PostgreSQL Store, on porsager's `postgres` client.
  *
- * - A modest pool (8 connections); int8 columns come back as JS numbers.
+ * - A modest pool (8 connections; `?max=N` in the URL sets it); int8 columns come back as JS numbers.
  * - The store clock is the server's `clock_timestamp()`; node-supplied times are never used.
  * - 'relaxed' durability sets `synchronous_commit = off` as a startup parameter of every
  *   connection.
@@ -70,9 +70,9 @@ const PG_TYPES = {
   int8: { to: 20, from: [20], serialize: (value: number) => String(value), parse: (raw: string) => Number(raw) },
 };
 
-function connect(url: string, options: StoreOptions, pgbouncer: boolean) {
+function connect(url: string, options: StoreOptions, pgbouncer: boolean, max: number) {
   return postgres(url, {
-    max: POOL_SIZE,
+    max,
     connect_timeout: 10,
     types: PG_TYPES,
     // `CREATE TABLE IF NOT EXISTS` notices would otherwise be printed to the console.
@@ -101,6 +101,26 @@ export function parsePgbouncerOption(url: string): { url: string; pgbouncer: boo
   params.delete('pgbouncer');
   const rest = params.toString();
   return { url: url.slice(0, query) + (rest ? `?${rest}` : ''), pgbouncer: value === 'true' };
+}
+
+/**
+ * Takes `max` (the pool size: connections this node may open, 1–100) out of a store URL's query.
+ * Absent: POOL_SIZE. Every node opens up to this many connections, so N nodes need N × max of
+ * the server's `max_connections` (PostgreSQL's default is 100).
+ */
+export function parsePoolSize(url: string): { url: string; max: number } {
+  const query = url.indexOf('?');
+  if (query === -1) return { url, max: POOL_SIZE };
+  const params = new URLSearchParams(url.slice(query + 1));
+  const value = params.get('max');
+  if (value === null) return { url, max: POOL_SIZE };
+  const max = Number(value);
+  if (!/^[0-9]+$/.test(value) || max < 1 || max > 100) {
+    throw new Error(`store URL option max (the pool size) must be a whole number from 1 to 100, not "${value}"`);
+  }
+  params.delete('max');
+  const rest = params.toString();
+  return { url: url.slice(0, query) + (rest ? `?${rest}` : ''), max };
 }
 
 /**
@@ -178,11 +198,12 @@ export class PostgresStore implements Store {
    * `?pgbouncer=true` the store returned is gated: at most one call per pool connection at once.
    */
   constructor(url: string, options: StoreOptions = {}) {
-    const parsed = parsePgbouncerOption(url);
-    this.sql = connect(parsed.url, options, parsed.pgbouncer);
+    const pool = parsePoolSize(url);
+    const parsed = parsePgbouncerOption(pool.url);
+    this.sql = connect(parsed.url, options, parsed.pgbouncer, pool.max);
     this.relaxedPerTransaction = parsed.pgbouncer && options.durability === 'relaxed';
     // biome-ignore lint/correctness/noConstructorReturn: the gated proxy stands for this store
-    if (parsed.pgbouncer) return gated(this, new Gate(POOL_SIZE), new Set(['constructor', 'close']));
+    if (parsed.pgbouncer) return gated(this, new Gate(pool.max), new Set(['constructor', 'close']));
   }
 
   async migrate(): Promise<void> {
