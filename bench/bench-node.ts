@@ -138,8 +138,18 @@ async function handle(running: Running, request: BenchRequest): Promise<unknown>
     }
     case 'call':
       return call(node, request.entityId, request.handler === 'set', 0, request.timeoutMs);
-    case 'load':
-      return closedLoop((id, write, n) => call(node, id, write, n, undefined, request.idempotencyKeys), request);
+    case 'load': {
+      const concord = running.concord;
+      const isLocal =
+        concord === null
+          ? undefined
+          : (id: string) => concord.shards.canServe(concord.router.shardOf(EntityState.kind, id));
+      return closedLoop(
+        (id, write, n) => call(node, id, write, n, undefined, request.idempotencyKeys),
+        request,
+        isLocal,
+      );
+    }
     case 'activate':
       return activateAll(
         (id) => call(node, id, false, 0),
