@@ -144,11 +144,14 @@ async function handle(running: Running, request: BenchRequest): Promise<unknown>
         concord === null
           ? undefined
           : (id: string) => concord.shards.canServe(concord.router.shardOf(EntityState.kind, id));
-      return closedLoop(
+      const deferredBefore = concord?.router.deferredLocalCalls ?? 0;
+      const result = await closedLoop(
         (id, write, n) => call(node, id, write, n, undefined, request.idempotencyKeys),
         request,
         isLocal,
       );
+      if (concord !== null) result.deferredLocalCalls = concord.router.deferredLocalCalls - deferredBefore;
+      return result;
     }
     case 'activate':
       return activateAll(

@@ -106,6 +106,8 @@ export interface LoadResult extends Latency {
    * own memory) and for calls routed to a peer, to tell which kind makes the tail.
    */
   byKind?: { local: KindLatency; remote: KindLatency };
+  /** Concord: local calls the router's budget made wait for a later turn (warm-up included). */
+  deferredLocalCalls?: number;
   ops: number;
   errors: number;
   /** Failed calls by error code (library driver) or status / error (HTTP driver). */

@@ -44,6 +44,7 @@ export async function throughputMatrix(context: CellContext, options: BenchOptio
           options.log?.(`    ${line('all   ', row.raw)}`);
           options.log?.(`    ${line('local ', kinds.local)} (${kinds.local.count} calls)`);
           options.log?.(`    ${line('remote', kinds.remote)} (${kinds.remote.count} calls)`);
+          options.log?.(`    local calls deferred to a later turn: ${row.raw.deferredLocalCalls ?? 0}`);
         }
         rows.push(row);
       }

@@ -93,7 +93,8 @@ export interface NodeOptions {
   /**
    * Fairness of local calls to replies from peers: while this node awaits replies, at most
    * this many local calls run per turn of the event loop, the next ones at the next turn.
-   * Default 32 (LOCAL_CALLS_PER_TURN); Infinity turns it off.
+   * Default 256 (LOCAL_CALLS_PER_TURN: a bound on starvation; lower favours replies more, at
+   * the cost of local calls' latency, see docs/benchmarks.md); Infinity turns it off.
    */
   localCallsPerTurn?: number;
   /**
