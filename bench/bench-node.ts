@@ -150,8 +150,21 @@ async function handle(running: Running, request: BenchRequest): Promise<unknown>
         : { ops: {}, leaseFailures: {}, slowRenewals: 0, maxLoopDelayMs: 0 };
     case 'call':
       return call(node, request.entityId, request.handler === 'set', 0, request.timeoutMs);
-    case 'load':
-      return closedLoop((id, write, n) => call(node, id, write, n, undefined, request.idempotencyKeys), request);
+    case 'load': {
+      const concord = running.concord;
+      const isLocal =
+        concord === null
+          ? undefined
+          : (id: string) => concord.shards.canServe(concord.router.shardOf(EntityState.kind, id));
+      const deferredBefore = concord?.router.deferredLocalCalls ?? 0;
+      const result = await closedLoop(
+        (id, write, n) => call(node, id, write, n, undefined, request.idempotencyKeys),
+        request,
+        isLocal,
+      );
+      if (concord !== null) result.deferredLocalCalls = concord.router.deferredLocalCalls - deferredBefore;
+      return result;
+    }
     case 'activate':
       return activateAll(
         (id) => call(node, id, false, 0),

@@ -1,5 +1,5 @@
 import * as hdr from 'hdr-histogram-js';
-import type { ActivateResult, LoadResult } from './protocol.js';
+import type { ActivateResult, KindLatency, LoadResult } from './protocol.js';
 
 /**
  * The library-API driver: a closed loop of `concurrency` callers inside a node process, each
@@ -7,6 +7,8 @@ import type { ActivateResult, LoadResult } from './protocol.js';
  */
 
 export type Caller = (id: string, write: boolean, n: number) => Promise<unknown>;
+/** Whether this node serves `id` itself (a local call) rather than routing it to a peer. */
+export type IsLocal = (id: string) => boolean;
 
 export interface LoopOptions {
   prefix: string;
@@ -25,8 +27,22 @@ export function latencyHistogram(): hdr.Histogram {
   });
 }
 
-export async function closedLoop(call: Caller, options: LoopOptions): Promise<LoadResult> {
+function summary(histogram: hdr.Histogram): KindLatency {
+  return {
+    count: histogram.totalCount,
+    p50: histogram.getValueAtPercentile(50),
+    p90: histogram.getValueAtPercentile(90),
+    p99: histogram.getValueAtPercentile(99),
+    p999: histogram.getValueAtPercentile(99.9),
+    max: histogram.maxValue,
+  };
+}
+
+export async function closedLoop(call: Caller, options: LoopOptions, isLocal?: IsLocal): Promise<LoadResult> {
   const histogram = latencyHistogram();
+  // Per kind (local / remote), when the caller can tell: which calls make the tail.
+  const local = isLocal === undefined ? null : latencyHistogram();
+  const remote = isLocal === undefined ? null : latencyHistogram();
   const ids = Array.from({ length: options.count }, (_, i) => `${options.prefix}${i}`);
   let ops = 0;
   let errors = 0;
@@ -44,11 +60,14 @@ export async function closedLoop(call: Caller, options: LoopOptions): Promise<Lo
       x = (Math.imul(x, 1103515245) + 12345) >>> 0;
       const id = ids[x % ids.length]!;
       const write = options.writeRatio > 0 && Math.random() < options.writeRatio;
+      const kind = isLocal === undefined ? null : isLocal(id) ? local : remote;
       const started = performance.now();
       try {
         await call(id, write, n++);
         if (measuring) {
-          histogram.recordValue(Math.max(1, Math.round((performance.now() - started) * 1000)));
+          const us = Math.max(1, Math.round((performance.now() - started) * 1000));
+          histogram.recordValue(us);
+          kind?.recordValue(us);
           ops++;
         }
       } catch (error) {
@@ -77,8 +96,14 @@ export async function closedLoop(call: Caller, options: LoopOptions): Promise<Lo
     p50: histogram.getValueAtPercentile(50),
     p90: histogram.getValueAtPercentile(90),
     p99: histogram.getValueAtPercentile(99),
+    p999: histogram.getValueAtPercentile(99.9),
     max: histogram.maxValue,
   };
+  if (local !== null && remote !== null) {
+    result.byKind = { local: summary(local), remote: summary(remote) };
+    local.destroy();
+    remote.destroy();
+  }
   histogram.destroy();
   return result;
 }

@@ -109,7 +109,21 @@ export interface Latency {
   max: number;
 }
 
+export interface KindLatency extends Latency {
+  p999: number;
+  count: number;
+}
+
 export interface LoadResult extends Latency {
+  /** 99.9th percentile (µs); absent from the HTTP driver. */
+  p999?: number;
+  /**
+   * Library driver on concord: the same percentiles for calls this node owns (answered from its
+   * own memory) and for calls routed to a peer, to tell which kind makes the tail.
+   */
+  byKind?: { local: KindLatency; remote: KindLatency };
+  /** Concord: local calls the router's budget made wait for a later turn (warm-up included). */
+  deferredLocalCalls?: number;
   ops: number;
   errors: number;
   /** Failed calls by error code (library driver) or status / error (HTTP driver). */

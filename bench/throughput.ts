@@ -35,6 +35,17 @@ export async function throughputMatrix(context: CellContext, options: BenchOptio
         options.log?.(
           `  ${context.system.padEnd(10)} ${driver.padEnd(4)} ${workload} C=${String(concurrency).padEnd(3)} ${Math.round(row.opsPerSecond).toLocaleString('en-US').padStart(9)} ops/s  p99 ${row.p99Ms.toFixed(2)} ms${row.errors ? `  errors ${row.errors}` : ''}`,
         );
+        const kinds = row.raw.byKind;
+        if (kinds !== undefined) {
+          // The latency histogram, and per kind: is the tail local calls or replies from peers?
+          const ms = (us: number) => (us / 1000).toFixed(3);
+          const line = (name: string, l: { p50: number; p90: number; p99: number; p999?: number; max: number }) =>
+            `${name} p50 ${ms(l.p50)} p90 ${ms(l.p90)} p99 ${ms(l.p99)} p99.9 ${ms(l.p999 ?? 0)} max ${ms(l.max)} ms`;
+          options.log?.(`    ${line('all   ', row.raw)}`);
+          options.log?.(`    ${line('local ', kinds.local)} (${kinds.local.count} calls)`);
+          options.log?.(`    ${line('remote', kinds.remote)} (${kinds.remote.count} calls)`);
+          options.log?.(`    local calls deferred to a later turn: ${row.raw.deferredLocalCalls ?? 0}`);
+        }
         rows.push(row);
       }
     }

@@ -91,6 +91,13 @@ export interface NodeOptions {
   /** Default deadline of a call, retries included. Default 5000 ms. */
   callTimeoutMs?: number;
   /**
+   * Fairness of local calls to replies from peers: while this node awaits replies, at most
+   * this many local calls run per turn of the event loop, the next ones at the next turn.
+   * Default 256 (LOCAL_CALLS_PER_TURN: a bound on starvation; lower favours replies more, at
+   * the cost of local calls' latency, see docs/benchmarks.md); Infinity turns it off.
+   */
+  localCallsPerTurn?: number;
+  /**
    * A member this node cannot reach for this long is suspected (after an indirect probe) and,
    * once the members that can reach each other agree, evicted through the store. Default: the
    * lease ttl.
@@ -388,7 +395,11 @@ export class ConcordNode {
           knownUnreachable: (peer, soonMs) => membership.unreachableOwner(peer, soonMs),
         },
         entityHost,
-        { self: options.name, defaultTimeoutMs: options.callTimeoutMs ?? 5000 },
+        {
+          self: options.name,
+          defaultTimeoutMs: options.callTimeoutMs ?? 5000,
+          localCallsPerTurn: options.localCallsPerTurn,
+        },
       );
 
       const incarnation = await lease.acquire();
