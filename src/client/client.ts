@@ -101,6 +101,8 @@ export class ConcordClient {
   private readonly map = new ShardMap();
   private readonly pools = new Map<string, Pool>();
   private readonly downUntil = new Map<string, number>();
+  /** Seed URL → the node's name, from its /healthz. */
+  private readonly seedNames = new Map<string, string>();
   private readonly kinds: ReadonlySet<string>;
   private readonly seeds: string[];
   private readonly deadlineMs: number;
@@ -137,7 +139,7 @@ export class ConcordClient {
     return this.map.ownerOf(kind, id)?.owner ?? null;
   }
 
-  /** Fetch the shard map now (from the first seed that answers). */
+  /** Fetch the shard map now (from every seed that answers). */
   refresh(): Promise<void> {
     this.refreshing ??= this.fetchMap().finally(() => {
       this.refreshing = null;
@@ -283,28 +285,60 @@ export class ConcordClient {
     return pool;
   }
 
+  /** Ask every seed that is not known down for its map, in parallel, and fold in every answer. */
   private async fetchMap(): Promise<void> {
-    const candidates = [...new Set([...this.seeds])];
+    const up = this.seeds.filter((url) => !this.isDown(url));
+    const candidates = up.length > 0 ? up : this.seeds;
+    const answers = await Promise.allSettled(candidates.map((url) => this.fetchClusterView(url)));
+    let learnt = 0;
     let lastError: unknown = null;
-    for (const url of candidates) {
-      if (this.isDown(url) && candidates.length > 1) continue;
-      try {
-        const response = await this.pool(url).request({
-          method: 'GET',
-          path: '/cluster',
-          signal: AbortSignal.timeout(2000),
-        });
-        const text = await response.body.text();
-        if (response.statusCode !== 200) throw new Error(`GET /cluster answered ${response.statusCode}`);
-        this.map.learn(JSON.parse(text) as ClusterAnswer, url);
-        this.stats.refreshes++;
-        return;
-      } catch (error) {
-        if (isNotSent(error)) this.downUntil.set(url, performance.now() + DOWN_FOR_MS);
-        lastError = error;
+    answers.forEach((answer, i) => {
+      if (answer.status === 'fulfilled') {
+        this.map.learn(answer.value, candidates[i]!);
+        learnt++;
+      } else {
+        lastError = answer.reason;
+        if (isNotSent(answer.reason)) this.downUntil.set(candidates[i]!, performance.now() + DOWN_FOR_MS);
       }
-    }
-    throw new Unavailable(`no node answered GET /cluster (${describe(lastError)})`);
+    });
+    if (learnt === 0) throw new Unavailable(`no node answered GET /cluster (${describe(lastError)})`);
+    this.stats.refreshes++;
+    await this.nameSeeds();
+  }
+
+  private async fetchClusterView(url: string): Promise<ClusterAnswer> {
+    const response = await this.pool(url).request({
+      method: 'GET',
+      path: '/cluster',
+      signal: AbortSignal.timeout(2000),
+    });
+    const text = await response.body.text();
+    if (response.statusCode !== 200) throw new Error(`GET /cluster answered ${response.statusCode}`);
+    return JSON.parse(text) as ClusterAnswer;
+  }
+
+  /**
+   * Nodes started without an advertised HTTP address (a library node that was not told one)
+   * have none in `GET /cluster`: the seeds' own URLs are learnt from their `/healthz`, once.
+   */
+  private async nameSeeds(): Promise<void> {
+    const unnamed = this.seeds.filter((url) => !this.seedNames.has(url) && !this.isDown(url));
+    await Promise.all(
+      unnamed.map(async (url) => {
+        try {
+          const response = await this.pool(url).request({
+            method: 'GET',
+            path: '/healthz',
+            signal: AbortSignal.timeout(2000),
+          });
+          const health = JSON.parse(await response.body.text()) as { node?: unknown };
+          if (response.statusCode === 200 && typeof health.node === 'string') this.seedNames.set(url, health.node);
+        } catch {
+          // Asked again at the next refresh.
+        }
+      }),
+    );
+    for (const [url, name] of this.seedNames) this.map.learnUrl(name, url);
   }
 
   /** The first map, waited for at most until the call's deadline; without one, calls go to any node. */

@@ -27,11 +27,26 @@ export class ShardMap {
     return this.owners.length;
   }
 
-  /** Replace the map with a node's answer to `GET /cluster` (`from`: the URL it was asked at). */
+  /**
+   * Fold in a node's answer to `GET /cluster` (`from`: the URL it was asked at). Each shard takes
+   * the owner of the newest epoch seen; an owner the node does not know (null: its view lags,
+   * e.g. just after it joined) leaves the shard as it was. Answers of several nodes can be
+   * folded in one after the other: each knows its own shards for sure.
+   */
   learn(answer: ClusterAnswer, from: string): void {
-    if (!Array.isArray(answer.shards?.map) || answer.shards.map.length === 0) return;
-    this.owners = answer.shards.map.slice();
-    this.epochs = answer.shards.map.map((_, shard) => answer.shards.epochs?.[shard] ?? 0);
+    const owners = answer.shards?.map;
+    if (!Array.isArray(owners) || owners.length === 0) return;
+    if (owners.length !== this.owners.length) {
+      this.owners = new Array<string | null>(owners.length).fill(null);
+      this.epochs = new Array<number>(owners.length).fill(-1);
+    }
+    owners.forEach((owner, shard) => {
+      const epoch = answer.shards.epochs?.[shard] ?? 0;
+      if (owner !== null && (epoch >= this.epochs[shard]! || this.owners[shard] === null)) {
+        this.owners[shard] = owner;
+        this.epochs[shard] = epoch;
+      }
+    });
     this.urls.set(answer.self, trimSlash(from));
     for (const member of answer.members ?? []) {
       if (member.httpAddress && SERVING.has(member.status) && member.name !== answer.self) {
@@ -68,6 +83,11 @@ export class ShardMap {
     const shard = this.shardOf(kind, id);
     if (shard === null || this.owners[shard] === owner || !this.urls.has(owner)) return;
     this.owners[shard] = owner;
+  }
+
+  /** A node's URL learnt another way (its `/healthz` names it). */
+  learnUrl(name: string, url: string): void {
+    this.urls.set(name, trimSlash(url));
   }
 
   /** The URL of a node, when known. */
