@@ -30,6 +30,9 @@ export function errorFromAnswer(status: number, body: ErrorBody | null, where: s
   if (status === 503) return new Unavailable(message, { ...fields, status, node: where });
   if (status === 504) return new Timeout(message, { ...fields, status, node: where });
   const code = typeof body?.code === 'string' ? body.code : (CODE_BY_STATUS[status] ?? 'HANDLER_ERROR');
+  // A domain error's details are the command's own payload: passed on untouched.
+  if (code === 'DOMAIN_ERROR' && isRecord(details))
+    return errorFromShape({ code, name: 'DomainError', message, details });
   const extra = isRecord(details) ? details : fields;
   return errorFromShape({ code, name: 'ConcordError', message, details: { ...extra, status } });
 }
