@@ -109,6 +109,7 @@ export class ConcordClient {
   private refreshing: Promise<void> | null = null;
   private readonly timer: NodeJS.Timeout | null;
   private nextSeed = 0;
+  private firstMapAsked = false;
   private closed = false;
 
   constructor(private readonly options: ClientOptions) {
@@ -143,6 +144,7 @@ export class ConcordClient {
   refresh(): Promise<void> {
     this.refreshing ??= this.fetchMap().finally(() => {
       this.refreshing = null;
+      this.firstMapAsked = true;
     });
     return this.refreshing;
   }
@@ -168,7 +170,9 @@ export class ConcordClient {
     this.stats.calls++;
     const deadline = performance.now() + (options.deadlineMs ?? this.deadlineMs);
     const key = options.idempotencyKey ?? this.autoKey(kind, method);
-    if (this.map.shardCount === 0) await this.refreshWithin(deadline);
+    // The first calls wait for the first map (or its failure); after that a missing map (a node
+    // without shards, such as an `--ownership none` baseline) just means calls go to any node.
+    if (!this.firstMapAsked) await this.refreshWithin(deadline);
     const path = entityCallPath(kind, id, method);
     const body = JSON.stringify(message === undefined ? {} : { message });
     let last: ConcordError | null = null;
