@@ -174,7 +174,8 @@ export class ConcordClient {
     // without shards, such as an `--ownership none` baseline) just means calls go to any node.
     if (!this.firstMapAsked) await this.refreshWithin(deadline);
     const path = entityCallPath(kind, id, method);
-    const body = JSON.stringify(message === undefined ? {} : { message });
+    // No message, no body (and no JSON to write or parse on either side).
+    const body = message === undefined ? null : JSON.stringify({ message });
     let last: ConcordError | null = null;
     for (let attempt = 0; ; attempt++) {
       const remaining = deadline - performance.now();
@@ -187,7 +188,7 @@ export class ConcordClient {
       if (attempt > 0) this.stats.retries++;
       const target = this.targetFor(kind, id);
       const headers: Record<string, string> = {
-        ...JSON_HEADERS,
+        ...(body === null ? {} : JSON_HEADERS),
         // The node's own deadline ends a little earlier, so that its answer (503 or 504) arrives
         // before this side gives up.
         [DEADLINE_HEADER]: String(Math.max(1, Math.floor(remaining - Math.min(50, remaining / 10)))),

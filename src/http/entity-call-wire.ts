@@ -3,8 +3,9 @@
  * and the outside client (src/client/). Plain constants and types only: the client imports
  * this without Fastify.
  *
- * `POST /entity-calls/:kind/:id/:method` with body `{"message": <JSON>}` (the key may be left out
- * for handlers that take no message) answers 200 `{"reply": <JSON>}` with `Concord-Owner`.
+ * `POST /entity-calls/:kind/:id/:method` with body `{"message": <JSON>}` answers 200
+ * `{"reply": <JSON>}` with `Concord-Owner`. A call without a message may leave out the key, or
+ * send no body at all (what the client does: nothing to parse on either side).
  */
 
 export const ENTITY_CALLS_PATH = '/entity-calls';

@@ -93,8 +93,9 @@ export function registerEntityCallRoute(
         });
       }
       const body = request.body;
-      // Checked here rather than by a schema: Fastify's Ajv would drop unknown keys instead of refusing them.
-      if (!isRecord(body) || Object.keys(body).some((key) => key !== 'message')) {
+      // No body at all: a call without a message. Checked here rather than by a schema:
+      // Fastify's Ajv would drop unknown keys instead of refusing them.
+      if (body !== undefined && (!isRecord(body) || Object.keys(body).some((key) => key !== 'message'))) {
         throw new ConcordError('BAD_MESSAGE', 'the body must be a JSON object {"message": …} with no other keys');
       }
       const timeoutMs = deadlineOf(request.headers[DEADLINE_HEADER]);
@@ -103,7 +104,7 @@ export function registerEntityCallRoute(
         const where = node.ownerOf(kind, id);
         if (where !== null && where.owner !== node.name) return sendMoved(reply, node, where);
       }
-      const result = await node.callByName(kind, id, method, body['message'], {
+      const result = await node.callByName(kind, id, method, body?.['message'], {
         ...(timeoutMs === undefined ? {} : { timeoutMs }),
         ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
       });

@@ -122,6 +122,10 @@ describe('concord-cluster/client', () => {
       expect(answer.headers.get('content-type')).toMatch(/^application\/json/);
       expect(typeof answer.body.error).toBe('string');
     }
+    // A call without a message needs no body at all.
+    const noBody = await fetch(`${n1.url}/entity-calls/client-counter/${id('nobody')}/get`, { method: 'POST' });
+    expect(noBody.status).toBe(200);
+    expect(await noBody.json()).toEqual({ reply: 0 });
     const invalidJson = await fetch(`${n1.url}/entity-calls/client-counter/${id('x')}/get`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
