@@ -1,7 +1,7 @@
 /**
  * concord-cluster/client against a real 3-node cluster (`concord node` processes over real
  * sockets, SQLite store): every call goes straight to its owner (no node forwards), the
- * entity-call route's opt-in and error answers, MOVED for a direct call to a non-owner, the
+ * entity-call route's opt-in (definitions' `exposed` and `--expose`) and error answers, MOVED for a direct call to a non-owner, the
  * per-call deadline, and which failures are retried (503 yes; 504 only with an idempotency key,
  * then applied once).
  */
@@ -52,7 +52,13 @@ const remoteCalls = async () => {
 };
 
 beforeAll(async () => {
-  cluster = await LocalCluster.start({ nodes: 3, entities: FIXTURE, env: { CONCORD_LOG_LEVEL: 'warn' } });
+  cluster = await LocalCluster.start({
+    nodes: 3,
+    entities: FIXTURE,
+    // The operator exposes one more handler than the definition does.
+    args: ['--expose', 'client-counter/reset'],
+    env: { CONCORD_LOG_LEVEL: 'warn' },
+  });
   await cluster.eventually(async () => {
     const { body } = await cluster.nodes[0]!.get<{ shards: { map: (string | null)[] } }>('/cluster');
     const owners = new Set(body.shards.map);
@@ -108,7 +114,7 @@ describe('concord-cluster/client', () => {
     const n1 = cluster.nodes[0]!;
     const cases: [string, unknown, Record<string, string>, number][] = [
       [`/entity-calls/client-internal/${id('x')}/get`, {}, {}, 404],
-      [`/entity-calls/client-counter/${id('x')}/reset`, {}, {}, 404],
+      [`/entity-calls/client-counter/${id('x')}/nope`, {}, {}, 404],
       [`/entity-calls/no-such-kind/${id('x')}/get`, {}, {}, 404],
       [`/entity-calls/client-counter/${id('x')}/get`, { message: 1, extra: true }, {}, 400],
       [`/entity-calls/client-counter/${id('x')}/get`, [1, 2], {}, 400],
@@ -122,6 +128,8 @@ describe('concord-cluster/client', () => {
       expect(answer.headers.get('content-type')).toMatch(/^application\/json/);
       expect(typeof answer.body.error).toBe('string');
     }
+    // `--expose client-counter/reset` made reset callable too.
+    expect(await client.ref(ClientCounter, id('x')).reset()).toBe(0);
     // A call without a message needs no body at all.
     const noBody = await fetch(`${n1.url}/entity-calls/client-counter/${id('nobody')}/get`, { method: 'POST' });
     expect(noBody.status).toBe(200);
