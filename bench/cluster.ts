@@ -1,7 +1,7 @@
 import { rendezvousOwner } from '../src/cluster/hash.js';
 import { BenchChild } from './child.js';
 import { sleep } from './load-loop.js';
-import type { BenchNodeConfig, Durability, SystemKind } from './protocol.js';
+import { type BenchNodeConfig, type Durability, nodeSystem, type SystemKind } from './protocol.js';
 
 /** Start and settle small clusters of bench node processes. */
 
@@ -25,9 +25,9 @@ export function setBenchTls(files: BenchNodeConfig['tls'] | undefined): void {
 
 export function nodeConfig(options: ClusterOptions, name: string): BenchNodeConfig {
   return {
-    ...(benchTls !== undefined && options.system === 'concord' ? { tls: benchTls } : {}),
+    ...(benchTls !== undefined && nodeSystem(options.system) === 'concord' ? { tls: benchTls } : {}),
     name,
-    system: options.system,
+    system: nodeSystem(options.system),
     store: options.store,
     secret: 'concord-bench-secret',
     durability: options.durability,
@@ -41,7 +41,7 @@ export async function startCluster(options: ClusterOptions, count: number, prefi
   const nodes = Array.from({ length: count }, (_, i) => new BenchChild(nodeConfig(options, `${prefix}${i + 1}`)));
   try {
     await Promise.all(nodes.map((node) => node.start()));
-    if (options.system === 'concord') await settle(nodes);
+    if (nodeSystem(options.system) === 'concord') await settle(nodes);
   } catch (error) {
     await Promise.all(nodes.map((node) => node.kill()));
     throw error;

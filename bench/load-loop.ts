@@ -17,6 +17,8 @@ export interface LoopOptions {
   concurrency: number;
   warmupMs: number;
   durationMs: number;
+  /** Called when the measuring window opens and closes (CPU samples). */
+  onWindow?: (edge: 'start' | 'end') => Promise<void>;
 }
 
 export function latencyHistogram(): hdr.Histogram {
@@ -81,11 +83,13 @@ export async function closedLoop(call: Caller, options: LoopOptions, isLocal?: I
   };
   const workers = Array.from({ length: options.concurrency }, (_, w) => worker(w * 7919 + 1));
   await sleep(options.warmupMs);
+  await options.onWindow?.('start');
   measuring = true;
   const started = performance.now();
   await sleep(options.durationMs);
   measuring = false;
   const durationMs = performance.now() - started;
+  await options.onWindow?.('end');
   running = false;
   await Promise.all(workers);
   const result: LoadResult = {

@@ -7,13 +7,23 @@ export type SystemKind =
   /** `--ownership none`: each process keeps its own in-memory copy (NaiveNode). */
   | 'naive'
   /** Store on every call: get = a read query, set = a read + a fenced write transaction. */
-  | 'store-call';
+  | 'store-call'
+  /**
+   * concord called through `concord-cluster/client` (HTTP driver only): the bench process runs
+   * the client against a concord cluster, each call sent straight to the entity's owner.
+   */
+  | 'concord+client';
+
+/** The service a system's node processes run (concord+client runs concord nodes). */
+export function nodeSystem(system: SystemKind): Exclude<SystemKind, 'concord+client'> {
+  return system === 'concord+client' ? 'concord' : system;
+}
 
 export type Durability = 'strict' | 'relaxed';
 
 export interface BenchNodeConfig {
   name: string;
-  system: SystemKind;
+  system: Exclude<SystemKind, 'concord+client'>;
   /** Store URL (concord and store-call). */
   store: string;
   secret: string;
@@ -129,6 +139,8 @@ export interface LoadResult extends Latency {
   /** Failed calls by error code (library driver) or status / error (HTTP driver). */
   errorCodes: Record<string, number>;
   durationMs: number;
+  /** concord+client rows: the client's counters over the row (warm-up included). */
+  client?: { calls: number; retries: number; moved: number; undirected: number; refreshes: number };
 }
 
 export interface ActivateResult {

@@ -121,6 +121,26 @@ export function checkTargets(report: BenchReport): TargetCheck[] {
       met: x >= 3,
     });
   } else notRun('HTTP get vs PostgreSQL on every call', '>= 3x');
+  const clientPg = httpGet('concord+client', 'postgres');
+  const clientAny = clientPg ?? httpGet('concord+client', 'sqlite');
+  if (pgCall && clientPg) {
+    const x = clientPg.opsPerSecond / pgCall.opsPerSecond;
+    checks.push({
+      figure: `HTTP get (C=${c}) with concord-cluster/client vs PostgreSQL on every call (concord on postgres)`,
+      target: '>= 3x',
+      measured: `${x.toFixed(2)}x (${fmt(clientPg.opsPerSecond)} vs ${fmt(pgCall.opsPerSecond)} ops/s)`,
+      met: x >= 3,
+    });
+  } else if (clientAny) notRun('HTTP get with concord-cluster/client vs PostgreSQL on every call', '>= 3x');
+  if (naive && clientAny) {
+    const x = clientAny.opsPerSecond / naive.opsPerSecond;
+    checks.push({
+      figure: `HTTP get (C=${c}) with concord-cluster/client vs the naive per-node cache (concord on ${clientAny.store})`,
+      target: '>= 0.9x',
+      measured: `${x.toFixed(2)}x (${fmt(clientAny.opsPerSecond)} vs ${fmt(naive.opsPerSecond)} ops/s)`,
+      met: x >= 0.9,
+    });
+  } else if (clientAny) notRun('HTTP get with concord-cluster/client vs the naive per-node cache', '>= 0.9x');
   return checks;
 }
 
@@ -128,6 +148,7 @@ const SYSTEM_LABEL: Record<ThroughputRow['system'], string> = {
   concord: 'concord',
   naive: 'naive per-node cache (`--ownership none`)',
   'store-call': 'store on every call',
+  'concord+client': 'concord + `concord-cluster/client`',
 };
 
 export function renderMarkdown(report: BenchReport): string {
@@ -163,7 +184,7 @@ export function renderMarkdown(report: BenchReport): string {
   out.push('#### Throughput and latency');
   out.push('');
   out.push(
-    'Library API: a closed loop of C callers inside node 1 (`node.call`). HTTP: autocannon from the bench process, C connections spread over all nodes, one request in flight each. Latencies from an HDR histogram. CPU: seconds of CPU (user + system, all threads) per 10,000 operations, per process. Ratios: ops/s over the baseline with the same driver, workload and C (store on every call: on the same store).',
+    'Library API: a closed loop of C callers inside node 1 (`node.call`). HTTP: autocannon from the bench process, C connections spread over all nodes, one request in flight each; concord + client: C callers in the bench process calling through `concord-cluster/client` (each call straight to the owner), one call in flight each, measured right after the autocannon row of the same workload and C on the same cluster. Latencies from an HDR histogram. CPU: seconds of CPU (user + system, all threads) per 10,000 operations, per process. Ratios: ops/s over the baseline with the same driver, workload and C (store on every call: on the same store).',
   );
   out.push('');
   out.push(

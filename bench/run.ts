@@ -68,6 +68,10 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   };
 
   let naiveDone = false;
+  // With both concord and concord+client asked for, the client's rows are measured on concord's
+  // cluster, each right after the autocannon row it is compared with.
+  const http = options.drivers.includes('http');
+  const clientWithConcord = http && options.systems.includes('concord') && options.systems.includes('concord+client');
   for (const spec of options.stores) {
     log(`store ${spec}: starting`);
     const factory = await storeFactory(spec);
@@ -76,7 +80,9 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       if (want('throughput')) {
         for (const system of options.systems) {
           if (system === 'naive' && naiveDone) continue;
-          report.throughput.push(...(await matrix(system, factory, options, tracked)));
+          if (system === 'concord+client' && (clientWithConcord || !http)) continue;
+          const withClient = system === 'concord' && clientWithConcord;
+          report.throughput.push(...(await matrix(system, factory, options, tracked, withClient)));
           if (system === 'naive') naiveDone = true;
         }
       }
@@ -119,6 +125,7 @@ async function matrix(
   factory: StoreFactory,
   options: BenchOptions,
   tracked: { track(nodes: BenchChild[]): void },
+  withClient: boolean,
 ): Promise<ThroughputRow[]> {
   const backend: StoreBackend | null = system === 'naive' ? null : factory.backend;
   options.log?.(`${system}${backend ? ` on ${backend}` : ''}: ${options.nodes} nodes`);
@@ -134,7 +141,13 @@ async function matrix(
   tracked.track(nodes);
   try {
     return await throughputMatrix(
-      { nodes, system, store: backend, durability: durabilityShort(system, backend, options.durability) },
+      {
+        nodes,
+        system,
+        store: backend,
+        durability: durabilityShort(system, backend, options.durability),
+        withClient,
+      },
       options,
     );
   } finally {
@@ -142,7 +155,7 @@ async function matrix(
   }
 }
 
-const SYSTEM_ORDER: Record<SystemKind, number> = { concord: 0, naive: 1, 'store-call': 2 };
+const SYSTEM_ORDER: Record<SystemKind, number> = { concord: 0, 'concord+client': 1, naive: 2, 'store-call': 3 };
 const STORE_ORDER = (s: StoreBackend | null) => (s === 'sqlite' ? 0 : s === 'postgres' ? 1 : 2);
 
 function compareRows(a: ThroughputRow, b: ThroughputRow): number {

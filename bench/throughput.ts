@@ -1,4 +1,5 @@
 import type { BenchChild } from './child.js';
+import { clientLoad } from './client-load.js';
 import { httpLoad } from './http-load.js';
 import { sleep } from './load-loop.js';
 import type { CpuSample, LoadResult, SystemKind } from './protocol.js';
@@ -6,6 +7,7 @@ import type { StoreBackend } from './stores.js';
 import {
   type BenchOptions,
   type Driver,
+  HTTP_ONLY,
   KEYED,
   type ProcessCpu,
   type ThroughputRow,
@@ -22,31 +24,43 @@ export interface CellContext {
   system: SystemKind;
   store: StoreBackend | null;
   durability: string | null;
+  /**
+   * Also measure `concord+client` on this (concord) cluster: each of its HTTP rows right after
+   * the autocannon row with the same workload and C, so the two are compared under the same
+   * conditions (the machine's load drifts).
+   */
+  withClient?: boolean;
 }
 
 export async function throughputMatrix(context: CellContext, options: BenchOptions): Promise<ThroughputRow[]> {
   const rows: ThroughputRow[] = [];
+  const measure = async (cellContext: CellContext, driver: Driver, workload: Workload, concurrency: number) => {
+    const row = await cell(cellContext, options, driver, workload, concurrency);
+    options.log?.(
+      `  ${cellContext.system.padEnd(14)} ${driver.padEnd(4)} ${workload} C=${String(concurrency).padEnd(3)} ${Math.round(row.opsPerSecond).toLocaleString('en-US').padStart(9)} ops/s  p99 ${row.p99Ms.toFixed(2)} ms${row.errors ? `  errors ${row.errors}` : ''}`,
+    );
+    const kinds = row.raw.byKind;
+    if (kinds !== undefined) {
+      // The latency histogram, and per kind: is the tail local calls or replies from peers?
+      const ms = (us: number) => (us / 1000).toFixed(3);
+      const line = (name: string, l: { p50: number; p90: number; p99: number; p999?: number; max: number }) =>
+        `${name} p50 ${ms(l.p50)} p90 ${ms(l.p90)} p99 ${ms(l.p99)} p99.9 ${ms(l.p999 ?? 0)} max ${ms(l.max)} ms`;
+      options.log?.(`    ${line('all   ', row.raw)}`);
+      options.log?.(`    ${line('local ', kinds.local)} (${kinds.local.count} calls)`);
+      options.log?.(`    ${line('remote', kinds.remote)} (${kinds.remote.count} calls)`);
+      options.log?.(`    local calls deferred to a later turn: ${row.raw.deferredLocalCalls ?? 0}`);
+    }
+    rows.push(row);
+  };
+  const client: CellContext = { ...context, system: 'concord+client', withClient: false };
   for (const driver of options.drivers) {
+    if (HTTP_ONLY.has(context.system) && driver !== 'http') continue;
     for (const workload of options.workloads) {
       // The baselines have no idempotency keys: a keyed row of theirs would be a plain W row.
-      if (KEYED[workload] && context.system !== 'concord') continue;
+      if (KEYED[workload] && context.system !== 'concord' && context.system !== 'concord+client') continue;
       for (const concurrency of options.concurrency) {
-        const row = await cell(context, options, driver, workload, concurrency);
-        options.log?.(
-          `  ${context.system.padEnd(10)} ${driver.padEnd(4)} ${workload} C=${String(concurrency).padEnd(3)} ${Math.round(row.opsPerSecond).toLocaleString('en-US').padStart(9)} ops/s  p99 ${row.p99Ms.toFixed(2)} ms${row.errors ? `  errors ${row.errors}` : ''}`,
-        );
-        const kinds = row.raw.byKind;
-        if (kinds !== undefined) {
-          // The latency histogram, and per kind: is the tail local calls or replies from peers?
-          const ms = (us: number) => (us / 1000).toFixed(3);
-          const line = (name: string, l: { p50: number; p90: number; p99: number; p999?: number; max: number }) =>
-            `${name} p50 ${ms(l.p50)} p90 ${ms(l.p90)} p99 ${ms(l.p99)} p99.9 ${ms(l.p999 ?? 0)} max ${ms(l.max)} ms`;
-          options.log?.(`    ${line('all   ', row.raw)}`);
-          options.log?.(`    ${line('local ', kinds.local)} (${kinds.local.count} calls)`);
-          options.log?.(`    ${line('remote', kinds.remote)} (${kinds.remote.count} calls)`);
-          options.log?.(`    local calls deferred to a later turn: ${row.raw.deferredLocalCalls ?? 0}`);
-        }
-        rows.push(row);
+        await measure(context, driver, workload, concurrency);
+        if (context.withClient && driver === 'http') await measure(client, driver, workload, concurrency);
       }
     }
   }
@@ -78,27 +92,27 @@ async function cell(
   let generatorCpuUs = 0;
   const sample = () => Promise.all(nodes.map((node) => node.cpu()));
   let result: LoadResult;
-  if (driver === 'api') {
+  const onWindow = async (edge: 'start' | 'end') => {
+    if (edge === 'start') {
+      before = await sample();
+      generatorBefore = process.cpuUsage();
+    } else {
+      const used = process.cpuUsage(generatorBefore);
+      generatorCpuUs = used.user + used.system;
+      after = await sample();
+    }
+  };
+  const urls = () => nodes.map((node) => node.httpUrl!);
+  if (context.system === 'concord+client') {
+    result = await clientLoad({ ...load, urls: urls(), onWindow });
+  } else if (driver === 'api') {
     const running = nodes[0]!.load(load);
     await sleep(warmupMs);
     before = await sample();
     result = await running;
     after = await sample();
   } else {
-    result = await httpLoad({
-      ...load,
-      urls: nodes.map((node) => node.httpUrl!),
-      onWindow: async (edge) => {
-        if (edge === 'start') {
-          before = await sample();
-          generatorBefore = process.cpuUsage();
-        } else {
-          const used = process.cpuUsage(generatorBefore);
-          generatorCpuUs = used.user + used.system;
-          after = await sample();
-        }
-      },
-    });
+    result = await httpLoad({ ...load, urls: urls(), onWindow });
   }
   const opsPerSecond = result.durationMs > 0 ? (result.ops / result.durationMs) * 1000 : 0;
   const cpu: ProcessCpu[] = nodes.map((node, i) => {

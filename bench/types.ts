@@ -1,6 +1,8 @@
 import type { Durability, LoadResult, SystemKind } from './protocol.js';
 
-export const SYSTEMS: readonly SystemKind[] = ['concord', 'store-call', 'naive'];
+export const SYSTEMS: readonly SystemKind[] = ['concord', 'concord+client', 'store-call', 'naive'];
+/** Systems that only have an HTTP driver. */
+export const HTTP_ONLY: ReadonlySet<SystemKind> = new Set(['concord+client']);
 
 import type { StoreBackend } from './stores.js';
 

@@ -117,7 +117,10 @@ export function registerBenchCommand(program: Command): void {
         .default(['api', 'http'], 'api,http'),
     )
     .addOption(
-      new Option('--system <list>', 'concord, store-call (store on every call), naive (`--ownership none`)')
+      new Option(
+        '--system <list>',
+        'concord, concord+client (concord through concord-cluster/client; HTTP rows only), store-call (store on every call), naive (`--ownership none`)',
+      )
         .argParser(listOf(SYSTEMS))
         .default([...SYSTEMS], SYSTEMS.join(',')),
     )

@@ -1,4 +1,4 @@
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { isWeakSecret, MIN_SECRET_BYTES } from '../cluster/secret-check.js';
 import type { Durability } from '../store/types.js';
 import type { MeshTlsOptions } from '../transport/tls.js';
@@ -42,6 +42,7 @@ interface NodeFlags {
   httpKeepAliveTimeout?: number;
   httpMaxConnectionsPerAddress?: number;
   trustProxy?: string;
+  expose?: Record<string, true | string[]>;
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
@@ -174,6 +175,14 @@ export function registerNodeCommand(program: Command): void {
     )
     .addOption(
       new Option(
+        '--expose <list>',
+        "entity handlers outside clients may call (POST /entity-calls, concord-cluster/client) beyond those the definitions expose: comma-separated 'kind' (every handler) or 'kind/handler' (default: none)",
+      )
+        .env('CONCORD_EXPOSE')
+        .argParser(parseExpose),
+    )
+    .addOption(
+      new Option(
         '--tls-cert <file>',
         "this node's certificate (PEM) for mutual TLS 1.3 between nodes; with --tls-key and --tls-ca (see `concord certs`)",
       ).env('CONCORD_TLS_CERT'),
@@ -267,6 +276,7 @@ export function registerNodeCommand(program: Command): void {
             : { maxConnectionsPerAddress: flags.httpMaxConnectionsPerAddress }),
         },
         trustProxy: parseTrustProxy(flags.trustProxy),
+        exposedEntities: flags.expose,
         appModules: flags.app.length > 0 ? flags.app : splitList(process.env['CONCORD_APPS']),
         exitWithParent,
       };
@@ -278,6 +288,24 @@ function parseTrustProxy(value: string | undefined): boolean | string[] | undefi
   if (value === undefined || value.trim() === '' || value.trim() === 'false') return undefined;
   if (value.trim() === 'true') return true;
   return splitList(value);
+}
+
+/** `counter,orders/get,orders/pay` → { counter: true, orders: ['get', 'pay'] }. */
+export function parseExpose(value: string): Record<string, true | string[]> {
+  const exposed: Record<string, true | string[]> = {};
+  for (const item of splitList(value)) {
+    const slash = item.indexOf('/');
+    if (slash < 0) {
+      exposed[item] = true;
+      continue;
+    }
+    const kind = item.slice(0, slash);
+    const handler = item.slice(slash + 1);
+    if (!kind || !handler) throw new InvalidArgumentError(`"${item}" is not kind or kind/handler`);
+    const current = exposed[kind];
+    if (current !== true) exposed[kind] = [...(current ?? []), handler];
+  }
+  return exposed;
 }
 
 function splitList(value: string | undefined): string[] {

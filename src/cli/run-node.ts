@@ -48,6 +48,8 @@ export interface NodeRunConfig {
   httpLimits?: Partial<HttpLimits>;
   /** `--trust-proxy`: proxies whose X-Forwarded-For names the client address. */
   trustProxy?: boolean | string[] | undefined;
+  /** `--expose`: entity handlers callable over POST /entity-calls beyond the definitions' own. */
+  exposedEntities?: Record<string, true | string[]> | undefined;
   /** Extra application modules (`--app`), served after the built-in example apps. */
   appModules: readonly string[];
   /** Stop when the IPC channel to the parent closes (set by `concord demo` for its children). */
@@ -184,6 +186,7 @@ async function start(config: NodeRunConfig, logger: Logger): Promise<RunningNode
         : null,
       ...(config.httpLimits === undefined ? {} : { limits: config.httpLimits }),
       ...(config.trustProxy === undefined ? {} : { trustProxy: config.trustProxy }),
+      ...(config.exposedEntities === undefined ? {} : { exposedEntities: config.exposedEntities }),
     });
     if (demoControls) {
       process.on('message', (message: unknown) => {

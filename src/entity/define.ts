@@ -37,12 +37,22 @@ export interface EntityOptions<S, H extends Handlers<S>> {
   /** The state of an entity that has never been written. */
   initial: (id: string) => S;
   handlers: H;
+  /**
+   * Which handlers outside clients may call over HTTP (`POST /entity-calls/:kind/:id/:method`,
+   * what `concord-cluster/client` uses): `true` for every handler, or a list of handler names.
+   * Default: none — a kind is internal unless its definition (or the node's options) says so.
+   * Exposing a handler lets anyone who can reach a node's HTTP port call it with any message:
+   * see SECURITY.md.
+   */
+  exposed?: boolean | readonly (keyof H & string)[];
 }
 
 export interface EntityDefinition<S = unknown, H extends Handlers<S> = Handlers<S>> {
   readonly kind: string;
   readonly initial: (id: string) => S;
   readonly handlers: H;
+  /** Handlers outside clients may call over HTTP (see EntityOptions.exposed); empty: none. */
+  readonly exposed?: readonly string[];
   /** Internal: how the row is kept, for kinds that differ from "row = JSON of the state" (event sourcing). */
   readonly persistence?: EntityPersistence;
 }
@@ -52,6 +62,7 @@ export interface AnyEntityDefinition {
   readonly kind: string;
   readonly initial: (id: string) => unknown;
   readonly handlers: Readonly<Record<string, (...args: never[]) => unknown>>;
+  readonly exposed?: readonly string[];
 }
 
 /** The message type of handler H (undefined when the handler takes none). */
@@ -100,7 +111,21 @@ export function defineEntity<S, H extends Handlers<S>>(
   for (const [name, handler] of Object.entries(options.handlers)) {
     if (typeof handler !== 'function') throw new TypeError(`handler ${kind}.${name} is not a function`);
   }
-  return Object.freeze({ kind, initial: options.initial, handlers: options.handlers });
+  const exposed = exposedHandlers(kind, options.handlers, options.exposed);
+  return Object.freeze({ kind, initial: options.initial, handlers: options.handlers, exposed });
+}
+
+function exposedHandlers(
+  kind: string,
+  handlers: Handlers<never>,
+  exposed: boolean | readonly string[] | undefined,
+): readonly string[] {
+  if (exposed === undefined || exposed === false) return Object.freeze([]);
+  if (exposed === true) return Object.freeze(Object.keys(handlers));
+  for (const name of exposed) {
+    if (!Object.hasOwn(handlers, name)) throw new TypeError(`exposed handler ${kind}.${name} does not exist`);
+  }
+  return Object.freeze([...exposed]);
 }
 
 /** Calls a handler by kind name; every node flavour (ConcordNode, the baselines) has one. */

@@ -6,6 +6,7 @@ import type { Logger } from '../logger.js';
 import { ClusterActivity } from './activity.js';
 import type { AppContext, AppNode, ConcordApp } from './app.js';
 import { type DemoAction, registerDashboard } from './dashboard.js';
+import { type ExposedEntities, exposedHandlers, registerEntityCallRoute } from './entity-calls.js';
 import { frameworkErrorHandler, installErrorHandling } from './errors.js';
 import type { NodeIntrospection } from './introspection.js';
 import { registerMetrics } from './metrics.js';
@@ -62,6 +63,12 @@ export interface HttpServerOptions {
    * (`request.ip`, used by login throttling). Default false: the TCP peer is the client.
    */
   trustProxy?: boolean | string | string[];
+  /**
+   * Entity handlers outside clients may call over `POST /entity-calls/:kind/:id/:method`, on top
+   * of those the definitions mark `exposed`: kind → true (every handler) or handler names.
+   * Default: none beyond the definitions' own.
+   */
+  exposedEntities?: ExposedEntities;
 }
 
 export interface HttpServer {
@@ -136,6 +143,11 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Http
   installErrorHandling(http, options.logger, bodyLimit);
   registerOperationRoutes(http, node, introspection, () => draining);
   registerMetrics(http, node, introspection);
+  const exposed = exposedHandlers(
+    options.apps.flatMap((app) => app.entities),
+    options.exposedEntities,
+  );
+  registerEntityCallRoute(http, node, exposed);
   const activity = new ClusterActivity(node, introspection);
   const streams = registerDashboard(http, { activity, demoControls: options.demoControls ?? null });
   if (introspection.faults) {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeCerts } from '../cli/certs.js';
+import { type ClientOptions, type ConcordClient, createClient } from '../client/client.js';
 
 /**
  * LocalCluster: real concord node processes for tests, started through the `concord node`
@@ -497,6 +498,14 @@ export class LocalCluster {
 
   get urls(): string[] {
     return this.nodes.map((n) => n.url);
+  }
+
+  /**
+   * A `concord-cluster/client` for this cluster, seeded with every node's URL (the entities'
+   * handlers must be exposed, see EntityOptions.exposed). Close it when done.
+   */
+  client(options: Omit<ClientOptions, 'nodes'> & { nodes?: readonly string[] }): ConcordClient {
+    return createClient({ ...options, nodes: options.nodes ?? this.urls });
   }
 
   /** Cut the network both ways between two groups of nodes (each keeps its store). */

@@ -49,7 +49,9 @@ function runBench(args: string[], timeoutMs: number): Promise<Ran> {
   });
 }
 
-const SYSTEM_LABELS = ['concord', 'naive per-node cache', 'store on every call'];
+const SYSTEM_LABELS = ['concord', 'naive per-node cache', 'store on every call', 'concord + `concord-cluster/client`'];
+/** Systems measured with the HTTP driver only. */
+const HTTP_ONLY_LABELS = new Set(['concord + `concord-cluster/client`']);
 const CONCURRENCY = [1, 16];
 
 async function benchOnStore(store: string, backend: 'sqlite' | 'postgres'): Promise<void> {
@@ -58,7 +60,7 @@ async function benchOnStore(store: string, backend: 'sqlite' | 'postgres'): Prom
   const mdFile = join(dir, 'bench.md');
   const ran = await runBench(
     ['--tiny', '--store', store, '--concurrency', CONCURRENCY.join(','), '--json', jsonFile, '--markdown', mdFile],
-    80_000,
+    110_000,
   );
   expect(ran.code, ran.stderr).toBe(0);
 
@@ -70,12 +72,17 @@ async function benchOnStore(store: string, backend: 'sqlite' | 'postgres'): Prom
   const rows = markdown.split('\n').filter((line) => /^\| (sqlite|postgres|—) \|/.test(line));
   for (const system of SYSTEM_LABELS) {
     for (const driver of ['library API', 'HTTP']) {
+      if (HTTP_ONLY_LABELS.has(system) && driver !== 'HTTP') continue;
       for (const workload of ['R', 'M', 'W']) {
         for (const c of CONCURRENCY) {
           const match = rows.filter((line) => {
             const cells = line.split('|').map((cell) => cell.trim());
             return (
-              cells[2]!.startsWith(system) && cells[3] === driver && cells[4] === workload && cells[5] === String(c)
+              // 'concord' exactly: the client's label starts with it too.
+              (system === 'concord' ? cells[2] === system : cells[2]!.startsWith(system)) &&
+              cells[3] === driver &&
+              cells[4] === workload &&
+              cells[5] === String(c)
             );
           });
           expect(match, `${system} ${driver} ${workload} C=${c}`).toHaveLength(1);
@@ -83,7 +90,8 @@ async function benchOnStore(store: string, backend: 'sqlite' | 'postgres'): Prom
       }
     }
   }
-  expect(report.throughput).toHaveLength(SYSTEM_LABELS.length * 2 * 3 * CONCURRENCY.length);
+  // Three systems × two drivers, and the client's HTTP rows.
+  expect(report.throughput).toHaveLength((3 * 2 + 1) * 3 * CONCURRENCY.length);
   for (const row of report.throughput) {
     expect(row.store).toBe(row.system === 'naive' ? null : backend);
     if (row.workload !== 'R') expect(row.durability).toBeTruthy();
@@ -135,11 +143,11 @@ describe('concord bench', () => {
 
   it('runs every row on SQLite', async () => {
     await benchOnStore('sqlite', 'sqlite');
-  }, 90_000);
+  }, 120_000);
 
   it('runs every row on PostgreSQL', async () => {
     const url = await createTestDatabase();
     databases.push(url);
     await benchOnStore(url, 'postgres');
-  }, 90_000);
+  }, 120_000);
 });

@@ -1,0 +1,84 @@
+/**
+ * `concord bench --system concord+client` on its own (a very short run): the bench starts a
+ * concord cluster for it, and the client's rows (HTTP driver only, keyed writes included) come
+ * out in the table and the JSON without errors. The numbers are not asserted.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect, it } from 'vitest';
+import type { BenchReport } from '../../bench/types.js';
+import { tempDir } from '../support/tmp.js';
+
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const CLI = join(REPO, 'dist/src/cli/main.js');
+
+function runBench(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, 'bench', ...args], {
+      cwd: REPO,
+      env: { ...process.env, CONCORD_LOG_LEVEL: 'error' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`bench did not finish in ${timeoutMs} ms\n${stderr}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+it('runs the concord+client rows on their own cluster', async () => {
+  const jsonFile = join(tempDir('bench-client-'), 'bench.json');
+  const ran = await runBench(
+    [
+      '--tiny',
+      '--store',
+      'sqlite',
+      '--system',
+      'concord+client',
+      '--driver',
+      'api,http',
+      '--only',
+      'throughput',
+      '--workload',
+      'R,W,WK',
+      '--concurrency',
+      '4',
+      '--json',
+      jsonFile,
+    ],
+    50_000,
+  );
+  expect(ran.code, ran.stderr).toBe(0);
+  const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as BenchReport;
+  // HTTP only: no library-API rows for the client.
+  expect(report.throughput.map((r) => `${r.system} ${r.driver} ${r.workload}`)).toEqual([
+    'concord+client http R',
+    'concord+client http W',
+    'concord+client http WK',
+  ]);
+  for (const row of report.throughput) {
+    expect(row.store).toBe('sqlite');
+    expect(row.errors, JSON.stringify(row.raw.errorCodes)).toBe(0);
+    expect(row.opsPerSecond).toBeGreaterThan(0);
+    expect(row.cpu.map((c) => c.process)).toEqual(['n1', 'n2', 'load generator']);
+    // Every call went straight to its owner: none sent blind, none answered MOVED.
+    expect(row.raw.client).toMatchObject({ undirected: 0, moved: 0 });
+    expect(row.raw.client!.calls).toBeGreaterThan(0);
+  }
+  expect(ran.stdout).toContain('| sqlite | concord + `concord-cluster/client` | HTTP | WK | 4 |');
+  expect(report.processes.map((p) => p.system)).toEqual(['concord', 'concord']);
+}, 60_000);
