@@ -218,7 +218,7 @@ describe('concord-cluster/client', () => {
         .ref(ClientCounter, entity)
         .get(undefined, { deadlineMs: 500 })
         .catch((e: unknown) => e);
-      expect(error).toBeInstanceOf(Unavailable);
+      expect(error, String(error)).toBeInstanceOf(Unavailable);
     } finally {
       await owner.faults({ cutStore: false });
     }
