@@ -336,7 +336,7 @@ export class ConcordNode {
           idleTimeoutMs: options.idleTimeoutMs ?? 10 * 60_000,
           maxActiveEntities: options.maxActiveEntities ?? 1_000_000,
           maxTurnsPerBatch: 256,
-          maxConcurrentCommits: store.backend === 'sqlite' ? 1 : 4,
+          maxConcurrentCommits: commitsInFlight(store),
           nodeName: options.name,
           idempotencyWindowMs: options.idempotencyWindowMs,
           maxIdempotencyKeysPerEntity: options.maxIdempotencyKeysPerEntity,
@@ -941,4 +941,16 @@ function callOutcome(error: unknown): CallOutcome {
     default:
       return 'rejected';
   }
+}
+
+/**
+ * Write batches a node keeps in flight. SQLite: one, as each commit holds the file's write
+ * lock; with a shared writer two, so that a batch of this node is always queued at the writer
+ * to join the commit of the other nodes' batches. PostgreSQL: four (commits overlap there).
+ */
+function commitsInFlight(store: Store): number {
+  if (store.backend !== 'sqlite') return 4;
+  const over = Number(process.env['CONCORD_SQLITE_COMMITS_IN_FLIGHT']);
+  if (Number.isInteger(over) && over > 0) return over;
+  return (store as { sharedWriter?: unknown }).sharedWriter === true ? 2 : 1;
 }

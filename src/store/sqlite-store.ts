@@ -16,6 +16,7 @@ import { Worker } from 'node:worker_threads';
 import { type ConcordErrorCode, ConfigMismatch, errorFromShape } from '../errors.js';
 import { type CoreMethod, SqliteCore } from './sqlite-core.js';
 import type { WireError, WorkerInit, WorkerRequest, WorkerResponse } from './sqlite-worker.js';
+import type { SharedWriterStatus } from './sqlite-writer.js';
 import type {
   ActivationRequest,
   ActivationResult,
@@ -42,6 +43,19 @@ import type {
 export interface SqliteStoreOptions extends StoreOptions {
   /** Run SQLite on the calling thread instead of a worker thread. */
   inProcess?: boolean;
+  /**
+   * One writer per file (see sqlite-writer.ts): the node processes sharing the file forward
+   * their fenced write batches to the one that holds `<file>.writer-lock`, which commits the
+   * batches of all of them together (one fsync per commit instead of one per process and
+   * commit). Worker mode only (ignored in-process). Default: the environment variable
+   * CONCORD_SQLITE_SHARED_WRITER (`1` on, `0` off), else off.
+   */
+  sharedWriter?: boolean;
+}
+
+/** The default of SqliteStoreOptions.sharedWriter. */
+export function sharedWriterDefault(): boolean {
+  return process.env['CONCORD_SQLITE_SHARED_WRITER'] === '1';
 }
 
 const RUNNING_FROM_SOURCE = import.meta.url.endsWith('.ts');
@@ -59,13 +73,28 @@ export class SqliteStore implements Store {
   readonly backend = 'sqlite' as const;
   /** Whether SQLite runs in a worker thread (false: on the calling thread). */
   readonly usesWorker: boolean;
+  /** Whether writes go through the file's shared writer (SqliteStoreOptions.sharedWriter). */
+  readonly sharedWriter: boolean;
   private readonly runner: CoreRunner;
 
   /** Opens the file (creating it if missing); call migrate() before anything else. */
   constructor(path: string, options: SqliteStoreOptions = {}) {
-    const { inProcess, ...storeOptions } = options;
+    const { inProcess, sharedWriter, ...storeOptions } = options;
     this.usesWorker = !(inProcess ?? RUNNING_FROM_SOURCE);
-    this.runner = this.usesWorker ? new WorkerRunner(path, storeOptions) : new InProcessRunner(path, storeOptions);
+    this.sharedWriter = this.usesWorker && (sharedWriter ?? sharedWriterDefault());
+    this.runner = this.usesWorker
+      ? new WorkerRunner(path, storeOptions, this.sharedWriter)
+      : new InProcessRunner(path, storeOptions);
+  }
+
+  /**
+   * With a shared writer: its role ('writer' when this process commits the file's writes,
+   * 'follower' when it forwards them, or commits its own while no writer is reachable) and
+   * counters; null without a shared writer.
+   */
+  sharedWriterStatus(): Promise<SharedWriterStatus | null> {
+    if (!(this.runner instanceof WorkerRunner)) return Promise.resolve(null);
+    return this.runner.call('sharedWriterStatus', []) as Promise<SharedWriterStatus | null>;
   }
 
   migrate(): Promise<void> {
@@ -234,8 +263,8 @@ class WorkerRunner implements CoreRunner {
   private failure: Error | undefined;
   private closing = false;
 
-  constructor(path: string, options: StoreOptions) {
-    const init: WorkerInit = { path, options };
+  constructor(path: string, options: StoreOptions, sharedWriter: boolean) {
+    const init: WorkerInit = { path, options, sharedWriter };
     this.worker = new Worker(WORKER_URL, { workerData: init });
     // An idle store does not keep the process alive; a pending request does.
     this.worker.unref();
@@ -249,13 +278,15 @@ class WorkerRunner implements CoreRunner {
     });
   }
 
-  call<M extends CoreMethod>(method: M, args: Args<M>): Promise<Result<M>> {
+  call<M extends CoreMethod>(method: M, args: Args<M>): Promise<Result<M>>;
+  call(method: 'sharedWriterStatus', args: []): Promise<unknown>;
+  call(method: CoreMethod | 'sharedWriterStatus', args: unknown[]): Promise<unknown> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     const request: WorkerRequest = { id, method, args };
-    return new Promise<Result<M>>((resolve, reject) => {
+    return new Promise<unknown>((resolve, reject) => {
       if (this.pending.size === 0 && !this.closing) this.worker.ref();
-      this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      this.pending.set(id, { resolve, reject });
       this.worker.postMessage(request);
     });
   }

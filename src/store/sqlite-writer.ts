@@ -1,0 +1,442 @@
+/**
+ * SharedWriter: one writer per SQLite file, so that the fenced writes of every node process
+ * sharing the file commit together and share one fsync.
+ *
+ * It runs in the SQLite worker thread of each SqliteStore opened with `sharedWriter`, next to
+ * that store's SqliteCore.
+ *
+ * - Role: the process whose worker holds an exclusive SQLite lock on `<file>.writer-lock` (a
+ *   connection in `locking_mode=EXCLUSIVE`; the OS drops it when the process dies, even on
+ *   kill -9) is the writer. It listens on the Unix socket `<file>.writer.sock` (mode 0600).
+ *   Every other process connects to it and forwards its write batches there; every other
+ *   request (reads, leases, claims, activations…) stays on the process's own connection.
+ * - Folding: the writer queues the batches that arrive (its own process's and every
+ *   connection's) and commits all the batches queued in one turn of its event loop in ONE
+ *   transaction (SqliteCore.writeFolded): one fsync. Every request is still fenced by its own
+ *   `UPDATE … WHERE epoch = ? AND version = ?` inside that transaction, each batch in its own
+ *   savepoint, and each sender gets its own per-request results, only after the commit.
+ * - Forwarding is only an optimisation: a process that has no connection to a writer (none
+ *   yet, one just died, the socket path is too long…) commits its batches on its own
+ *   connection, exactly as without a shared writer. Both paths are the same fenced
+ *   transaction on the same file, so which one a batch takes never matters for correctness.
+ * - A forwarded batch whose answer never comes (the connection closed, or no answer within
+ *   FORWARD_TIMEOUT_MS) has an unknown outcome: it may have committed. It fails with
+ *   StoreUnavailable (maybeApplied: true), which the entity host treats as "outcome unknown"
+ *   (it forgets the entity and re-reads it), never as "not applied".
+ * - When the writer goes away, the other processes retry the lock at once and then every
+ *   ELECTION_INTERVAL_MS; one of them becomes the writer, the others connect to it.
+ * - A graceful stop hands over: the writer stops accepting, tells every connection `bye`,
+ *   keeps committing what they still send until they close (their later writes go local),
+ *   removes the socket file while it still holds the lock, and then releases the lock.
+ */
+import { chmodSync, realpathSync, unlinkSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import Database from 'better-sqlite3';
+import { Packr } from 'msgpackr';
+import { StoreUnavailable } from '../errors.js';
+import type { SqliteCore } from './sqlite-core.js';
+import type { WriteRequest } from './types.js';
+
+/** Called once with a batch's per-request results, or with the error that failed it. */
+export type WriteDone = (result: boolean[] | Error) => void;
+
+const PROTOCOL = 1;
+/** Longest Unix socket path we use (sun_path is 108 bytes on Linux, 104 on macOS). */
+const MAX_SOCKET_PATH = 100;
+const MAX_FRAME_BYTES = 256 * 1024 * 1024;
+/** A forwarded batch unanswered for this long fails as "outcome unknown", and the link is dropped. */
+export const FORWARD_TIMEOUT_MS = 10_000;
+/** How often a process that is not the writer tries the lock (and to connect, when it has no link). */
+export const ELECTION_INTERVAL_MS = 200;
+/** How long a stopping writer keeps serving the connections it said `bye` to. */
+const HANDOVER_MS = 3_000;
+
+const packr = new Packr({ useRecords: false });
+
+type Hello = { hello: number; file: string };
+/** Sender → writer: a write batch. */
+type BatchFrame = [id: number, requests: WriteRequest[]];
+/** Writer → sender: results, or an error message (the batch failed), or a `bye` (id 0). */
+type ReplyFrame = [id: number, results: boolean[] | null, error?: string];
+
+export interface SharedWriterStatus {
+  role: 'writer' | 'follower';
+  /** A follower with a live connection to the writer. */
+  linked: boolean;
+  /** Transactions this process committed through the fold, and the batches they held. */
+  commits: number;
+  batches: number;
+  /** Batches this process forwarded to another process's writer. */
+  forwarded: number;
+}
+
+export interface WriterPaths {
+  socket: string;
+  lock: string;
+  /** The database file's real path (the hello names it, so a writer serves only its own file). */
+  file: string;
+}
+
+/** The socket and lock paths next to `file`, or null when the socket path would be too long. */
+export function writerPaths(file: string): WriterPaths | null {
+  const real = realpathSync(file);
+  const socket = `${real}.writer.sock`;
+  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) return null;
+  return { socket, lock: `${real}.writer-lock`, file: real };
+}
+
+function frame(value: unknown): Buffer {
+  const body = packr.pack(value);
+  const header = Buffer.allocUnsafe(4);
+  header.writeUInt32BE(body.length, 0);
+  return Buffer.concat([header, body]);
+}
+
+/** Splits a byte stream into msgpack frames (4-byte big-endian length, then the body). */
+class FrameReader {
+  private buffer: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly onFrame: (value: unknown) => void) {}
+
+  /** Throws on a frame longer than MAX_FRAME_BYTES or a body that is not msgpack. */
+  push(chunk: Buffer): void {
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    let offset = 0;
+    while (this.buffer.length - offset >= 4) {
+      const length = this.buffer.readUInt32BE(offset);
+      if (length > MAX_FRAME_BYTES) throw new Error(`shared writer frame of ${length} bytes`);
+      if (this.buffer.length - offset - 4 < length) break;
+      const body = this.buffer.subarray(offset + 4, offset + 4 + length);
+      offset += 4 + length;
+      this.onFrame(packr.unpack(body));
+    }
+    this.buffer = offset === this.buffer.length ? Buffer.alloc(0) : this.buffer.subarray(offset);
+  }
+}
+
+function unknownOutcome(why: string): StoreUnavailable {
+  return new StoreUnavailable(`${why}; the forwarded write may or may not have been applied`, { maybeApplied: true });
+}
+
+function toError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/** This process's connection to the writer of another process. */
+class Link {
+  /** Usable for new batches: connected and not told `bye`. */
+  ready = false;
+  private readonly pending = new Map<number, { done: WriteDone; sentAt: number }>();
+  private nextId = 1;
+  private closed = false;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly onClosed: (timedOut: boolean) => void,
+  ) {
+    const reader = new FrameReader((value) => this.reply(value as ReplyFrame));
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        reader.push(chunk);
+      } catch {
+        socket.destroy();
+      }
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => this.close('the connection to the shared SQLite writer closed'));
+  }
+
+  send(requests: WriteRequest[], done: WriteDone): void {
+    const id = this.nextId++;
+    this.pending.set(id, { done, sentAt: performance.now() });
+    this.socket.write(frame([id, requests] satisfies BatchFrame));
+  }
+
+  get idle(): boolean {
+    return this.pending.size === 0;
+  }
+
+  /** Drop the link if its oldest batch has waited longer than FORWARD_TIMEOUT_MS. */
+  checkTimeout(now: number): void {
+    const oldest = this.pending.values().next();
+    if (!oldest.done && now - oldest.value.sentAt > FORWARD_TIMEOUT_MS) {
+      this.close(`the shared SQLite writer did not answer within ${FORWARD_TIMEOUT_MS} ms`, true);
+    }
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private reply([id, results, error]: ReplyFrame): void {
+    if (id === 0) {
+      // The writer is stopping: send nothing more; close once every batch sent is answered.
+      this.ready = false;
+      if (this.idle) this.socket.end();
+      return;
+    }
+    const entry = this.pending.get(id);
+    if (!entry) return;
+    this.pending.delete(id);
+    // An error from the writer: its transaction failed, outcome unknown (as for a local one).
+    entry.done(results ?? new StoreUnavailable(`the shared SQLite writer failed the write: ${error ?? 'unknown'}`));
+    if (!this.ready && this.idle) this.socket.end();
+  }
+
+  /** Every batch still pending may have committed: fail it as "outcome unknown". */
+  private close(why: string, timedOut = false): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ready = false;
+    this.socket.destroy();
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const entry of pending) entry.done(unknownOutcome(why));
+    this.onClosed(timedOut);
+  }
+}
+
+export class SharedWriter {
+  private queue: { requests: WriteRequest[]; done: WriteDone }[] = [];
+  /** Batches waiting for a draining link to close (then committed here). */
+  private held: { requests: WriteRequest[]; done: WriteDone }[] = [];
+  private flushScheduled = false;
+  private readonly lockDb: Database.Database;
+  private holdsLock = false;
+  private server: Server | undefined;
+  private readonly served = new Set<Socket>();
+  private link: Link | undefined;
+  private connecting = false;
+  /** No new link before this time (performance.now()). */
+  private connectAfter = 0;
+  private readonly timer: NodeJS.Timeout;
+  private stopping = false;
+  /** Commits made and batches folded into them (for tests and diagnostics). */
+  readonly stats = { commits: 0, batches: 0, forwarded: 0 };
+
+  constructor(
+    private readonly core: SqliteCore,
+    private readonly paths: WriterPaths,
+  ) {
+    this.lockDb = new Database(paths.lock, { timeout: 0 });
+    this.lockDb.pragma('locking_mode = EXCLUSIVE');
+    this.timer = setInterval(() => this.elect(), ELECTION_INTERVAL_MS);
+    this.timer.unref();
+    this.elect();
+  }
+
+  /** 'writer' when this process commits the file's forwarded writes, else 'follower'; and the counters. */
+  status(): SharedWriterStatus {
+    return { role: this.holdsLock ? 'writer' : 'follower', linked: this.link?.ready === true, ...this.stats };
+  }
+
+  /** A write batch of this process: forwarded to the writer when linked to one, else committed here. */
+  write(requests: WriteRequest[], done: WriteDone): void {
+    if (this.link?.ready) {
+      this.stats.forwarded++;
+      this.link.send(requests, done);
+    } else if (this.link) {
+      // The writer said `bye`: wait until the batches sent to it are answered, so that this
+      // process's writes still commit in submission order.
+      this.held.push({ requests, done });
+    } else {
+      this.enqueue(requests, done);
+    }
+  }
+
+  /** Commit the queued batches now: called before any other request of this process, to keep their order. */
+  flushNow(): void {
+    if (this.queue.length > 0) this.flush();
+  }
+
+  /**
+   * Stop: a follower waits for its forwarded batches (bounded), a writer hands over (see the
+   * module comment). Queued batches are committed first. Idempotent.
+   */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearInterval(this.timer);
+    this.flushNow();
+    const link = this.link;
+    if (link) {
+      link.ready = false;
+      const deadline = performance.now() + FORWARD_TIMEOUT_MS;
+      while (!link.idle && performance.now() < deadline) await sleep(5);
+      link.destroy();
+      for (const entry of this.held.splice(0)) this.queue.push(entry);
+      this.flushNow();
+    }
+    if (this.server) {
+      this.server.close();
+      const bye = frame([0, null] satisfies ReplyFrame);
+      for (const socket of this.served) socket.write(bye);
+      const deadline = performance.now() + HANDOVER_MS;
+      while (this.served.size > 0 && performance.now() < deadline) await sleep(5);
+      this.flushNow();
+      for (const socket of this.served) socket.destroy();
+      this.server = undefined;
+    }
+    if (this.holdsLock) {
+      // Still holding the lock: the socket file cannot be a newer writer's.
+      removeSocketFile(this.paths.socket);
+    }
+    this.lockDb.close();
+    this.holdsLock = false;
+  }
+
+  private enqueue(requests: WriteRequest[], done: WriteDone): void {
+    this.queue.push({ requests, done });
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // After the I/O phase: every batch that arrived meanwhile (from the socket or this
+    // process) is queued by then and joins the same transaction.
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    const queued = this.queue;
+    if (queued.length === 0) return;
+    this.queue = [];
+    let results: (boolean[] | Error)[];
+    try {
+      results = this.core.writeFolded(queued.map((entry) => entry.requests));
+    } catch (err) {
+      const error = toError(err);
+      for (const entry of queued) entry.done(error);
+      return;
+    }
+    this.stats.commits++;
+    this.stats.batches += queued.length;
+    queued.forEach((entry, i) => {
+      entry.done(results[i]!);
+    });
+  }
+
+  private elect(): void {
+    if (this.stopping) return;
+    this.link?.checkTimeout(performance.now());
+    if (this.holdsLock) return;
+    if (this.tryLock()) {
+      this.becomeWriter();
+      return;
+    }
+    if (this.link === undefined && !this.connecting && performance.now() >= this.connectAfter) this.connect();
+  }
+
+  private tryLock(): boolean {
+    try {
+      // In locking_mode=EXCLUSIVE the connection keeps the lock after COMMIT, until it closes
+      // (or its process dies).
+      this.lockDb.exec('BEGIN EXCLUSIVE');
+      this.lockDb.exec('COMMIT');
+      this.holdsLock = true;
+      return true;
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (typeof code === 'string' && code.startsWith('SQLITE_BUSY')) return false;
+      throw err;
+    }
+  }
+
+  private becomeWriter(): void {
+    // A link to a previous writer cannot be live (it held the lock); drop whatever is left.
+    this.link?.destroy();
+    // Holding the lock: a socket file there is a dead writer's.
+    removeSocketFile(this.paths.socket);
+    const server = createServer((socket) => this.serve(socket));
+    server.on('error', () => {
+      // Not serving (the others then commit on their own connections); still the lock holder.
+      if (this.server === server) this.server = undefined;
+    });
+    server.listen(this.paths.socket, () => {
+      try {
+        chmodSync(this.paths.socket, 0o600);
+      } catch {
+        server.close();
+      }
+    });
+    server.unref();
+    this.server = server;
+  }
+
+  private serve(socket: Socket): void {
+    if (this.stopping) {
+      socket.destroy();
+      return;
+    }
+    this.served.add(socket);
+    let greeted = false;
+    const reader = new FrameReader((value) => {
+      if (!greeted) {
+        const hello = value as Hello;
+        if (hello?.hello !== PROTOCOL || hello.file !== this.paths.file) throw new Error('bad hello');
+        greeted = true;
+        return;
+      }
+      const [id, requests] = value as BatchFrame;
+      if (typeof id !== 'number' || !Array.isArray(requests)) throw new Error('bad frame');
+      this.enqueue(requests, (result) => {
+        if (socket.destroyed) return;
+        socket.write(frame(result instanceof Error ? ([id, null, result.message] satisfies ReplyFrame) : [id, result]));
+      });
+    });
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        reader.push(chunk);
+      } catch {
+        socket.destroy();
+      }
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => this.served.delete(socket));
+  }
+
+  private connect(): void {
+    this.connecting = true;
+    const socket = createConnection(this.paths.socket);
+    socket.setNoDelay?.(true);
+    const failed = () => {
+      this.connecting = false;
+    };
+    socket.once('error', failed);
+    socket.once('connect', () => {
+      socket.off('error', failed);
+      this.connecting = false;
+      if (this.stopping || this.holdsLock) {
+        socket.destroy();
+        return;
+      }
+      socket.write(frame({ hello: PROTOCOL, file: this.paths.file } satisfies Hello));
+      // Batches committed here so far go first: submission order is kept across the switch.
+      this.flushNow();
+      const link = new Link(socket, (timedOut) => {
+        if (this.link === link) this.link = undefined;
+        for (const entry of this.held.splice(0)) this.enqueue(entry.requests, entry.done);
+        // A writer that stopped answering may still hold the lock: do not forward to it again
+        // for a while (commit here meanwhile).
+        if (timedOut) this.connectAfter = performance.now() + FORWARD_TIMEOUT_MS;
+        // The writer may be gone: try to take over at once.
+        if (!this.stopping && !this.holdsLock && this.tryLock()) this.becomeWriter();
+      });
+      link.ready = true;
+      this.link = link;
+    });
+    socket.unref();
+  }
+}
+
+function removeSocketFile(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // Not there.
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
