@@ -472,9 +472,20 @@ export class SqliteCore implements SyncStore {
    * its epoch and version are checked by its own UPDATE inside this transaction. Each batch
    * runs in a savepoint: a batch that throws is rolled back alone and gets its error, the
    * others are unaffected. When the transaction itself fails (BEGIN or COMMIT), this throws
-   * and every batch's outcome is unknown to the caller.
+   * and every batch's outcome is unknown to the caller. `strict`: one of the batches needs a
+   * power-loss-safe commit (synchronous=FULL) even if this connection is relaxed.
    */
-  writeFolded(batches: WriteRequest[][]): (boolean[] | Error)[] {
+  writeFolded(batches: WriteRequest[][], strict = false): (boolean[] | Error)[] {
+    // A batch from a strict process, committed by a relaxed one: this commit is made with
+    // synchronous=FULL, so that it is power-loss safe as its sender promised.
+    if (strict && this.synchronousLevel() < 2) {
+      this.db.pragma('synchronous = FULL');
+      try {
+        return this.writeFolded(batches, false);
+      } finally {
+        this.db.pragma('synchronous = NORMAL');
+      }
+    }
     const one = this.db.transaction((requests: WriteRequest[]) => requests.map((req) => this.applyWrite(req)));
     return this.immediate(() =>
       batches.map((requests): boolean[] | Error => {

@@ -64,7 +64,7 @@ function serve(): void {
   try {
     core = new SqliteCore(init.path, init.options);
     const paths = init.sharedWriter ? writerPaths(init.path) : null;
-    if (paths) shared = new SharedWriter(core, paths);
+    if (paths) shared = new SharedWriter(core, paths, init.options.durability !== 'relaxed');
   } catch (err) {
     core?.close();
     core = undefined;

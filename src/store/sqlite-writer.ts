@@ -53,7 +53,8 @@ const HANDOVER_MS = 3_000;
 
 const packr = new Packr({ useRecords: false });
 
-type Hello = { hello: number; file: string };
+/** `strict`: the sender's writes need power-loss-safe commits (its durability is strict). */
+type Hello = { hello: number; file: string; strict: boolean };
 /** Sender → writer: a write batch. */
 type BatchFrame = [id: number, requests: WriteRequest[]];
 /** Writer → sender: results, or an error message (the batch failed), or a `bye` (id 0). */
@@ -196,10 +197,17 @@ class Link {
   }
 }
 
+interface QueuedBatch {
+  requests: WriteRequest[];
+  done: WriteDone;
+  /** Needs a synchronous=FULL commit. */
+  strict: boolean;
+}
+
 export class SharedWriter {
-  private queue: { requests: WriteRequest[]; done: WriteDone }[] = [];
+  private queue: QueuedBatch[] = [];
   /** Batches waiting for a draining link to close (then committed here). */
-  private held: { requests: WriteRequest[]; done: WriteDone }[] = [];
+  private held: QueuedBatch[] = [];
   private flushScheduled = false;
   private readonly lockDb: Database.Database;
   private holdsLock = false;
@@ -217,6 +225,8 @@ export class SharedWriter {
   constructor(
     private readonly core: SqliteCore,
     private readonly paths: WriterPaths,
+    /** This process's durability is strict (its own batches need synchronous=FULL commits). */
+    private readonly strict: boolean,
   ) {
     this.lockDb = new Database(paths.lock, { timeout: 0 });
     this.lockDb.pragma('locking_mode = EXCLUSIVE');
@@ -238,9 +248,9 @@ export class SharedWriter {
     } else if (this.link) {
       // The writer said `bye`: wait until the batches sent to it are answered, so that this
       // process's writes still commit in submission order.
-      this.held.push({ requests, done });
+      this.held.push({ requests, done, strict: this.strict });
     } else {
-      this.enqueue(requests, done);
+      this.enqueue({ requests, done, strict: this.strict });
     }
   }
 
@@ -285,8 +295,8 @@ export class SharedWriter {
     this.holdsLock = false;
   }
 
-  private enqueue(requests: WriteRequest[], done: WriteDone): void {
-    this.queue.push({ requests, done });
+  private enqueue(batch: QueuedBatch): void {
+    this.queue.push(batch);
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     // After the I/O phase: every batch that arrived meanwhile (from the socket or this
@@ -303,7 +313,10 @@ export class SharedWriter {
     this.queue = [];
     let results: (boolean[] | Error)[];
     try {
-      results = this.core.writeFolded(queued.map((entry) => entry.requests));
+      results = this.core.writeFolded(
+        queued.map((entry) => entry.requests),
+        queued.some((entry) => entry.strict),
+      );
     } catch (err) {
       const error = toError(err);
       for (const entry of queued) entry.done(error);
@@ -369,19 +382,26 @@ export class SharedWriter {
       return;
     }
     this.served.add(socket);
-    let greeted = false;
+    let hello: Hello | undefined;
     const reader = new FrameReader((value) => {
-      if (!greeted) {
-        const hello = value as Hello;
-        if (hello?.hello !== PROTOCOL || hello.file !== this.paths.file) throw new Error('bad hello');
-        greeted = true;
+      if (!hello) {
+        const first = value as Hello;
+        if (first?.hello !== PROTOCOL || first.file !== this.paths.file) throw new Error('bad hello');
+        hello = first;
         return;
       }
       const [id, requests] = value as BatchFrame;
       if (typeof id !== 'number' || !Array.isArray(requests)) throw new Error('bad frame');
-      this.enqueue(requests, (result) => {
-        if (socket.destroyed) return;
-        socket.write(frame(result instanceof Error ? ([id, null, result.message] satisfies ReplyFrame) : [id, result]));
+      this.enqueue({
+        requests,
+        // A sender that does not say it is relaxed gets power-loss-safe commits.
+        strict: hello.strict !== false,
+        done: (result) => {
+          if (socket.destroyed) return;
+          socket.write(
+            frame(result instanceof Error ? ([id, null, result.message] satisfies ReplyFrame) : [id, result]),
+          );
+        },
       });
     });
     socket.on('data', (chunk: Buffer) => {
@@ -410,12 +430,12 @@ export class SharedWriter {
         socket.destroy();
         return;
       }
-      socket.write(frame({ hello: PROTOCOL, file: this.paths.file } satisfies Hello));
+      socket.write(frame({ hello: PROTOCOL, file: this.paths.file, strict: this.strict } satisfies Hello));
       // Batches committed here so far go first: submission order is kept across the switch.
       this.flushNow();
       const link = new Link(socket, (timedOut) => {
         if (this.link === link) this.link = undefined;
-        for (const entry of this.held.splice(0)) this.enqueue(entry.requests, entry.done);
+        for (const entry of this.held.splice(0)) this.enqueue(entry);
         // A writer that stopped answering may still hold the lock: do not forward to it again
         // for a while (commit here meanwhile).
         if (timedOut) this.connectAfter = performance.now() + FORWARD_TIMEOUT_MS;
