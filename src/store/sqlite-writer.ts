@@ -69,6 +69,8 @@ export interface SharedWriterStatus {
   batches: number;
   /** Batches this process forwarded to another process's writer. */
   forwarded: number;
+  /** Milliseconds spent in the folded transactions. */
+  txMs: number;
 }
 
 export interface WriterPaths {
@@ -202,13 +204,26 @@ interface QueuedBatch {
   done: WriteDone;
   /** Needs a synchronous=FULL commit. */
   strict: boolean;
+  /** Who sent it: LOCAL (this process) or the socket it came on. */
+  source: unknown;
 }
+
+const LOCAL = Symbol('local');
+/**
+ * Longest wait of a commit for the senders of the previous one (timers have 1 ms resolution).
+ * Worth it: the alternative is a commit of its own, an fsync (~0.8 ms) more.
+ */
+const GATHER_MS = 1;
 
 export class SharedWriter {
   private queue: QueuedBatch[] = [];
   /** Batches waiting for a draining link to close (then committed here). */
   private held: QueuedBatch[] = [];
   private flushScheduled = false;
+  /** Set while a commit waits for the senders of the last one (see enqueue). */
+  private gatherTimer: NodeJS.Timeout | undefined;
+  /** The senders (LOCAL or a socket) whose batches were in the last commit. */
+  private lastSources = new Set<unknown>();
   private readonly lockDb: Database.Database;
   private holdsLock = false;
   private server: Server | undefined;
@@ -220,7 +235,7 @@ export class SharedWriter {
   private readonly timer: NodeJS.Timeout;
   private stopping = false;
   /** Commits made and batches folded into them (for tests and diagnostics). */
-  readonly stats = { commits: 0, batches: 0, forwarded: 0 };
+  readonly stats = { commits: 0, batches: 0, forwarded: 0, txMs: 0 };
 
   constructor(
     private readonly core: SqliteCore,
@@ -248,9 +263,9 @@ export class SharedWriter {
     } else if (this.link) {
       // The writer said `bye`: wait until the batches sent to it are answered, so that this
       // process's writes still commit in submission order.
-      this.held.push({ requests, done, strict: this.strict });
+      this.held.push({ requests, done, strict: this.strict, source: LOCAL });
     } else {
-      this.enqueue({ requests, done, strict: this.strict });
+      this.enqueue({ requests, done, strict: this.strict, source: LOCAL });
     }
   }
 
@@ -297,21 +312,55 @@ export class SharedWriter {
 
   private enqueue(batch: QueuedBatch): void {
     this.queue.push(batch);
+    if (this.gatherTimer !== undefined) {
+      // Gathering: commit as soon as every expected sender is in (after this I/O phase).
+      if (this.missingSender()) return;
+      clearTimeout(this.gatherTimer);
+      this.gatherTimer = undefined;
+      this.flushScheduled = false;
+    }
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     // After the I/O phase: every batch that arrived meanwhile (from the socket or this
     // process) is queued by then and joins the same transaction.
     setImmediate(() => {
+      if (!this.flushScheduled || this.gatherTimer !== undefined) return;
+      if (this.missingSender()) {
+        // A sender of the last commit has not sent its next batch yet: it usually does within
+        // a hop, so wait for it (at most GATHER_MS; the poll wakes on its frame) rather than
+        // alternate one commit per process, which is what taking turns on the lock does.
+        this.gatherTimer = setTimeout(() => {
+          this.gatherTimer = undefined;
+          this.flushScheduled = false;
+          this.flush();
+        }, GATHER_MS);
+        return;
+      }
       this.flushScheduled = false;
       this.flush();
     });
   }
 
+  /** A sender whose batch was in the last commit, still connected, with nothing queued. */
+  private missingSender(): boolean {
+    for (const source of this.lastSources) {
+      if (source !== LOCAL && (source as Socket).destroyed) continue;
+      if (!this.queue.some((entry) => entry.source === source)) return true;
+    }
+    return false;
+  }
+
   private flush(): void {
+    if (this.gatherTimer !== undefined) {
+      clearTimeout(this.gatherTimer);
+      this.gatherTimer = undefined;
+    }
+    this.flushScheduled = false;
     const queued = this.queue;
     if (queued.length === 0) return;
     this.queue = [];
     let results: (boolean[] | Error)[];
+    const t0 = performance.now();
     try {
       results = this.core.writeFolded(
         queued.map((entry) => entry.requests),
@@ -322,8 +371,10 @@ export class SharedWriter {
       for (const entry of queued) entry.done(error);
       return;
     }
+    this.lastSources = new Set(queued.map((entry) => entry.source));
     this.stats.commits++;
     this.stats.batches += queued.length;
+    this.stats.txMs += performance.now() - t0;
     queued.forEach((entry, i) => {
       entry.done(results[i]!);
     });
@@ -394,6 +445,7 @@ export class SharedWriter {
       if (typeof id !== 'number' || !Array.isArray(requests)) throw new Error('bad frame');
       this.enqueue({
         requests,
+        source: socket,
         // A sender that does not say it is relaxed gets power-loss-safe commits.
         strict: hello.strict !== false,
         done: (result) => {
