@@ -950,7 +950,5 @@ function callOutcome(error: unknown): CallOutcome {
  */
 function commitsInFlight(store: Store): number {
   if (store.backend !== 'sqlite') return 4;
-  const over = Number(process.env['CONCORD_SQLITE_COMMITS_IN_FLIGHT']);
-  if (Number.isInteger(over) && over > 0) return over;
   return (store as { sharedWriter?: unknown }).sharedWriter === true ? 2 : 1;
 }

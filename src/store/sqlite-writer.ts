@@ -45,7 +45,7 @@ const PROTOCOL = 1;
 const MAX_SOCKET_PATH = 100;
 const MAX_FRAME_BYTES = 256 * 1024 * 1024;
 /** A forwarded batch unanswered for this long fails as "outcome unknown", and the link is dropped. */
-export const FORWARD_TIMEOUT_MS = 10_000;
+export const FORWARD_TIMEOUT_MS = 5_000;
 /** How often a process that is not the writer tries the lock (and to connect, when it has no link). */
 export const ELECTION_INTERVAL_MS = 200;
 /** How long a stopping writer keeps serving the connections it said `bye` to. */
