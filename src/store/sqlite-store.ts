@@ -15,8 +15,8 @@
 import { Worker } from 'node:worker_threads';
 import { type ConcordErrorCode, ConfigMismatch, errorFromShape } from '../errors.js';
 import { type CoreMethod, SqliteCore } from './sqlite-core.js';
-import type { WireError, WorkerInit, WorkerRequest, WorkerResponse } from './sqlite-worker.js';
-import type { SharedWriterStatus } from './sqlite-writer.js';
+import type { WireError, WorkerInit, WorkerNotice, WorkerRequest, WorkerResponse } from './sqlite-worker.js';
+import { type SharedWriterStatus, WriterClient } from './sqlite-writer.js';
 import type {
   ActivationRequest,
   ActivationResult,
@@ -76,6 +76,9 @@ export class SqliteStore implements Store {
   /** Whether writes go through the file's shared writer (SqliteStoreOptions.sharedWriter). */
   readonly sharedWriter: boolean;
   private readonly runner: CoreRunner;
+  /** With a shared writer: this process's role, and the client forwarding a follower's writes. */
+  private role: 'writer' | 'follower' | undefined;
+  private client: WriterClient | undefined;
 
   /** Opens the file (creating it if missing); call migrate() before anything else. */
   constructor(path: string, options: SqliteStoreOptions = {}) {
@@ -83,8 +86,25 @@ export class SqliteStore implements Store {
     this.usesWorker = !(inProcess ?? RUNNING_FROM_SOURCE);
     this.sharedWriter = this.usesWorker && (sharedWriter ?? sharedWriterDefault());
     this.runner = this.usesWorker
-      ? new WorkerRunner(path, storeOptions, this.sharedWriter)
+      ? new WorkerRunner(path, storeOptions, this.sharedWriter, (notice) => this.onNotice(notice))
       : new InProcessRunner(path, storeOptions);
+  }
+
+  /** The worker's role for the shared writer changed (or is first known). */
+  private onNotice(notice: WorkerNotice): void {
+    this.role = notice.role;
+    this.client ??= new WriterClient(
+      notice.paths,
+      notice.strict,
+      (requests, done) => {
+        this.runner.call('write', [requests]).then(done, (err: unknown) => {
+          done(err instanceof Error ? err : new Error(String(err)));
+        });
+      },
+      () => this.role === 'follower',
+    );
+    if (notice.role === 'writer') this.client.drop();
+    else this.client.poke();
   }
 
   /**
@@ -92,16 +112,23 @@ export class SqliteStore implements Store {
    * 'follower' when it forwards them, or commits its own while no writer is reachable) and
    * counters; null without a shared writer.
    */
-  sharedWriterStatus(): Promise<SharedWriterStatus | null> {
-    if (!(this.runner instanceof WorkerRunner)) return Promise.resolve(null);
-    return this.runner.call('sharedWriterStatus', []) as Promise<SharedWriterStatus | null>;
+  async sharedWriterStatus(): Promise<SharedWriterStatus | null> {
+    if (!(this.runner instanceof WorkerRunner)) return null;
+    const status = (await this.runner.call('sharedWriterStatus', [])) as Omit<
+      SharedWriterStatus,
+      'linked' | 'forwarded'
+    > | null;
+    if (status === null) return null;
+    return { ...status, linked: this.client?.linked ?? false, forwarded: this.client?.forwarded ?? 0 };
   }
 
   migrate(): Promise<void> {
     return this.runner.call('migrate', []);
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    // A follower's forwarded writes are answered first (bounded), then the worker closes.
+    await this.client?.stop();
     return this.runner.close();
   }
 
@@ -166,7 +193,11 @@ export class SqliteStore implements Store {
   }
 
   write(requests: WriteRequest[]): Promise<boolean[]> {
-    return this.runner.call('write', [requests]);
+    const client = this.client;
+    if (client === undefined) return this.runner.call('write', [requests]);
+    return new Promise((resolve, reject) => {
+      client.write(requests, (result) => (result instanceof Error ? reject(result) : resolve(result)));
+    });
   }
 
   readEntity(kind: string, id: string): Promise<EntityRow | null> {
@@ -263,12 +294,20 @@ class WorkerRunner implements CoreRunner {
   private failure: Error | undefined;
   private closing = false;
 
-  constructor(path: string, options: StoreOptions, sharedWriter: boolean) {
+  constructor(
+    path: string,
+    options: StoreOptions,
+    sharedWriter: boolean,
+    private readonly onNotice: (notice: WorkerNotice) => void,
+  ) {
     const init: WorkerInit = { path, options, sharedWriter };
     this.worker = new Worker(WORKER_URL, { workerData: init });
     // An idle store does not keep the process alive; a pending request does.
     this.worker.unref();
-    this.worker.on('message', (res: WorkerResponse) => this.settle(res));
+    this.worker.on('message', (res: WorkerResponse | WorkerNotice) => {
+      if ('notice' in res) this.onNotice(res);
+      else this.settle(res);
+    });
     this.worker.on('error', (err) => this.fail(err));
     this.exited = new Promise((resolve) => {
       this.worker.once('exit', (code) => {

@@ -8,7 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { ConcordError } from '../errors.js';
 import { type CoreMethod, SqliteCore } from './sqlite-core.js';
-import { SharedWriter, writerPaths } from './sqlite-writer.js';
+import { SharedWriter, type WriterPaths, writerPaths } from './sqlite-writer.js';
 import type { StoreOptions, WriteRequest } from './types.js';
 
 export interface WorkerInit {
@@ -34,6 +34,14 @@ export interface WireError {
   concord: boolean;
   details: Record<string, unknown> | undefined;
   stack: string | undefined;
+}
+
+/** Unsolicited: this worker's role for the file's shared writer (sent at start and when it changes). */
+export interface WorkerNotice {
+  notice: 'shared-writer';
+  role: 'writer' | 'follower';
+  paths: WriterPaths;
+  strict: boolean;
 }
 
 export type WorkerResponse = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: WireError };
@@ -64,7 +72,13 @@ function serve(): void {
   try {
     core = new SqliteCore(init.path, init.options);
     const paths = init.sharedWriter ? writerPaths(init.path) : null;
-    if (paths) shared = new SharedWriter(core, paths, init.options.durability !== 'relaxed');
+    if (paths) {
+      const strict = init.options.durability !== 'relaxed';
+      const notify = (role: 'writer' | 'follower') =>
+        port.postMessage({ notice: 'shared-writer', role, paths, strict } satisfies WorkerNotice);
+      shared = new SharedWriter(core, paths, strict, () => notify('writer'));
+      notify(shared.status().role);
+    }
   } catch (err) {
     core?.close();
     core = undefined;

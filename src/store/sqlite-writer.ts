@@ -2,14 +2,17 @@
  * SharedWriter: one writer per SQLite file, so that the fenced writes of every node process
  * sharing the file commit together and share one fsync.
  *
- * It runs in the SQLite worker thread of each SqliteStore opened with `sharedWriter`, next to
- * that store's SqliteCore.
+ * SharedWriter runs in the SQLite worker thread of each SqliteStore opened with `sharedWriter`,
+ * next to that store's SqliteCore: it competes for the writer role and, as the writer, serves
+ * the socket and folds. WriterClient runs in the store's main thread: a follower's main thread
+ * sends its batches straight to the writer's socket (no hop through its own worker).
  *
  * - Role: the process whose worker holds an exclusive SQLite lock on `<file>.writer-lock` (a
  *   connection in `locking_mode=EXCLUSIVE`; the OS drops it when the process dies, even on
  *   kill -9) is the writer. It listens on the Unix socket `<file>.writer.sock` (mode 0600).
- *   Every other process connects to it and forwards its write batches there; every other
- *   request (reads, leases, claims, activations…) stays on the process's own connection.
+ *   Every other process connects to it and forwards its write batches there (the writer's
+ *   own process hands its batches to its worker as before); every other request (reads,
+ *   leases, claims, activations…) stays on the process's own connection.
  * - Folding: the writer queues the batches that arrive (its own process's and every
  *   connection's) and commits all the batches queued in one turn of its event loop in ONE
  *   transaction (SqliteCore.writeFolded): one fsync. Every request is still fenced by its own
@@ -23,10 +26,11 @@
  *   FORWARD_TIMEOUT_MS) has an unknown outcome: it may have committed. It fails with
  *   StoreUnavailable (maybeApplied: true), which the entity host treats as "outcome unknown"
  *   (it forgets the entity and re-reads it), never as "not applied".
- * - When the writer goes away, the other processes retry the lock at once and then every
+ * - When the writer goes away, the other processes' workers retry the lock every
  *   ELECTION_INTERVAL_MS; one of them becomes the writer, the others connect to it.
  * - A graceful stop hands over: the writer stops accepting, tells every connection `bye`,
- *   keeps committing what they still send until they close (their later writes go local),
+ *   keeps committing what they still send until they close (their later writes wait for
+ *   that, then go to their own worker, so a process's writes keep their order),
  *   removes the socket file while it still holds the lock, and then releases the lock.
  */
 import { chmodSync, realpathSync, unlinkSync } from 'node:fs';
@@ -52,12 +56,14 @@ export const ELECTION_INTERVAL_MS = 200;
 const HANDOVER_MS = 3_000;
 
 const packr = new Packr({ useRecords: false });
+/** Reply id of the writer's answer to a valid hello. */
+const WELCOME = -1;
 
 /** `strict`: the sender's writes need power-loss-safe commits (its durability is strict). */
 type Hello = { hello: number; file: string; strict: boolean };
 /** Sender → writer: a write batch. */
 type BatchFrame = [id: number, requests: WriteRequest[]];
-/** Writer → sender: results, or an error message (the batch failed), or a `bye` (id 0). */
+/** Writer → sender: results, or an error message (the batch failed), a `bye` (id 0) or the welcome (id -1). */
 type ReplyFrame = [id: number, results: boolean[] | null, error?: string];
 
 export interface SharedWriterStatus {
@@ -132,6 +138,8 @@ class Link {
   private readonly pending = new Map<number, { done: WriteDone; sentAt: number }>();
   private nextId = 1;
   private closed = false;
+  private byeReceived = false;
+  private readonly openedAt = performance.now();
 
   constructor(
     private readonly socket: Socket,
@@ -151,6 +159,8 @@ class Link {
 
   send(requests: WriteRequest[], done: WriteDone): void {
     const id = this.nextId++;
+    // An idle link does not keep the process alive; a batch waiting for its answer does.
+    if (this.pending.size === 0) this.socket.ref();
     this.pending.set(id, { done, sentAt: performance.now() });
     this.socket.write(frame([id, requests] satisfies BatchFrame));
   }
@@ -159,8 +169,17 @@ class Link {
     return this.pending.size === 0;
   }
 
-  /** Drop the link if its oldest batch has waited longer than FORWARD_TIMEOUT_MS. */
+  /** The writer said `bye`: batches sent are still being answered, none may be sent. */
+  get draining(): boolean {
+    return this.byeReceived && !this.closed;
+  }
+
+  /** Drop the link if its oldest batch (or the welcome) has waited longer than FORWARD_TIMEOUT_MS. */
   checkTimeout(now: number): void {
+    if (!this.ready && !this.byeReceived && now - this.openedAt > FORWARD_TIMEOUT_MS) {
+      this.close('the shared SQLite writer did not take the connection on', true);
+      return;
+    }
     const oldest = this.pending.values().next();
     if (!oldest.done && now - oldest.value.sentAt > FORWARD_TIMEOUT_MS) {
       this.close(`the shared SQLite writer did not answer within ${FORWARD_TIMEOUT_MS} ms`, true);
@@ -172,7 +191,14 @@ class Link {
   }
 
   private reply([id, results, error]: ReplyFrame): void {
+    if (id === WELCOME) {
+      // The writer took this connection on: from now on it answers every batch sent here, or
+      // says `bye` first. (Before this, nothing is sent, so a refused connection loses nothing.)
+      if (!this.closed && !this.byeReceived) this.ready = true;
+      return;
+    }
     if (id === 0) {
+      this.byeReceived = true;
       // The writer is stopping: send nothing more; close once every batch sent is answered.
       this.ready = false;
       if (this.idle) this.socket.end();
@@ -181,6 +207,7 @@ class Link {
     const entry = this.pending.get(id);
     if (!entry) return;
     this.pending.delete(id);
+    if (this.pending.size === 0) this.socket.unref();
     // An error from the writer: its transaction failed, outcome unknown (as for a local one).
     entry.done(results ?? new StoreUnavailable(`the shared SQLite writer failed the write: ${error ?? 'unknown'}`));
     if (!this.ready && this.idle) this.socket.end();
@@ -217,8 +244,6 @@ const GATHER_MS = 1;
 
 export class SharedWriter {
   private queue: QueuedBatch[] = [];
-  /** Batches waiting for a draining link to close (then committed here). */
-  private held: QueuedBatch[] = [];
   private flushScheduled = false;
   /** Set while a commit waits for the senders of the last one (see enqueue). */
   private gatherTimer: NodeJS.Timeout | undefined;
@@ -228,20 +253,18 @@ export class SharedWriter {
   private holdsLock = false;
   private server: Server | undefined;
   private readonly served = new Set<Socket>();
-  private link: Link | undefined;
-  private connecting = false;
-  /** No new link before this time (performance.now()). */
-  private connectAfter = 0;
   private readonly timer: NodeJS.Timeout;
   private stopping = false;
   /** Commits made and batches folded into them (for tests and diagnostics). */
-  readonly stats = { commits: 0, batches: 0, forwarded: 0, txMs: 0 };
+  readonly stats = { commits: 0, batches: 0, txMs: 0 };
 
   constructor(
     private readonly core: SqliteCore,
     private readonly paths: WriterPaths,
     /** This process's durability is strict (its own batches need synchronous=FULL commits). */
     private readonly strict: boolean,
+    /** Told when this process becomes the writer. */
+    private readonly onWriter: () => void = () => {},
   ) {
     this.lockDb = new Database(paths.lock, { timeout: 0 });
     this.lockDb.pragma('locking_mode = EXCLUSIVE');
@@ -251,22 +274,17 @@ export class SharedWriter {
   }
 
   /** 'writer' when this process commits the file's forwarded writes, else 'follower'; and the counters. */
-  status(): SharedWriterStatus {
-    return { role: this.holdsLock ? 'writer' : 'follower', linked: this.link?.ready === true, ...this.stats };
+  status(): Omit<SharedWriterStatus, 'linked' | 'forwarded'> {
+    return { role: this.holdsLock ? 'writer' : 'follower', ...this.stats };
   }
 
-  /** A write batch of this process: forwarded to the writer when linked to one, else committed here. */
+  /**
+   * A write batch this process commits itself: folded with the others' when it is the writer,
+   * alone (like a store without a shared writer) when it is not. The main thread forwards the
+   * batches of a follower itself (WriterClient); those it sends here are the ones it could not.
+   */
   write(requests: WriteRequest[], done: WriteDone): void {
-    if (this.link?.ready) {
-      this.stats.forwarded++;
-      this.link.send(requests, done);
-    } else if (this.link) {
-      // The writer said `bye`: wait until the batches sent to it are answered, so that this
-      // process's writes still commit in submission order.
-      this.held.push({ requests, done, strict: this.strict, source: LOCAL });
-    } else {
-      this.enqueue({ requests, done, strict: this.strict, source: LOCAL });
-    }
+    this.enqueue({ requests, done, strict: this.strict, source: LOCAL });
   }
 
   /** Commit the queued batches now: called before any other request of this process, to keep their order. */
@@ -275,23 +293,14 @@ export class SharedWriter {
   }
 
   /**
-   * Stop: a follower waits for its forwarded batches (bounded), a writer hands over (see the
-   * module comment). Queued batches are committed first. Idempotent.
+   * Stop: a writer hands over (see the module comment). Queued batches are committed first.
+   * Idempotent.
    */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     clearInterval(this.timer);
     this.flushNow();
-    const link = this.link;
-    if (link) {
-      link.ready = false;
-      const deadline = performance.now() + FORWARD_TIMEOUT_MS;
-      while (!link.idle && performance.now() < deadline) await sleep(5);
-      link.destroy();
-      for (const entry of this.held.splice(0)) this.queue.push(entry);
-      this.flushNow();
-    }
     if (this.server) {
       this.server.close();
       const bye = frame([0, null] satisfies ReplyFrame);
@@ -381,14 +390,8 @@ export class SharedWriter {
   }
 
   private elect(): void {
-    if (this.stopping) return;
-    this.link?.checkTimeout(performance.now());
-    if (this.holdsLock) return;
-    if (this.tryLock()) {
-      this.becomeWriter();
-      return;
-    }
-    if (this.link === undefined && !this.connecting && performance.now() >= this.connectAfter) this.connect();
+    if (this.stopping || this.holdsLock) return;
+    if (this.tryLock()) this.becomeWriter();
   }
 
   private tryLock(): boolean {
@@ -407,8 +410,7 @@ export class SharedWriter {
   }
 
   private becomeWriter(): void {
-    // A link to a previous writer cannot be live (it held the lock); drop whatever is left.
-    this.link?.destroy();
+    this.onWriter();
     // Holding the lock: a socket file there is a dead writer's.
     removeSocketFile(this.paths.socket);
     const server = createServer((socket) => this.serve(socket));
@@ -439,6 +441,7 @@ export class SharedWriter {
         const first = value as Hello;
         if (first?.hello !== PROTOCOL || first.file !== this.paths.file) throw new Error('bad hello');
         hello = first;
+        socket.write(frame([WELCOME, null] satisfies ReplyFrame));
         return;
       }
       const [id, requests] = value as BatchFrame;
@@ -466,11 +469,85 @@ export class SharedWriter {
     socket.on('error', () => {});
     socket.on('close', () => this.served.delete(socket));
   }
+}
 
-  private connect(): void {
+/**
+ * The sending side, in the thread that submits a process's writes (SqliteStore's main
+ * thread): forwards each write batch to the file's writer while linked to one, and hands it
+ * to `local` (the process's own SQLite worker) otherwise. Connects while `mayConnect()` says
+ * this process is a follower, at most every ELECTION_INTERVAL_MS.
+ */
+export class WriterClient {
+  private link: Link | undefined;
+  /** Batches waiting for a draining link to close (then committed locally, in order). */
+  private held: { requests: WriteRequest[]; done: WriteDone }[] = [];
+  private connecting = false;
+  /** No new link before this time (performance.now()). */
+  private connectAfter = 0;
+  private readonly timer: NodeJS.Timeout;
+  private stopped = false;
+  /** Batches forwarded to the writer. */
+  forwarded = 0;
+
+  constructor(
+    private readonly paths: WriterPaths,
+    private readonly strict: boolean,
+    private readonly local: (requests: WriteRequest[], done: WriteDone) => void,
+    private readonly mayConnect: () => boolean,
+  ) {
+    this.timer = setInterval(() => this.tick(), ELECTION_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  get linked(): boolean {
+    return this.link?.ready === true;
+  }
+
+  write(requests: WriteRequest[], done: WriteDone): void {
+    if (this.link?.ready) {
+      this.forwarded++;
+      this.link.send(requests, done);
+    } else if (this.link?.draining) {
+      // The writer said `bye`: wait until the batches sent to it are answered, so that this
+      // process's writes still commit in submission order.
+      this.held.push({ requests, done });
+    } else {
+      // No writer (or not welcomed yet): commit on this process's own connection.
+      this.local(requests, done);
+    }
+  }
+
+  /** Look for a writer now (this process just learnt it is a follower). */
+  poke(): void {
+    this.tick();
+  }
+
+  /** Drop the link: this process became the writer. */
+  drop(): void {
+    this.link?.destroy();
+  }
+
+  /** Wait (bounded) for the forwarded batches to be answered, then close. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.timer);
+    const link = this.link;
+    if (link) {
+      link.ready = false;
+      const deadline = performance.now() + FORWARD_TIMEOUT_MS;
+      while (!link.idle && performance.now() < deadline) await sleep(5);
+      link.destroy();
+    }
+    for (const entry of this.held.splice(0)) this.local(entry.requests, entry.done);
+  }
+
+  private tick(): void {
+    if (this.stopped) return;
+    this.link?.checkTimeout(performance.now());
+    if (this.link || this.connecting || performance.now() < this.connectAfter || !this.mayConnect()) return;
     this.connecting = true;
     const socket = createConnection(this.paths.socket);
-    socket.setNoDelay?.(true);
     const failed = () => {
       this.connecting = false;
     };
@@ -478,23 +555,19 @@ export class SharedWriter {
     socket.once('connect', () => {
       socket.off('error', failed);
       this.connecting = false;
-      if (this.stopping || this.holdsLock) {
+      if (this.stopped || !this.mayConnect()) {
         socket.destroy();
         return;
       }
       socket.write(frame({ hello: PROTOCOL, file: this.paths.file, strict: this.strict } satisfies Hello));
-      // Batches committed here so far go first: submission order is kept across the switch.
-      this.flushNow();
       const link = new Link(socket, (timedOut) => {
         if (this.link === link) this.link = undefined;
-        for (const entry of this.held.splice(0)) this.enqueue(entry);
+        for (const entry of this.held.splice(0)) this.local(entry.requests, entry.done);
         // A writer that stopped answering may still hold the lock: do not forward to it again
-        // for a while (commit here meanwhile).
+        // for a while (commit locally meanwhile).
         if (timedOut) this.connectAfter = performance.now() + FORWARD_TIMEOUT_MS;
-        // The writer may be gone: try to take over at once.
-        if (!this.stopping && !this.holdsLock && this.tryLock()) this.becomeWriter();
       });
-      link.ready = true;
+      // Ready once the writer's welcome arrives.
       this.link = link;
     });
     socket.unref();
