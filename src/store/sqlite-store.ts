@@ -11,6 +11,12 @@
  *   and a plain Worker cannot load `sqlite-worker.ts`, so the core runs in-process instead
  *   (same behaviour, except that SQLite calls block the calling thread);
  * - `{ inProcess: true }` forces the in-process mode anywhere.
+ *
+ * With a shared writer (`sharedWriter`, see sqlite-writer.ts) a follower's writes go over the
+ * writer's socket instead, so they are no longer ordered with the requests its worker answers
+ * (a read may overtake a pending write), and writes already pending when a link to the writer
+ * comes up may commit after later ones. The entity host never has two writes of one entity in
+ * flight, and the PostgreSQL store (a pool) gives no such order either.
  */
 import { Worker } from 'node:worker_threads';
 import { type ConcordErrorCode, ConfigMismatch, errorFromShape } from '../errors.js';
