@@ -944,11 +944,10 @@ function callOutcome(error: unknown): CallOutcome {
 }
 
 /**
- * Write batches a node keeps in flight. SQLite: one, as each commit holds the file's write
- * lock; with a shared writer two, so that a batch of this node is always queued at the writer
- * to join the commit of the other nodes' batches. PostgreSQL: four (commits overlap there).
+ * Write batches a node keeps in flight: PostgreSQL four (commits overlap there); SQLite one,
+ * with or without a shared writer (each commit then carries all the writes that queued
+ * meanwhile; measured: two in flight split them into half-size commits, ~0.55x on one node).
  */
 function commitsInFlight(store: Store): number {
-  if (store.backend !== 'sqlite') return 4;
-  return (store as { sharedWriter?: unknown }).sharedWriter === true ? 2 : 1;
+  return store.backend === 'sqlite' ? 1 : 4;
 }
