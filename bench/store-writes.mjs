@@ -22,7 +22,7 @@ if (process.argv[2] === 'child') {
       commits++;
       return store.write(r);
     },
-    shared === '1' ? 2 : 1,
+    1, // one batch in flight per process, as the entity host on SQLite
     1024,
   );
   process.send('ready');
