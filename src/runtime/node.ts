@@ -343,7 +343,7 @@ export class ConcordNode {
           idleTimeoutMs: options.idleTimeoutMs ?? 10 * 60_000,
           maxActiveEntities: options.maxActiveEntities ?? 1_000_000,
           maxTurnsPerBatch: 256,
-          maxConcurrentCommits: store.backend === 'sqlite' ? 1 : 4,
+          maxConcurrentCommits: commitsInFlight(store),
           nodeName: options.name,
           idempotencyWindowMs: options.idempotencyWindowMs,
           maxIdempotencyKeysPerEntity: options.maxIdempotencyKeysPerEntity,
@@ -952,4 +952,13 @@ function callOutcome(error: unknown): CallOutcome {
     default:
       return 'rejected';
   }
+}
+
+/**
+ * Write batches a node keeps in flight: PostgreSQL four (commits overlap there); SQLite one,
+ * with or without a shared writer (each commit then carries all the writes that queued
+ * meanwhile; measured: two in flight split them into half-size commits, ~0.55x on one node).
+ */
+function commitsInFlight(store: Store): number {
+  return store.backend === 'sqlite' ? 1 : 4;
 }

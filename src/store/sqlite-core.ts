@@ -462,39 +462,79 @@ export class SqliteCore implements SyncStore {
 
   write(requests: WriteRequest[]): boolean[] {
     if (requests.length === 0) return [];
+    // One transaction for the batch: one fsync (group commit).
+    return this.immediate(() => requests.map((req) => this.applyWrite(req)));
+  }
+
+  /**
+   * Several write batches (of several node processes: see SharedWriter) in ONE transaction, so
+   * that they share one commit and one fsync. Every request is fenced exactly as in write():
+   * its epoch and version are checked by its own UPDATE inside this transaction. Each batch
+   * runs in a savepoint: a batch that throws is rolled back alone and gets its error, the
+   * others are unaffected. When the transaction itself fails (BEGIN or COMMIT), this throws
+   * and every batch's outcome is unknown to the caller. `strict`: one of the batches needs a
+   * power-loss-safe commit (synchronous=FULL) even if this connection is relaxed.
+   */
+  writeFolded(batches: WriteRequest[][], strict = false): (boolean[] | Error)[] {
+    // A batch from a strict process, committed by a relaxed one: this commit is made with
+    // synchronous=FULL, so that it is power-loss safe as its sender promised.
+    if (strict && this.synchronousLevel() < 2) {
+      this.db.pragma('synchronous = FULL');
+      try {
+        return this.writeFolded(batches, false);
+      } finally {
+        this.db.pragma('synchronous = NORMAL');
+      }
+    }
+    const one = this.db.transaction((requests: WriteRequest[]) => requests.map((req) => this.applyWrite(req)));
+    return this.immediate(() =>
+      batches.map((requests): boolean[] | Error => {
+        try {
+          return one(requests);
+        } catch (err) {
+          return err instanceof Error ? err : new Error(String(err));
+        }
+      }),
+    );
+  }
+
+  /** One fenced request of a write batch (call inside the batch's transaction). */
+  private applyWrite(req: WriteRequest): boolean {
     const update = this.statement(
       `UPDATE concord_entities SET state = coalesce(?, state), version = ?
        WHERE kind = ? AND id = ? AND epoch = ? AND version = ?`,
     );
-    const fenced = (req: WriteRequest) =>
+    const fenced = () =>
       update.run(req.state, req.newVersion, req.kind, req.id, req.epoch, req.expectedVersion).changes === 1;
-    // Idempotency keys go in only behind an update that applied, in the same transaction.
-    const fencedWithKeys = (req: WriteRequest) => {
-      if (!fenced(req)) return false;
+    if (!req.append || req.append.events.length === 0) {
+      if (!fenced()) return false;
+      // Idempotency keys go in only behind an update that applied, in the same transaction.
       if (req.keys !== undefined && req.keys.length > 0) this.insertKeys(req);
       return true;
-    };
+    }
     // A request that appends events runs in a savepoint (better-sqlite3 nests transactions
     // as savepoints): if one of its event versions is taken, the unique key throws, the
     // savepoint rolls its row update back (and its keys), and only this request reports false.
-    const fencedWithEvents = this.db.transaction((req: WriteRequest): boolean => {
-      if (!fenced(req)) return false;
-      this.insertEvents(req.append!, req.newVersion - req.append!.events.length + 1);
-      if (req.keys !== undefined && req.keys.length > 0) this.insertKeys(req);
+    try {
+      return this.withEvents(req);
+    } catch (err) {
+      if (isUniqueViolation(err)) return false;
+      throw err;
+    }
+  }
+
+  private withEvents(req: WriteRequest): boolean {
+    return this.db.transaction((r: WriteRequest): boolean => {
+      const applied =
+        this.statement(
+          `UPDATE concord_entities SET state = coalesce(?, state), version = ?
+           WHERE kind = ? AND id = ? AND epoch = ? AND version = ?`,
+        ).run(r.state, r.newVersion, r.kind, r.id, r.epoch, r.expectedVersion).changes === 1;
+      if (!applied) return false;
+      this.insertEvents(r.append!, r.newVersion - r.append!.events.length + 1);
+      if (r.keys !== undefined && r.keys.length > 0) this.insertKeys(r);
       return true;
-    });
-    // One transaction for the batch: one fsync (group commit).
-    return this.immediate(() =>
-      requests.map((req) => {
-        if (!req.append || req.append.events.length === 0) return fencedWithKeys(req);
-        try {
-          return fencedWithEvents(req);
-        } catch (err) {
-          if (isUniqueViolation(err)) return false;
-          throw err;
-        }
-      }),
-    );
+    })(req);
   }
 
   readEntity(kind: string, id: string): EntityRow | null {

@@ -11,11 +11,18 @@
  *   and a plain Worker cannot load `sqlite-worker.ts`, so the core runs in-process instead
  *   (same behaviour, except that SQLite calls block the calling thread);
  * - `{ inProcess: true }` forces the in-process mode anywhere.
+ *
+ * With a shared writer (`sharedWriter`, see sqlite-writer.ts) a follower's writes go over the
+ * writer's socket instead, so they are no longer ordered with the requests its worker answers
+ * (a read may overtake a pending write), and writes already pending when a link to the writer
+ * comes up may commit after later ones. The entity host never has two writes of one entity in
+ * flight, and the PostgreSQL store (a pool) gives no such order either.
  */
 import { Worker } from 'node:worker_threads';
 import { type ConcordErrorCode, ConfigMismatch, errorFromShape } from '../errors.js';
 import { type CoreMethod, SqliteCore } from './sqlite-core.js';
-import type { WireError, WorkerInit, WorkerRequest, WorkerResponse } from './sqlite-worker.js';
+import type { WireError, WorkerInit, WorkerNotice, WorkerRequest, WorkerResponse } from './sqlite-worker.js';
+import { type SharedWriterStatus, WriterClient } from './sqlite-writer.js';
 import type {
   ActivationRequest,
   ActivationResult,
@@ -42,6 +49,19 @@ import type {
 export interface SqliteStoreOptions extends StoreOptions {
   /** Run SQLite on the calling thread instead of a worker thread. */
   inProcess?: boolean;
+  /**
+   * One writer per file (see sqlite-writer.ts): the node processes sharing the file forward
+   * their fenced write batches to the one that holds `<file>.writer-lock`, which commits the
+   * batches of all of them together (one fsync per commit instead of one per process and
+   * commit). Worker mode only (ignored in-process). Default: the environment variable
+   * CONCORD_SQLITE_SHARED_WRITER (`1` on, `0` off), else off.
+   */
+  sharedWriter?: boolean;
+}
+
+/** The default of SqliteStoreOptions.sharedWriter. */
+export function sharedWriterDefault(): boolean {
+  return process.env['CONCORD_SQLITE_SHARED_WRITER'] === '1';
 }
 
 const RUNNING_FROM_SOURCE = import.meta.url.endsWith('.ts');
@@ -59,20 +79,62 @@ export class SqliteStore implements Store {
   readonly backend = 'sqlite' as const;
   /** Whether SQLite runs in a worker thread (false: on the calling thread). */
   readonly usesWorker: boolean;
+  /** Whether writes go through the file's shared writer (SqliteStoreOptions.sharedWriter). */
+  readonly sharedWriter: boolean;
   private readonly runner: CoreRunner;
+  /** With a shared writer: this process's role, and the client forwarding a follower's writes. */
+  private role: 'writer' | 'follower' | undefined;
+  private client: WriterClient | undefined;
 
   /** Opens the file (creating it if missing); call migrate() before anything else. */
   constructor(path: string, options: SqliteStoreOptions = {}) {
-    const { inProcess, ...storeOptions } = options;
+    const { inProcess, sharedWriter, ...storeOptions } = options;
     this.usesWorker = !(inProcess ?? RUNNING_FROM_SOURCE);
-    this.runner = this.usesWorker ? new WorkerRunner(path, storeOptions) : new InProcessRunner(path, storeOptions);
+    this.sharedWriter = this.usesWorker && (sharedWriter ?? sharedWriterDefault());
+    this.runner = this.usesWorker
+      ? new WorkerRunner(path, storeOptions, this.sharedWriter, (notice) => this.onNotice(notice))
+      : new InProcessRunner(path, storeOptions);
+  }
+
+  /** The worker's role for the shared writer changed (or is first known). */
+  private onNotice(notice: WorkerNotice): void {
+    this.role = notice.role;
+    this.client ??= new WriterClient(
+      notice.paths,
+      notice.strict,
+      (requests, done) => {
+        this.runner.call('write', [requests]).then(done, (err: unknown) => {
+          done(err instanceof Error ? err : new Error(String(err)));
+        });
+      },
+      () => this.role === 'follower',
+    );
+    if (notice.role === 'writer') this.client.drop();
+    else this.client.poke();
+  }
+
+  /**
+   * With a shared writer: its role ('writer' when this process commits the file's writes,
+   * 'follower' when it forwards them, or commits its own while no writer is reachable) and
+   * counters; null without a shared writer.
+   */
+  async sharedWriterStatus(): Promise<SharedWriterStatus | null> {
+    if (!(this.runner instanceof WorkerRunner)) return null;
+    const status = (await this.runner.call('sharedWriterStatus', [])) as Omit<
+      SharedWriterStatus,
+      'linked' | 'forwarded'
+    > | null;
+    if (status === null) return null;
+    return { ...status, linked: this.client?.linked ?? false, forwarded: this.client?.forwarded ?? 0 };
   }
 
   migrate(): Promise<void> {
     return this.runner.call('migrate', []);
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    // A follower's forwarded writes are answered first (bounded), then the worker closes.
+    await this.client?.stop();
     return this.runner.close();
   }
 
@@ -137,7 +199,11 @@ export class SqliteStore implements Store {
   }
 
   write(requests: WriteRequest[]): Promise<boolean[]> {
-    return this.runner.call('write', [requests]);
+    const client = this.client;
+    if (client === undefined) return this.runner.call('write', [requests]);
+    return new Promise((resolve, reject) => {
+      client.write(requests, (result) => (result instanceof Error ? reject(result) : resolve(result)));
+    });
   }
 
   readEntity(kind: string, id: string): Promise<EntityRow | null> {
@@ -234,12 +300,20 @@ class WorkerRunner implements CoreRunner {
   private failure: Error | undefined;
   private closing = false;
 
-  constructor(path: string, options: StoreOptions) {
-    const init: WorkerInit = { path, options };
+  constructor(
+    path: string,
+    options: StoreOptions,
+    sharedWriter: boolean,
+    private readonly onNotice: (notice: WorkerNotice) => void,
+  ) {
+    const init: WorkerInit = { path, options, sharedWriter };
     this.worker = new Worker(WORKER_URL, { workerData: init });
     // An idle store does not keep the process alive; a pending request does.
     this.worker.unref();
-    this.worker.on('message', (res: WorkerResponse) => this.settle(res));
+    this.worker.on('message', (res: WorkerResponse | WorkerNotice) => {
+      if ('notice' in res) this.onNotice(res);
+      else this.settle(res);
+    });
     this.worker.on('error', (err) => this.fail(err));
     this.exited = new Promise((resolve) => {
       this.worker.once('exit', (code) => {
@@ -249,13 +323,15 @@ class WorkerRunner implements CoreRunner {
     });
   }
 
-  call<M extends CoreMethod>(method: M, args: Args<M>): Promise<Result<M>> {
+  call<M extends CoreMethod>(method: M, args: Args<M>): Promise<Result<M>>;
+  call(method: 'sharedWriterStatus', args: []): Promise<unknown>;
+  call(method: CoreMethod | 'sharedWriterStatus', args: unknown[]): Promise<unknown> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     const request: WorkerRequest = { id, method, args };
-    return new Promise<Result<M>>((resolve, reject) => {
+    return new Promise<unknown>((resolve, reject) => {
       if (this.pending.size === 0 && !this.closing) this.worker.ref();
-      this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      this.pending.set(id, { resolve, reject });
       this.worker.postMessage(request);
     });
   }

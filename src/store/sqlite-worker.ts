@@ -8,16 +8,20 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { ConcordError } from '../errors.js';
 import { type CoreMethod, SqliteCore } from './sqlite-core.js';
-import type { StoreOptions } from './types.js';
+import { SharedWriter, type WriterPaths, writerPaths } from './sqlite-writer.js';
+import type { StoreOptions, WriteRequest } from './types.js';
 
 export interface WorkerInit {
   path: string;
   options: StoreOptions;
+  /** Share one writer per file with the other processes (see SharedWriter). */
+  sharedWriter: boolean;
 }
 
 export interface WorkerRequest {
   id: number;
-  method: CoreMethod;
+  /** A core method, or `sharedWriterRole` (answered by the worker: a SharedWriterStatus or null). */
+  method: CoreMethod | 'sharedWriterStatus';
   args: unknown[];
 }
 
@@ -30,6 +34,14 @@ export interface WireError {
   concord: boolean;
   details: Record<string, unknown> | undefined;
   stack: string | undefined;
+}
+
+/** Unsolicited: this worker's role for the file's shared writer (sent at start and when it changes). */
+export interface WorkerNotice {
+  notice: 'shared-writer';
+  role: 'writer' | 'follower';
+  paths: WriterPaths;
+  strict: boolean;
 }
 
 export type WorkerResponse = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: WireError };
@@ -55,20 +67,55 @@ function serve(): void {
   const init = workerData as WorkerInit;
 
   let core: SqliteCore | undefined;
+  let shared: SharedWriter | undefined;
   let initError: unknown;
   try {
     core = new SqliteCore(init.path, init.options);
+    const paths = init.sharedWriter ? writerPaths(init.path) : null;
+    if (paths) {
+      const strict = init.options.durability !== 'relaxed';
+      const notify = (role: 'writer' | 'follower') =>
+        port.postMessage({ notice: 'shared-writer', role, paths, strict } satisfies WorkerNotice);
+      shared = new SharedWriter(core, paths, strict, () => notify('writer'));
+      notify(shared.status().role);
+    }
   } catch (err) {
+    core?.close();
+    core = undefined;
     initError = err;
   }
 
   port.on('message', (req: WorkerRequest) => {
+    if (shared && req.method === 'write') {
+      // Committed with other batches (or forwarded to the file's writer); answered when done.
+      shared.write(req.args[0] as WriteRequest[], (result) => {
+        port.postMessage(
+          result instanceof Error
+            ? ({ id: req.id, ok: false, error: toWireError(result) } satisfies WorkerResponse)
+            : ({ id: req.id, ok: true, value: result } satisfies WorkerResponse),
+        );
+      });
+      return;
+    }
+    if (req.method === 'close' && shared) {
+      const stopping = shared;
+      shared = undefined;
+      stopping.stop().then(
+        () => closeCore(req),
+        () => closeCore(req),
+      );
+      return;
+    }
+    // Queued writes of this process go first: requests stay in submission order.
+    shared?.flushNow();
+    if (req.method === 'close') {
+      closeCore(req);
+      return;
+    }
     let response: WorkerResponse;
     try {
-      if (req.method === 'close') {
-        core?.close();
-        core = undefined;
-        response = { id: req.id, ok: true, value: undefined };
+      if (req.method === 'sharedWriterStatus') {
+        response = { id: req.id, ok: true, value: shared?.status() ?? null };
       } else {
         if (!core) throw initError ?? new Error('the SQLite store is closed');
         const method = core[req.method] as (...args: unknown[]) => unknown;
@@ -78,9 +125,21 @@ function serve(): void {
       response = { id: req.id, ok: false, error: toWireError(err) };
     }
     port.postMessage(response);
-    // Closing the port empties the worker's event loop, so the thread exits by itself.
-    if (req.method === 'close') port.close();
   });
+
+  function closeCore(req: WorkerRequest): void {
+    let response: WorkerResponse;
+    try {
+      core?.close();
+      core = undefined;
+      response = { id: req.id, ok: true, value: undefined };
+    } catch (err) {
+      response = { id: req.id, ok: false, error: toWireError(err) };
+    }
+    port!.postMessage(response);
+    // Closing the port empties the worker's event loop, so the thread exits by itself.
+    port!.close();
+  }
 }
 
 serve();

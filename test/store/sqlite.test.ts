@@ -4,7 +4,7 @@
  * what is specific to SQLite: the worker protocol, lock waits, pragmas, separate processes.
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
@@ -76,6 +76,11 @@ function sqliteTarget(makeStore: (path: string, options?: StoreOptions) => Sqlit
 storeConformance(
   'sqlite (in-process)',
   sqliteTarget((path, options) => new SqliteStore(path, { ...options, inProcess: true })),
+);
+
+storeConformance(
+  'sqlite (worker threads, shared writer)',
+  sqliteTarget((path, options) => new compiled.SqliteStore(path, { ...options, sharedWriter: true })),
 );
 
 storeConformance(
@@ -219,61 +224,69 @@ describe('SqliteStore specifics', () => {
     expect(await relaxed.store.synchronousMode()).toBe('NORMAL');
   });
 
-  it('separate processes race on one file: migrate once, one name, one claim, no lost update, one append per version', {
-    timeout: 60_000,
-  }, async () => {
-    const path = tempSqliteUrl().slice('sqlite:'.length);
-    const script = join(compiledDir, 'race-child.mjs');
-    writeFileSync(script, RACE_CHILD);
-    const PROCESSES = 4;
-    const ROUNDS = 40;
-    const children = Array.from({ length: PROCESSES }, (_, i) =>
-      fork(script, [path, `proc-${i}`, String(ROUNDS)], {
-        execArgv: [],
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      }),
-    );
-    const exits = children.map((child) => new Promise<number | null>((r) => child.once('exit', r)));
-    try {
-      // Barrier: every process has migrated before any of them races.
-      await Promise.all(children.map((child) => nextMessage(child)));
-      const results = children.map((child) => nextMessage(child) as Promise<RaceResult>);
-      for (const child of children) child.send('go');
-      const outcomes = await Promise.all(results);
-      expect(await Promise.all(exits)).toEqual(children.map(() => 0));
-
-      expect(outcomes.filter((o) => o.registered)).toHaveLength(1);
-      expect(outcomes.filter((o) => o.claimed)).toHaveLength(1);
-      const wins = outcomes.reduce((sum, o) => sum + o.wins, 0);
-      expect(wins).toBeGreaterThanOrEqual(ROUNDS);
-
-      const raw = rawConnection(path);
-      expect(raw.prepare('SELECT version FROM concord_migrations ORDER BY version').pluck().all()).toEqual(
-        MIGRATIONS.map((m) => m.version),
+  it.each([
+    ['', '0'],
+    [' (shared writer)', '1'],
+  ])(
+    'separate processes race on one file%s: migrate once, one name, one claim, no lost update, one append per version',
+    {
+      timeout: 60_000,
+    },
+    async (_, sharedWriter) => {
+      const path = tempSqliteUrl().slice('sqlite:'.length);
+      const script = join(compiledDir, 'race-child.mjs');
+      writeFileSync(script, RACE_CHILD);
+      const PROCESSES = 4;
+      const ROUNDS = 40;
+      const children = Array.from({ length: PROCESSES }, (_, i) =>
+        fork(script, [path, `proc-${i}`, String(ROUNDS)], {
+          execArgv: [],
+          env: { ...process.env, CONCORD_SQLITE_SHARED_WRITER: sharedWriter },
+          stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        }),
       );
-      expect(raw.prepare("SELECT version, state FROM concord_entities WHERE id = 'shared'").get()).toEqual({
-        version: wins,
-        state: String(wins),
-      });
-      // Appends at the same expected version from separate processes: exactly one per version.
-      expect(outcomes.reduce((sum, o) => sum + o.appended, 0)).toBe(ROUNDS);
-      const events = raw
-        .prepare("SELECT version, node, data FROM concord_events WHERE stream = 'race' ORDER BY version")
-        .all() as {
-        version: number;
-        node: string;
-        data: string;
-      }[];
-      expect(events.map((e) => e.version)).toEqual(Array.from({ length: ROUNDS }, (_, i) => i + 1));
-      for (const [i, outcome] of outcomes.entries()) {
-        expect(events.filter((e) => e.node === `proc-${i}` && JSON.parse(e.data) === e.node)).toHaveLength(
-          outcome.appended,
+      const exits = children.map((child) => new Promise<number | null>((r) => child.once('exit', r)));
+      try {
+        // Barrier: every process has migrated before any of them races.
+        await Promise.all(children.map((child) => nextMessage(child)));
+        const results = children.map((child) => nextMessage(child) as Promise<RaceResult>);
+        for (const child of children) child.send('go');
+        const outcomes = await Promise.all(results);
+        expect(await Promise.all(exits)).toEqual(children.map(() => 0));
+
+        expect(outcomes.filter((o) => o.registered)).toHaveLength(1);
+        expect(outcomes.filter((o) => o.claimed)).toHaveLength(1);
+        const wins = outcomes.reduce((sum, o) => sum + o.wins, 0);
+        expect(wins).toBeGreaterThanOrEqual(ROUNDS);
+
+        const raw = rawConnection(path);
+        expect(raw.prepare('SELECT version FROM concord_migrations ORDER BY version').pluck().all()).toEqual(
+          MIGRATIONS.map((m) => m.version),
         );
+        expect(raw.prepare("SELECT version, state FROM concord_entities WHERE id = 'shared'").get()).toEqual({
+          version: wins,
+          state: String(wins),
+        });
+        // Appends at the same expected version from separate processes: exactly one per version.
+        expect(outcomes.reduce((sum, o) => sum + o.appended, 0)).toBe(ROUNDS);
+        const events = raw
+          .prepare("SELECT version, node, data FROM concord_events WHERE stream = 'race' ORDER BY version")
+          .all() as {
+          version: number;
+          node: string;
+          data: string;
+        }[];
+        expect(events.map((e) => e.version)).toEqual(Array.from({ length: ROUNDS }, (_, i) => i + 1));
+        for (const [i, outcome] of outcomes.entries()) {
+          expect(events.filter((e) => e.node === `proc-${i}` && JSON.parse(e.data) === e.node)).toHaveLength(
+            outcome.appended,
+          );
+        }
+      } finally {
+        for (const child of children) if (child.exitCode === null) child.kill();
       }
-    } finally {
-      for (const child of children) if (child.exitCode === null) child.kill();
-    }
-  });
+    },
+  );
 });
 
 /** The child's next IPC message; rejects if it exits first. */
@@ -325,6 +338,93 @@ for (let v = 0; v < Number(rounds); v++) {
 await store.close();
 process.send({ registered: shared.ok, claimed: claim !== null, wins, appended }, () => process.disconnect());
 `;
+
+describe('SqliteStore with a shared writer', () => {
+  const stores: SqliteStore[] = [];
+  afterAll(async () => {
+    await Promise.all(stores.map((s) => s.close().catch(() => {})));
+  });
+
+  async function shared(path: string): Promise<SqliteStore> {
+    const store = new compiled.SqliteStore(path, { sharedWriter: true });
+    stores.push(store);
+    await store.migrate();
+    return store;
+  }
+
+  async function until(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error('condition not reached');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  const write = (id: string, epoch: number, expectedVersion: number) => ({
+    kind: 'k',
+    id,
+    epoch,
+    expectedVersion,
+    newVersion: expectedVersion + 1,
+    state: JSON.stringify(`${id}@${expectedVersion + 1}`),
+  });
+
+  it('the first store is the writer, the next forwards; each request is fenced alone; the socket is 0600 and goes on close', async () => {
+    const path = tempSqliteUrl().slice('sqlite:'.length);
+    const writer = await shared(path);
+    const follower = await shared(path);
+    expect((await writer.sharedWriterStatus())?.role).toBe('writer');
+    await until(async () => (await follower.sharedWriterStatus())?.linked === true);
+    expect((await follower.sharedWriterStatus())?.role).toBe('follower');
+    expect(statSync(`${path}.writer.sock`).mode & 0o777).toBe(0o600);
+
+    await writer.activate(['a', 'b', 'c'].map((id) => ({ kind: 'k', id, epoch: 2, initialState: '0' })));
+    // A stale epoch and a stale version are refused, in the same batch as a write that applies.
+    expect(await follower.write([write('a', 2, 0), write('b', 1, 0), write('c', 2, 5)])).toEqual([true, false, false]);
+    expect(await writer.write([write('b', 2, 0)])).toEqual([true]);
+    const status = await follower.sharedWriterStatus();
+    expect(status?.forwarded).toBe(1);
+    expect(status?.commits).toBe(0);
+    expect((await writer.sharedWriterStatus())?.batches).toBe(2);
+    expect((await follower.readEntity('k', 'a'))?.version).toBe(1);
+    expect((await follower.readEntity('k', 'c'))?.version).toBe(0);
+
+    await writer.close();
+    expect(existsSync(`${path}.writer.sock`)).toBe(false);
+    // The follower takes over.
+    await until(async () => (await follower.sharedWriterStatus())?.role === 'writer');
+    expect(await follower.write([write('a', 2, 1)])).toEqual([true]);
+    await follower.close();
+    expect(existsSync(`${path}.writer.sock`)).toBe(false);
+  });
+
+  it('a writer closing under load hands over: every write of the follower is answered, in order, none lost', async () => {
+    const path = tempSqliteUrl().slice('sqlite:'.length);
+    const writer = await shared(path);
+    const follower = await shared(path);
+    await until(async () => (await follower.sharedWriterStatus())?.linked === true);
+    const ids = Array.from({ length: 16 }, (_, i) => `e${i}`);
+    await follower.activate(ids.map((id) => ({ kind: 'k', id, epoch: 1, initialState: '0' })));
+    let stop = false;
+    const counts = new Map<string, number>();
+    const loops = ids.map(async (id) => {
+      let v = 0;
+      while (!stop) {
+        expect(await follower.write([write(id, 1, v)])).toEqual([true]);
+        v++;
+      }
+      counts.set(id, v);
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    const closing = writer.close();
+    await closing;
+    await new Promise((r) => setTimeout(r, 200));
+    stop = true;
+    await Promise.all(loops);
+    expect((await follower.sharedWriterStatus())?.role).toBe('writer');
+    for (const id of ids) expect((await follower.readEntity('k', id))?.version).toBe(counts.get(id));
+  });
+});
 
 describe('openStore (sqlite)', () => {
   const stores: Store[] = [];
