@@ -245,8 +245,8 @@ describe.each(backends)('availability under partial failure (%s)', (backend) => 
       done: () => stop,
       clock,
     });
-    // Flapping: 10 cuts of 300 ms in 10 s between n1 and the others.
-    for (let i = 0; i < 10; i++) {
+    // Flapping: 6 cuts of 300 ms in 6 s between n1 and the others.
+    for (let i = 0; i < 6; i++) {
       await c.partition(['n1'], ['n2', 'n3']);
       await sleep(300);
       await c.heal();
@@ -255,9 +255,9 @@ describe.each(backends)('availability under partial failure (%s)', (backend) => 
     await sleep(1000);
     expect(await evictions(c)).toBe(0);
 
-    // One-way: n1 → n2 dropped, n2 → n1 fine, for 10 s.
+    // One-way: n1 → n2 dropped, n2 → n1 fine, for 7 s (over twice the detection bound).
     await c.isolate('n1', 'n2');
-    await sleep(10_000);
+    await sleep(7000);
     const oneWay = await evictions(c);
     await c.heal();
     await settled(c);
@@ -271,11 +271,11 @@ describe.each(backends)('availability under partial failure (%s)', (backend) => 
     expect(result.ok).toBe(true);
   });
 
-  it('a node paused for half a lease, 20 times, is never evicted', { timeout: 90_000 }, async () => {
+  it('a node paused for half a lease, 12 times, is never evicted', { timeout: 90_000 }, async () => {
     const c = await start(backend, 3);
     const n2 = c.node('n2');
     const incarnationBefore = (await n2.get<{ incarnation: number }>('/cluster')).body.incarnation;
-    for (let i = 0; i < 20; i++) {
+    for (let i = 0; i < 12; i++) {
       n2.pause();
       await sleep(LEASE_TTL_MS / 2);
       n2.resume();
