@@ -174,9 +174,20 @@ describe('a TLS cluster', () => {
       { timeout: 10_000 },
     );
     await allAlive(cluster, ['n1', 'n2', 'n3']);
+    // …and the broken link is up again: until it is, a call over it is refused at once with
+    // 503 (certainly not applied), as it should be.
+    await cluster.eventually(
+      async () => {
+        for (const node of [n1, n2, n3]) {
+          const down = (await members(node)).filter((m) => m.name !== node.name && !m.connected);
+          if (down.length > 0) throw new Error(`${node.name}: no link to ${down.map((m) => m.name).join(', ')}`);
+        }
+      },
+      { timeout: 10_000 },
+    );
     for (const node of [n1, n2, n3]) {
       const answer = await node.get(`/entities/${id}`);
-      expect(answer.status).toBe(200);
+      expect(answer.status, JSON.stringify(answer.body)).toBe(200);
       expect(answer.body).toMatchObject({ state: 'working', version: 1 });
     }
     expect((await n2.put(`/entities/${id}`, { state: 'finalized' })).body).toMatchObject({ version: 2 });
