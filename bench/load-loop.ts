@@ -46,6 +46,9 @@ export async function closedLoop(call: Caller, options: LoopOptions, isLocal?: I
   const local = isLocal === undefined ? null : latencyHistogram();
   const remote = isLocal === undefined ? null : latencyHistogram();
   const ids = Array.from({ length: options.count }, (_, i) => `${options.prefix}${i}`);
+  // Which ids are local, looked up once when the window opens (ownership is settled by then)
+  // rather than on every call, so that the split costs the measured calls nothing.
+  let localIds: Uint8Array | null = null;
   let ops = 0;
   let errors = 0;
   const errorCodes: Record<string, number> = {};
@@ -60,9 +63,10 @@ export async function closedLoop(call: Caller, options: LoopOptions, isLocal?: I
       // timers and I/O (the measuring window, peers, IPC) still run, as in a real service.
       if ((++k & 31) === 0) await new Promise(setImmediate);
       x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-      const id = ids[x % ids.length]!;
+      const index = x % ids.length;
+      const id = ids[index]!;
       const write = options.writeRatio > 0 && Math.random() < options.writeRatio;
-      const kind = isLocal === undefined ? null : isLocal(id) ? local : remote;
+      const kind = localIds === null ? null : localIds[index] === 1 ? local : remote;
       const started = performance.now();
       try {
         await call(id, write, n++);
@@ -84,6 +88,7 @@ export async function closedLoop(call: Caller, options: LoopOptions, isLocal?: I
   const workers = Array.from({ length: options.concurrency }, (_, w) => worker(w * 7919 + 1));
   await sleep(options.warmupMs);
   await options.onWindow?.('start');
+  if (isLocal !== undefined) localIds = Uint8Array.from(ids, (id) => (isLocal(id) ? 1 : 0));
   measuring = true;
   const started = performance.now();
   await sleep(options.durationMs);

@@ -1,4 +1,5 @@
 import { Counter, Histogram, Registry } from 'prom-client';
+import { CallMetrics } from './call-metrics.js';
 
 /**
  * The metrics a node records as it works (a leaf module, like logger.ts): one Prometheus
@@ -18,8 +19,8 @@ export type CallOutcome = 'ok' | 'unavailable' | 'timeout' | 'store_unavailable'
 
 export class Telemetry {
   readonly registry = new Registry();
-  readonly calls: Counter<'kind' | 'outcome'>;
-  readonly callDuration: Histogram<'kind' | 'outcome'>;
+  /** Calls by kind and outcome, with their latency (concord_calls_total, concord_call_duration_seconds). */
+  readonly calls: CallMetrics<CallOutcome>;
   readonly leaseRenewalDuration: Histogram<'outcome'>;
   readonly leaseRenewalFailures: Counter<'reason'>;
   readonly fenceRejections: Counter;
@@ -32,19 +33,19 @@ export class Telemetry {
   constructor(nodeName: string) {
     const registers = [this.registry];
     this.registry.setDefaultLabels({ node: nodeName });
-    this.calls = new Counter({
-      name: 'concord_calls_total',
-      help: 'Entity calls made through this node (library API and HTTP), by entity kind and outcome (ok, unavailable: certainly not applied, timeout: outcome unknown, store_unavailable, rejected: a domain or input error, error)',
-      labelNames: ['kind', 'outcome'],
-      registers,
-    });
-    this.callDuration = new Histogram({
-      name: 'concord_call_duration_seconds',
-      help: 'Latency of entity calls made through this node, routing and retries included, by kind and outcome',
-      labelNames: ['kind', 'outcome'],
-      buckets: LATENCY_BUCKETS,
-      registers,
-    });
+    this.calls = new CallMetrics<CallOutcome>(LATENCY_BUCKETS);
+    this.registry.registerMetric(
+      this.calls.counter(
+        'concord_calls_total',
+        'Entity calls made through this node (library API and HTTP), by entity kind and outcome (ok, unavailable: certainly not applied, timeout: outcome unknown, store_unavailable, rejected: a domain or input error, error)',
+      ),
+    );
+    this.registry.registerMetric(
+      this.calls.histogram(
+        'concord_call_duration_seconds',
+        'Latency of entity calls made through this node, routing and retries included, by kind and outcome',
+      ),
+    );
     this.leaseRenewalDuration = new Histogram({
       name: 'concord_lease_renewal_duration_seconds',
       help: 'Latency of lease renewals in the store, by outcome (ok, refused, error)',
@@ -98,11 +99,12 @@ export class Telemetry {
   /** The last few seconds of calls, for the dashboard (calls/s and p99). */
   readonly recent = new RecentCalls();
 
-  /** Record one finished call. */
-  call(kind: string, outcome: CallOutcome, seconds: number): void {
-    this.calls.inc({ kind, outcome });
-    this.callDuration.observe({ kind, outcome }, seconds);
-    this.recent.record(seconds * 1000);
+  /** Record one finished call, started at `startedAt` (performance.now()). */
+  call(kind: string, outcome: CallOutcome, startedAt: number): void {
+    const now = performance.now();
+    const ms = now - startedAt;
+    this.calls.record(kind, outcome, ms / 1000);
+    this.recent.record(ms, now);
   }
 }
 
@@ -117,8 +119,9 @@ export class RecentCalls {
   private readonly samples: number[][] = Array.from({ length: RecentCalls.SLOTS }, () => []);
   private readonly seconds = new Array<number>(RecentCalls.SLOTS).fill(-1);
 
-  record(ms: number): void {
-    const second = Math.floor(performance.now() / 1000);
+  /** One call of `ms`, ended at `now` (performance.now()). */
+  record(ms: number, now = performance.now()): void {
+    const second = Math.floor(now / 1000);
     const slot = second % RecentCalls.SLOTS;
     if (this.seconds[slot] !== second) {
       this.seconds[slot] = second;

@@ -84,6 +84,11 @@ export interface RouterOptions {
    * Infinity turns it off. Default LOCAL_CALLS_PER_TURN.
    */
   localCallsPerTurn?: number | undefined;
+  /**
+   * Told of every call's end (error null when it succeeded), for telemetry. Called from within
+   * `call` itself: wrapping the returned promise would cost every call one more promise.
+   */
+  onCallEnd?: ((kind: string, error: unknown, startedAt: number) => void) | undefined;
 }
 
 /**
@@ -148,83 +153,95 @@ export class Router {
     message: unknown,
     options: RouteOptions = {},
   ): Promise<unknown> {
-    const budget = options.timeoutMs ?? this.options.defaultTimeoutMs;
-    const key = options.idempotencyKey;
     const startedAt = performance.now();
-    const deadline = startedAt + budget;
-    const shard = this.shardOf(kind, id);
-    let attempt = 0;
-    let lastOwner: string | null = null;
+    // One try around the whole routing loop (not a wrapper function) so that telling
+    // onCallEnd costs no extra promise per call: every return says ok, every throw its error.
+    try {
+      const budget = options.timeoutMs ?? this.options.defaultTimeoutMs;
+      const key = options.idempotencyKey;
+      const deadline = startedAt + budget;
+      const shard = this.shardOf(kind, id);
+      let attempt = 0;
+      let lastOwner: string | null = null;
 
-    for (;;) {
-      if (this.shards.canServe(shard)) {
-        this.stats.localCalls++;
-        // Over this turn's budget: wait until the loop has polled sockets (replies from peers).
-        const wait = this.budget.admit();
-        if (wait !== null) await wait;
-        try {
-          return await this.local.invoke(kind, id, shard, handler, message, deadline, key);
-        } catch (error) {
-          if (!(error instanceof Moved)) throw error;
-          this.shards.applyHint(shard, error.owner, error.epoch);
-        }
-      } else {
-        const { owner } = this.shards.ownerOf(shard);
-        lastOwner = owner;
-        if (owner !== null && owner !== this.options.self && !this.peers.isConnected(owner)) {
-          const unreachable = this.peers.knownUnreachable(owner, MOVE_SOON_MS);
-          if (unreachable !== null) {
-            throw new Unavailable(
-              `the owner of ${kind}/${id} (${owner}) is unreachable from ${this.options.self}; the call was not applied. Retry in ${Math.ceil(unreachable.retryAfterMs)} ms (its shard moves then)`,
-              { shard, owner, retryAfterMs: unreachable.retryAfterMs },
-            );
-          }
-        }
-        if (owner !== null && owner !== this.options.self && this.peers.isConnected(owner)) {
-          const remaining = deadline - performance.now();
-          if (remaining <= 0) break;
-          this.stats.remoteCalls++;
-          const request: CallRequest = { t: 'call', k: kind, i: id, h: handler, m: message, d: remaining };
-          if (key !== undefined) request.y = key;
-          let response: CallResponse;
-          this.budget.awaiting++;
+      for (;;) {
+        if (this.shards.canServe(shard)) {
+          this.stats.localCalls++;
+          // Over this turn's budget: wait until the loop has polled sockets (replies from peers).
+          const wait = this.budget.admit();
+          if (wait !== null) await wait;
           try {
-            response = (await this.peers.request(owner, request, remaining)) as CallResponse;
+            const value = await this.local.invoke(kind, id, shard, handler, message, deadline, key);
+            this.options.onCallEnd?.(kind, null, startedAt);
+            return value;
           } catch (error) {
-            if (!this.peers.notDelivered(error)) {
-              if (isTransportFailure(error)) {
-                // Written to the owner's connection, then no answer: it may have run.
-                throw new Timeout(
-                  `no answer from ${owner} for ${kind}/${id} (${messageOf(error)}); the call may or may not have been applied`,
-                  { owner },
-                );
-              }
-              throw error;
-            }
-            response = { moved: [null, 0] };
-          } finally {
-            this.budget.awaiting--;
+            if (!(error instanceof Moved)) throw error;
+            this.shards.applyHint(shard, error.owner, error.epoch);
           }
-          if ('v' in response) return response.v;
-          this.shards.applyHint(shard, response.moved[0], response.moved[1]);
+        } else {
+          const { owner } = this.shards.ownerOf(shard);
+          lastOwner = owner;
+          if (owner !== null && owner !== this.options.self && !this.peers.isConnected(owner)) {
+            const unreachable = this.peers.knownUnreachable(owner, MOVE_SOON_MS);
+            if (unreachable !== null) {
+              throw new Unavailable(
+                `the owner of ${kind}/${id} (${owner}) is unreachable from ${this.options.self}; the call was not applied. Retry in ${Math.ceil(unreachable.retryAfterMs)} ms (its shard moves then)`,
+                { shard, owner, retryAfterMs: unreachable.retryAfterMs },
+              );
+            }
+          }
+          if (owner !== null && owner !== this.options.self && this.peers.isConnected(owner)) {
+            const remaining = deadline - performance.now();
+            if (remaining <= 0) break;
+            this.stats.remoteCalls++;
+            const request: CallRequest = { t: 'call', k: kind, i: id, h: handler, m: message, d: remaining };
+            if (key !== undefined) request.y = key;
+            let response: CallResponse;
+            this.budget.awaiting++;
+            try {
+              response = (await this.peers.request(owner, request, remaining)) as CallResponse;
+            } catch (error) {
+              if (!this.peers.notDelivered(error)) {
+                if (isTransportFailure(error)) {
+                  // Written to the owner's connection, then no answer: it may have run.
+                  throw new Timeout(
+                    `no answer from ${owner} for ${kind}/${id} (${messageOf(error)}); the call may or may not have been applied`,
+                    { owner },
+                  );
+                }
+                throw error;
+              }
+              response = { moved: [null, 0] };
+            } finally {
+              this.budget.awaiting--;
+            }
+            if ('v' in response) {
+              this.options.onCallEnd?.(kind, null, startedAt);
+              return response.v;
+            }
+            this.shards.applyHint(shard, response.moved[0], response.moved[1]);
+          }
         }
-      }
 
-      // Not served this time: refresh the map and try again while the deadline allows.
-      const now = performance.now();
-      const remaining = deadline - now;
-      if (remaining <= 0) break;
-      if (this.leavingSince !== null && now - Math.max(startedAt, this.leavingSince) > LEAVING_WAIT_MS) break;
-      this.stats.retries++;
-      if (attempt > 0) void this.shards.refreshMap();
-      const pause = BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!;
-      attempt++;
-      await sleep(Math.min(remaining, pause * (0.5 + Math.random())));
+        // Not served this time: refresh the map and try again while the deadline allows.
+        const now = performance.now();
+        const remaining = deadline - now;
+        if (remaining <= 0) break;
+        if (this.leavingSince !== null && now - Math.max(startedAt, this.leavingSince) > LEAVING_WAIT_MS) break;
+        this.stats.retries++;
+        if (attempt > 0) void this.shards.refreshMap();
+        const pause = BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!;
+        attempt++;
+        await sleep(Math.min(remaining, pause * (0.5 + Math.random())));
+      }
+      throw new Unavailable(`no owner of ${kind}/${id} could be reached within ${budget} ms`, {
+        shard,
+        owner: lastOwner,
+      });
+    } catch (error) {
+      this.options.onCallEnd?.(kind, error, startedAt);
+      throw error;
     }
-    throw new Unavailable(`no owner of ${kind}/${id} could be reached within ${budget} ms`, {
-      shard,
-      owner: lastOwner,
-    });
   }
 
   /** Serve a call routed to this node by a peer. */

@@ -399,6 +399,8 @@ export class ConcordNode {
           self: options.name,
           defaultTimeoutMs: options.callTimeoutMs ?? 5000,
           localCallsPerTurn: options.localCallsPerTurn,
+          onCallEnd: (kind, error, startedAt) =>
+            telemetry.call(kind, error === null ? 'ok' : callOutcome(error), startedAt),
         },
       );
 
@@ -505,23 +507,11 @@ export class ConcordNode {
     if (typeof id !== 'string' || id.length === 0) {
       return Promise.reject(new ConcordError('BAD_MESSAGE', 'entity id must be a non-empty string'));
     }
-    const started = performance.now();
-    const telemetry = this.telemetry;
-    return this.router
-      .call(kind, id, handler, message, {
-        timeoutMs: options?.timeoutMs,
-        idempotencyKey: options?.idempotencyKey,
-      })
-      .then(
-        (value) => {
-          telemetry.call(kind, 'ok', (performance.now() - started) / 1000);
-          return value;
-        },
-        (error: unknown) => {
-          telemetry.call(kind, callOutcome(error), (performance.now() - started) / 1000);
-          throw error;
-        },
-      );
+    // Its end is counted in telemetry by the router (RouterOptions.onCallEnd).
+    return this.router.call(kind, id, handler, message, {
+      timeoutMs: options?.timeoutMs,
+      idempotencyKey: options?.idempotencyKey,
+    });
   }
 
   /**
