@@ -13,6 +13,7 @@ import {
   ROUTE_HEADER,
 } from '../http/entity-call-wire.js';
 import { type ErrorBody, errorFromAnswer } from './errors.js';
+import { exchange } from './http-exchange.js';
 import { type ClusterAnswer, ShardMap } from './shard-map.js';
 
 /**
@@ -200,18 +201,16 @@ export class ConcordClient {
       let answer: unknown;
       let owner: string | undefined;
       try {
-        const response = await this.pool(target.url).request({
-          method: 'POST',
-          path,
-          headers,
-          body,
-          signal: AbortSignal.timeout(Math.ceil(remaining) + ABORT_GRACE_MS),
-        });
-        status = response.statusCode;
-        const text = await response.body.text();
-        answer = text.length > 0 ? JSON.parse(text) : null;
-        const ownerHeader = response.headers[OWNER_HEADER];
-        owner = typeof ownerHeader === 'string' ? ownerHeader : undefined;
+        // Abandoned a little after the node's own deadline (ABORT_GRACE_MS), so its 503/504 arrives first.
+        const response = await exchange(
+          this.pool(target.url),
+          { method: 'POST', path, headers, body },
+          Math.ceil(remaining) + ABORT_GRACE_MS,
+          OWNER_HEADER,
+        );
+        status = response.status;
+        answer = response.text.length > 0 ? JSON.parse(response.text) : null;
+        owner = response.header;
       } catch (error) {
         if (isNotSent(error)) {
           // Nothing left this process: avoid that node for a moment and ask another.
