@@ -1,5 +1,5 @@
 import { Counter, Histogram, Registry } from 'prom-client';
-import { CallMetrics } from './call-metrics.js';
+import { LatencyMetrics } from './latency-metrics.js';
 
 /**
  * The metrics a node records as it works (a leaf module, like logger.ts): one Prometheus
@@ -20,7 +20,7 @@ export type CallOutcome = 'ok' | 'unavailable' | 'timeout' | 'store_unavailable'
 export class Telemetry {
   readonly registry = new Registry();
   /** Calls by kind and outcome, with their latency (concord_calls_total, concord_call_duration_seconds). */
-  readonly calls: CallMetrics<CallOutcome>;
+  readonly calls: LatencyMetrics<'kind' | 'outcome'>;
   readonly leaseRenewalDuration: Histogram<'outcome'>;
   readonly leaseRenewalFailures: Counter<'reason'>;
   readonly fenceRejections: Counter;
@@ -33,7 +33,7 @@ export class Telemetry {
   constructor(nodeName: string) {
     const registers = [this.registry];
     this.registry.setDefaultLabels({ node: nodeName });
-    this.calls = new CallMetrics<CallOutcome>(LATENCY_BUCKETS);
+    this.calls = new LatencyMetrics(['kind', 'outcome'], LATENCY_BUCKETS);
     this.registry.registerMetric(
       this.calls.counter(
         'concord_calls_total',
@@ -103,7 +103,7 @@ export class Telemetry {
   call(kind: string, outcome: CallOutcome, startedAt: number): void {
     const now = performance.now();
     const ms = now - startedAt;
-    this.calls.record(kind, outcome, ms / 1000);
+    this.calls.record([kind, outcome], ms / 1000);
     this.recent.record(ms, now);
   }
 }

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
+import { LatencyMetrics } from '../latency-metrics.js';
 import type { AppNode } from './app.js';
 import type { NodeIntrospection, RuntimeCounters } from './introspection.js';
 
@@ -10,6 +11,19 @@ import type { NodeIntrospection, RuntimeCounters } from './introspection.js';
  * Each server has its own registry (several nodes may run in one process in tests).
  */
 
+const HTTP_LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Status codes as label values, made once each. */
+const statusTexts = new Map<number, string>();
+function statusText(status: number): string {
+  let text = statusTexts.get(status);
+  if (text === undefined) {
+    text = String(status);
+    statusTexts.set(status, text);
+  }
+  return text;
+}
+
 export function registerMetrics(http: FastifyInstance, node: AppNode, introspection: NodeIntrospection): void {
   // The node's own registry (calls, leases, store, handoffs, failovers…) gets the HTTP,
   // process and scrape-time metrics too, so one /metrics serves them all.
@@ -17,28 +31,22 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
   // prom-client's default metrics already start with process_ / nodejs_: the prefix is `concord_`.
   collectDefaultMetrics({ register: registry, prefix: 'concord_' });
 
-  const labelNames = ['method', 'route', 'status'] as const;
-  const requests = new Counter({
-    name: 'concord_http_requests_total',
-    help: 'HTTP requests answered, by method, route template and status',
-    labelNames,
-    registers: [registry],
-  });
-  const latency = new Histogram({
-    name: 'concord_http_request_duration_seconds',
-    help: 'HTTP request latency, by method, route template and status',
-    labelNames,
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
-  });
-  http.addHook('onResponse', async (request, reply) => {
-    const labels = {
-      method: request.method,
-      route: request.routeOptions.url ?? 'unmatched',
-      status: String(reply.statusCode),
-    };
-    requests.inc(labels);
-    latency.observe(labels, reply.elapsedTime / 1000);
+  // Every request is observed: counted and timed in plain arrays (LatencyMetrics), not through
+  // prom-client's labelled observe, and from a synchronous hook (no promise per request).
+  const requests = new LatencyMetrics(['method', 'route', 'status'], HTTP_LATENCY_BUCKETS);
+  registry.registerMetric(
+    requests.counter('concord_http_requests_total', 'HTTP requests answered, by method, route template and status'),
+  );
+  registry.registerMetric(
+    requests.histogram(
+      'concord_http_request_duration_seconds',
+      'HTTP request latency, by method, route template and status',
+    ),
+  );
+  http.addHook('onResponse', (request, reply, done) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    requests.record([request.method, route, statusText(reply.statusCode)], reply.elapsedTime / 1000);
+    done();
   });
 
   const gauge = (name: string, help: string, read: () => number) =>

@@ -1,10 +1,10 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { CallMetrics } from '../../src/call-metrics.js';
+import { LatencyMetrics } from '../../src/latency-metrics.js';
 
-/** The per-call counters behind concord_calls_total and concord_call_duration_seconds. */
-describe('CallMetrics', () => {
-  function registryWith(metrics: CallMetrics<'ok' | 'timeout'>): Registry {
+/** The per-call counters behind concord_calls_total, concord_call_duration_seconds and the HTTP request metrics. */
+describe('LatencyMetrics', () => {
+  function registryWith(metrics: LatencyMetrics<'kind' | 'outcome'>): Registry {
     const registry = new Registry();
     registry.setDefaultLabels({ node: 'n1' });
     registry.registerMetric(metrics.counter('test_calls_total', 'calls'));
@@ -13,10 +13,11 @@ describe('CallMetrics', () => {
   }
 
   it('serves counts and cumulative buckets in the Prometheus text format, by kind and outcome', async () => {
-    const metrics = new CallMetrics<'ok' | 'timeout'>([0.001, 0.01, 0.1]);
-    for (const seconds of [0.0005, 0.001, 0.005, 0.05, 0.5]) metrics.record('counter', 'ok', seconds);
-    metrics.record('counter', 'timeout', 5);
-    metrics.record('account', 'ok', 0.002);
+    const metrics = new LatencyMetrics(['kind', 'outcome'], [0.001, 0.01, 0.1]);
+    for (const seconds of [0.0005, 0.001, 0.005, 0.05, 0.5]) metrics.record(['counter', 'ok'], seconds);
+    metrics.record(['counter', 'timeout'], 5);
+    metrics.record(['account', 'ok'], 0.002);
+    expect(() => metrics.record(['account'], 0.002)).toThrow(/labels kind, outcome/);
     const text = await registryWith(metrics).metrics();
     const lines = text.split('\n');
     expect(text).toContain('# TYPE test_calls_total counter');
@@ -34,18 +35,18 @@ describe('CallMetrics', () => {
     expect(Number(sum?.split(' ')[1])).toBeCloseTo(0.5565, 6);
     expect(lines).toContain('test_call_seconds_bucket{kind="counter",outcome="timeout",le="0.1",node="n1"} 0');
     expect(lines).toContain('test_call_seconds_bucket{kind="counter",outcome="timeout",le="+Inf",node="n1"} 1');
-    expect(metrics.count('counter', 'ok')).toBe(5);
+    expect(metrics.count(['counter', 'ok'])).toBe(5);
   });
 
   it('is emptied by the registry reset, and the JSON form carries the same values', async () => {
-    const metrics = new CallMetrics<'ok' | 'timeout'>([0.001]);
-    metrics.record('counter', 'ok', 0.0001);
+    const metrics = new LatencyMetrics(['kind', 'outcome'], [0.001]);
+    metrics.record(['counter', 'ok'], 0.0001);
     const registry = registryWith(metrics);
     const json = await registry.getMetricsAsJSON();
     const calls = json.find((m) => m.name === 'test_calls_total');
     expect(calls?.values).toEqual([{ value: 1, labels: { kind: 'counter', outcome: 'ok', node: 'n1' } }]);
     registry.resetMetrics();
-    expect(metrics.count('counter', 'ok')).toBe(0);
+    expect(metrics.count(['counter', 'ok'])).toBe(0);
     expect(await registry.metrics()).not.toContain('test_calls_total{');
   });
 });
