@@ -6,6 +6,7 @@ import type { BenchChild } from './child.js';
 import { setBenchTls, startCluster, stopCluster } from './cluster.js';
 import { durabilityShort } from './durability.js';
 import { activationAndMemory, failover, joinAndLeave } from './extras.js';
+import { measureSqliteCommitMs } from './fsync-probe.js';
 import { partitionDetection } from './partition.js';
 import type { SystemKind } from './protocol.js';
 import { checkTargets } from './report.js';
@@ -66,6 +67,16 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       }
     },
   };
+
+  if (
+    options.stores.some((spec) => spec.startsWith('sqlite')) &&
+    options.durability === 'strict' &&
+    want('throughput') &&
+    options.workloads.some((workload) => workload.startsWith('W'))
+  ) {
+    report.sqliteCommitMs = measureSqliteCommitMs();
+    log(`one SQLite commit at synchronous=FULL takes ${report.sqliteCommitMs.toFixed(3)} ms here (median)`);
+  }
 
   let naiveDone = false;
   // With both concord and concord+client asked for, the client's rows are measured on concord's

@@ -249,6 +249,11 @@ export interface BenchReport {
   pauses: PauseResult[];
   partitions: PartitionResult[];
   scale: ScaleResult[];
+  /**
+   * The median time of one SQLite commit at synchronous=FULL on this machine (bench/fsync-probe.ts),
+   * measured when the run writes to SQLite at strict durability: the ceiling of durable writes.
+   */
+  sqliteCommitMs?: number;
   targets: TargetCheck[];
   /** Node processes started by the run, with their parent pid as seen by the bench. */
   processes: { name: string; system: SystemKind; pid: number; ppid: number }[];

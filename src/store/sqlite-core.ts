@@ -90,7 +90,8 @@ export class SqliteCore implements SyncStore {
       this.retryBusy(() => this.db.pragma('journal_mode = WAL'));
       // In WAL mode, FULL fsyncs the log at every commit (survives power loss); NORMAL only at
       // checkpoints (survives any process crash, may lose the last commits on power loss).
-      this.db.pragma(`synchronous = ${options.durability === 'relaxed' ? 'NORMAL' : 'FULL'}`);
+      this.strictCommits = options.durability !== 'relaxed';
+      this.db.pragma(`synchronous = ${this.strictCommits ? 'FULL' : 'NORMAL'}`);
       // From here on, lock waits are retried by `retryBusy` instead of SQLite's busy handler,
       // whose sleeps (1, 2, 5, 10 … ms) are far longer than another process's commit (~0.3 ms)
       // and would make every lock handoff between node processes cost milliseconds.
@@ -100,6 +101,9 @@ export class SqliteCore implements SyncStore {
       throw err;
     }
   }
+
+  /** Whether this connection commits at synchronous=FULL (asked for once, not per fold). */
+  private strictCommits = true;
 
   /** The connection's `PRAGMA synchronous` (2 = FULL, 1 = NORMAL); for diagnostics and tests. */
   synchronousLevel(): number {
@@ -478,7 +482,7 @@ export class SqliteCore implements SyncStore {
   writeFolded(batches: WriteRequest[][], strict = false): (boolean[] | Error)[] {
     // A batch from a strict process, committed by a relaxed one: this commit is made with
     // synchronous=FULL, so that it is power-loss safe as its sender promised.
-    if (strict && this.synchronousLevel() < 2) {
+    if (strict && !this.strictCommits) {
       this.db.pragma('synchronous = FULL');
       try {
         return this.writeFolded(batches, false);
