@@ -4,50 +4,13 @@
  * extra figure, the baselines ran as children of the same bench process, and the JSON parses.
  * The numbers themselves are not asserted (this machine is shared and small).
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { BenchReport } from '../../bench/types.js';
+import { runBench } from '../support/bench.js';
 import { createTestDatabase, dropTestDatabase } from '../support/pg.js';
 import { tempDir } from '../support/tmp.js';
-
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = join(REPO, 'dist/src/cli/main.js');
-
-interface Ran {
-  code: number | null;
-  pid: number;
-  stdout: string;
-  stderr: string;
-}
-
-function runBench(args: string[], timeoutMs: number): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'bench', ...args], {
-      cwd: REPO,
-      env: { ...process.env, CONCORD_LOG_LEVEL: 'error' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`bench did not finish in ${timeoutMs} ms\n${stderr}`));
-    }, timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, pid: child.pid ?? 0, stdout, stderr });
-    });
-  });
-}
 
 const SYSTEM_LABELS = ['concord', 'naive per-node cache', 'store on every call', 'concord + `concord-cluster/client`'];
 /** Systems measured with the HTTP driver only. */

@@ -5,40 +5,15 @@
  * store traffic counted by kind), and every node process was a child of the bench process.
  * Timings are not asserted (the machine is shared and small).
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { BenchReport } from '../../bench/types.js';
+import { runBench } from '../support/bench.js';
 import { createTestDatabase, dropTestDatabase } from '../support/pg.js';
 import { tempDir } from '../support/tmp.js';
 
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = join(REPO, 'dist/src/cli/main.js');
 const NODES = 5;
-
-function runBench(args: string[], timeoutMs: number): Promise<{ code: number | null; pid: number; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'bench', ...args], {
-      cwd: REPO,
-      env: { ...process.env, CONCORD_LOG_LEVEL: 'error' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`bench did not finish in ${timeoutMs} ms\n${stderr}`));
-    }, timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, pid: child.pid ?? 0, stderr });
-    });
-  });
-}
 
 async function scaleOnStore(store: string, backend: 'sqlite' | 'postgres'): Promise<void> {
   const dir = tempDir('bench-scale-');
