@@ -431,7 +431,8 @@ export class EntityHost implements ShardHost {
           for (const turn of batch) turn.reject(this.moved(activation.shard));
           continue;
         }
-        await this.runBatch(activation, key, batch);
+        const pending = this.runBatch(activation, key, batch);
+        if (pending !== undefined) await pending;
       }
     } finally {
       activation.running = false;
@@ -445,48 +446,98 @@ export class EntityHost implements ShardHost {
     }
   }
 
-  private async runBatch(activation: Activation, key: string, batch: Turn[]): Promise<void> {
-    const { definition, id } = activation;
-    const persistence = definition.persistence;
-    const baseVersion = activation.version;
-    let state = activation.state;
-    /** Version increments so far: one per setState, one per appended event. */
-    let changes = 0;
-    /** Event-sourced kinds: the events of this batch, in order (versions baseVersion+1…). */
-    let events: NewEvent[] | null = null;
-    const outcomes: Outcome[] = new Array(batch.length);
-    /** Keys of this batch's keyed changes, for its write (and for later turns of the batch). */
-    let records: IdempotencyRecord[] | null = null;
-    let batchKeys: Map<string, KnownKey> | null = null;
-    /** Keys looked up in the store for this batch (memory incomplete). */
-    let lookedUp: Map<string, KnownKey> | null = null;
+  /**
+   * Runs one batch. Returns a promise only when something in it is asynchronous (keys to read,
+   * a handler that returns a promise, a write to commit): a batch of synchronous reads settles
+   * at once, without the promise and suspended frame an async function costs on every call.
+   */
+  private runBatch(activation: Activation, key: string, batch: Turn[]): Promise<void> | undefined {
     const memory = activation.keys;
-    if (memory !== null && hasKeyedTurn(batch)) {
-      try {
-        lookedUp = await this.prepareKeys(activation, memory, batch);
-      } catch (error) {
-        // Nothing ran: the turns certainly were not applied.
-        this.logger.warn({ kind: definition.kind, id, err: String(error) }, 'reading idempotency keys failed');
-        const failure = new StoreUnavailable(
-          `could not read the idempotency keys of ${definition.kind}/${id}: the store failed`,
-          { maybeApplied: false },
-        );
-        for (const turn of batch) turn.reject(failure);
-        return;
-      }
-      if (activation.dead || !this.stillOwned(activation)) {
-        const moved = this.moved(activation.shard);
-        for (const turn of batch) turn.reject(moved);
-        return;
-      }
-    }
-    const now = performance.now();
+    if (memory !== null && hasKeyedTurn(batch)) return this.runKeyedBatch(activation, key, batch, memory);
+    return this.runTurnsFrom(activation, key, batch, null);
+  }
 
-    for (let i = 0; i < batch.length; i++) {
+  /** A batch with keyed turns: the keys it needs are made known first (see prepareKeys). */
+  private async runKeyedBatch(activation: Activation, key: string, batch: Turn[], memory: KeyMemory): Promise<void> {
+    const { definition, id } = activation;
+    let lookedUp: Map<string, KnownKey> | null;
+    try {
+      lookedUp = await this.prepareKeys(activation, memory, batch);
+    } catch (error) {
+      // Nothing ran: the turns certainly were not applied.
+      this.logger.warn({ kind: definition.kind, id, err: String(error) }, 'reading idempotency keys failed');
+      const failure = new StoreUnavailable(
+        `could not read the idempotency keys of ${definition.kind}/${id}: the store failed`,
+        { maybeApplied: false },
+      );
+      for (const turn of batch) turn.reject(failure);
+      return;
+    }
+    if (activation.dead || !this.stillOwned(activation)) {
+      const moved = this.moved(activation.shard);
+      for (const turn of batch) turn.reject(moved);
+      return;
+    }
+    await this.runTurnsFrom(activation, key, batch, lookedUp);
+  }
+
+  /** Runs the batch's turns in order, then completes it (write or lease check, then replies). */
+  private runTurnsFrom(
+    activation: Activation,
+    key: string,
+    batch: Turn[],
+    lookedUp: Map<string, KnownKey> | null,
+  ): Promise<void> | undefined {
+    const tally = new BatchTally(activation.version, activation.state, batch.length, lookedUp);
+    const now = performance.now();
+    const waiting = this.runTurns(activation, batch, tally, 0, now);
+    if (waiting !== null) return this.finishAsynchronously(activation, key, batch, tally, now, waiting);
+    return this.complete(activation, key, batch, tally);
+  }
+
+  /** The rest of a batch whose handler `waiting` answered with a promise. */
+  private async finishAsynchronously(
+    activation: Activation,
+    key: string,
+    batch: Turn[],
+    tally: BatchTally,
+    now: number,
+    first: WaitingTurn,
+  ): Promise<void> {
+    let waiting: WaitingTurn | null = first;
+    while (waiting !== null) {
+      const { index, scope } = waiting;
+      try {
+        const value = await waiting.reply;
+        this.afterHandler(activation, batch[index]!, index, tally, scope, value);
+      } catch (error) {
+        // A failing handler changes nothing: its setState, if any, is discarded.
+        tally.outcomes[index] = { ok: false, error: toHandlerError(error) };
+      }
+      waiting = this.runTurns(activation, batch, tally, index + 1, now);
+    }
+    await this.complete(activation, key, batch, tally);
+  }
+
+  /**
+   * Runs turns `from`, `from + 1`, … on the batch's state, each seeing the changes of the ones
+   * before it. Stops at a handler that answers with a promise and returns it (its turn is then
+   * finished by finishAsynchronously), else returns null when every turn has run.
+   */
+  private runTurns(
+    activation: Activation,
+    batch: Turn[],
+    tally: BatchTally,
+    from: number,
+    now: number,
+  ): WaitingTurn | null {
+    const { definition, id } = activation;
+    const memory = activation.keys;
+    for (let i = from; i < batch.length; i++) {
       const turn = batch[i]!;
       if (turn.deadline <= now) {
         // Its deadline passed while it queued: it never ran, so it certainly was not applied.
-        outcomes[i] = {
+        tally.outcomes[i] = {
           ok: false,
           error: new Unavailable(`call to ${definition.kind}/${id} expired before it ran; it was not applied`),
         };
@@ -494,11 +545,12 @@ export class EntityHost implements ShardHost {
       }
       const idempotencyKey = turn.idempotencyKey;
       if (idempotencyKey !== undefined) {
-        const seen = batchKeys?.get(idempotencyKey) ?? memory!.get(idempotencyKey) ?? lookedUp?.get(idempotencyKey);
+        const seen =
+          tally.batchKeys?.get(idempotencyKey) ?? memory!.get(idempotencyKey) ?? tally.lookedUp?.get(idempotencyKey);
         if (seen !== undefined) {
           // A replay: the change this key guards is committed (or commits with this batch).
           if (seen.fingerprint === turn.fingerprint) this.stats.replays++;
-          outcomes[i] =
+          tally.outcomes[i] =
             seen.fingerprint === turn.fingerprint
               ? { ok: true, value: replayOf(seen) }
               : {
@@ -511,139 +563,166 @@ export class EntityHost implements ShardHost {
           continue;
         }
       }
-      let increments = 0;
-      let next: unknown;
-      let appended: readonly NewEvent[] | null = null;
+      const scope = new TurnScope();
+      const baseVersion = tally.baseVersion + tally.changes;
       const ctx: TurnContext<unknown> = {
         kind: definition.kind,
         id,
         get version() {
-          return baseVersion + changes + increments;
+          return baseVersion + scope.increments;
         },
         setState(value: unknown) {
-          next = value;
-          increments = 1;
+          scope.next = value;
+          scope.increments = 1;
         },
       };
-      if (persistence) {
+      if (definition.persistence) {
         (ctx as AppendingTurnContext<unknown>).append = (value, newEvents) => {
-          next = value;
-          increments = newEvents.length;
-          appended = newEvents;
+          scope.next = value;
+          scope.increments = newEvents.length;
+          scope.appended = newEvents;
         };
       }
       try {
-        let value = turn.handler(state, turn.message as never, ctx);
-        if (isThenable(value)) value = await value;
-        if (increments > 0) {
-          if (idempotencyKey !== undefined) {
-            // The reply is stored with the key: it must be JSON, checked before the change is
-            // folded in, so that only this turn fails (and changes nothing) when it is not.
-            let reply: string | null;
-            try {
-              reply = replyText(value);
-            } catch (error) {
-              outcomes[i] = {
-                ok: false,
-                error: new HandlerError(
-                  `the reply of ${definition.kind}/${id} is not JSON-serialisable, so it cannot be kept with its idempotency key; nothing was applied: ${String(error)}`,
-                ),
-              };
-              continue;
-            }
-            const record: IdempotencyRecord = { key: idempotencyKey, fingerprint: turn.fingerprint!, reply };
-            records ??= [];
-            records.push(record);
-            batchKeys ??= new Map();
-            batchKeys.set(idempotencyKey, record);
-          }
-          state = next;
-          changes += increments;
-          if (appended !== null) {
-            events ??= [];
-            events.push(...(appended as readonly NewEvent[]));
-          }
-        }
-        outcomes[i] = { ok: true, value };
+        const value = turn.handler(tally.state, turn.message as never, ctx);
+        if (isThenable(value)) return { index: i, scope, reply: value };
+        this.afterHandler(activation, turn, i, tally, scope, value);
       } catch (error) {
         // A failing handler changes nothing: its setState, if any, is discarded.
-        outcomes[i] = { ok: false, error: toHandlerError(error) };
+        tally.outcomes[i] = { ok: false, error: toHandlerError(error) };
       }
     }
-    this.stats.turns += batch.length;
+    return null;
+  }
 
-    if (changes > 0) {
-      const newVersion = baseVersion + changes;
-      let stateText: string | null;
-      try {
-        stateText = persistence
-          ? persistence.snapshot(state, newVersion, activation.snapshotVersion)
-          : JSON.stringify(state);
-      } catch (error) {
-        const failure = new HandlerError(
-          `new state of ${definition.kind}/${id} is not JSON-serialisable: ${String(error)}`,
-        );
-        for (const turn of batch) turn.reject(failure);
-        return;
+  /** Folds a handler's answer (`value`) and its changes (`scope`) into the batch. */
+  private afterHandler(
+    activation: Activation,
+    turn: Turn,
+    index: number,
+    tally: BatchTally,
+    scope: TurnScope,
+    value: unknown,
+  ): void {
+    if (scope.increments > 0) {
+      const idempotencyKey = turn.idempotencyKey;
+      if (idempotencyKey !== undefined) {
+        // The reply is stored with the key: it must be JSON, checked before the change is
+        // folded in, so that only this turn fails (and changes nothing) when it is not.
+        let reply: string | null;
+        try {
+          reply = replyText(value);
+        } catch (error) {
+          const { kind } = activation.definition;
+          tally.outcomes[index] = {
+            ok: false,
+            error: new HandlerError(
+              `the reply of ${kind}/${activation.id} is not JSON-serialisable, so it cannot be kept with its idempotency key; nothing was applied: ${String(error)}`,
+            ),
+          };
+          return;
+        }
+        const record: IdempotencyRecord = { key: idempotencyKey, fingerprint: turn.fingerprint!, reply };
+        tally.records ??= [];
+        tally.records.push(record);
+        tally.batchKeys ??= new Map();
+        tally.batchKeys.set(idempotencyKey, record);
       }
-      const request: WriteRequest = {
-        kind: definition.kind,
-        id,
-        epoch: activation.epoch,
-        // The fence: the row must still be exactly as this activation last saw it.
-        expectedVersion: activation.rowVersion,
-        newVersion,
-        state: stateText,
-      };
-      if (events !== null && persistence) {
-        // Same transaction as the fenced update, at versions baseVersion+1 … newVersion.
-        request.append = { stream: persistence.stream(id), node: this.options.nodeName ?? 'unknown', events };
+      tally.state = scope.next;
+      tally.changes += scope.increments;
+      if (scope.appended !== null) {
+        tally.events ??= [];
+        tally.events.push(...scope.appended);
       }
-      // Same transaction too, and only if the fenced update applies.
-      if (records !== null) request.keys = records;
-      let applied: boolean;
-      try {
-        applied = await this.writer.submit(request);
-      } catch (error) {
-        // Unknown outcome: the transaction may or may not have committed. Forget the entity
-        // so the next call re-reads the truth, and tell these callers we do not know.
-        this.logger.warn({ kind: definition.kind, id, err: String(error) }, 'write failed; outcome unknown');
-        this.kill(activation, key, null);
-        const failure = new StoreUnavailable(
-          `write of ${definition.kind}/${id} failed; it may or may not have been applied`,
-        );
-        for (const turn of batch) turn.reject(failure);
-        return;
-      }
-      if (!applied) {
-        // Fenced: a newer owner activated the entity, or (event-sourced) someone appended to
-        // its stream. Nothing was written; callers retry, at the new owner or here on a fresh
-        // activation that has caught up on the stream.
-        this.stats.fenced++;
-        this.guard.suspect(activation.shard);
-        const moved = this.moved(activation.shard);
-        this.kill(activation, key, moved);
-        for (const turn of batch) turn.reject(moved);
-        return;
-      }
-      activation.state = state;
-      activation.version = newVersion;
-      activation.rowVersion = newVersion;
-      if (stateText !== null) activation.snapshotVersion = newVersion;
-      // Committed: from now on a retry with one of these keys is answered from memory.
-      if (records !== null) for (const record of records) memory!.remember(record);
-    } else if (!this.guard.leaseValid()) {
+    }
+    tally.outcomes[index] = { ok: true, value };
+  }
+
+  /**
+   * After every turn has run: a batch that changed the state is written (fenced) before any
+   * reply is released; a batch of reads is answered only while the lease is valid.
+   */
+  private complete(activation: Activation, key: string, batch: Turn[], tally: BatchTally): Promise<void> | undefined {
+    this.stats.turns += batch.length;
+    if (tally.changes > 0) return this.commit(activation, key, batch, tally);
+    if (!this.guard.leaseValid()) {
       // Self-fencing: a read is answered only while no one else can have claimed the shard.
       const moved = this.moved(activation.shard);
       for (const turn of batch) turn.reject(moved);
+      return undefined;
+    }
+    settle(batch, tally.outcomes);
+    return undefined;
+  }
+
+  /** One fenced write of the batch's changes; the replies are released once it is durable. */
+  private async commit(activation: Activation, key: string, batch: Turn[], tally: BatchTally): Promise<void> {
+    const { definition, id } = activation;
+    const persistence = definition.persistence;
+    const newVersion = tally.baseVersion + tally.changes;
+    let stateText: string | null;
+    try {
+      stateText = persistence
+        ? persistence.snapshot(tally.state, newVersion, activation.snapshotVersion)
+        : JSON.stringify(tally.state);
+    } catch (error) {
+      const failure = new HandlerError(
+        `new state of ${definition.kind}/${id} is not JSON-serialisable: ${String(error)}`,
+      );
+      for (const turn of batch) turn.reject(failure);
       return;
     }
-
-    for (let i = 0; i < batch.length; i++) {
-      const outcome = outcomes[i]!;
-      if (outcome.ok) batch[i]!.resolve(outcome.value);
-      else batch[i]!.reject(outcome.error);
+    const request: WriteRequest = {
+      kind: definition.kind,
+      id,
+      epoch: activation.epoch,
+      // The fence: the row must still be exactly as this activation last saw it.
+      expectedVersion: activation.rowVersion,
+      newVersion,
+      state: stateText,
+    };
+    if (tally.events !== null && persistence) {
+      // Same transaction as the fenced update, at versions baseVersion+1 … newVersion.
+      request.append = {
+        stream: persistence.stream(id),
+        node: this.options.nodeName ?? 'unknown',
+        events: tally.events,
+      };
     }
+    // Same transaction too, and only if the fenced update applies.
+    if (tally.records !== null) request.keys = tally.records;
+    let applied: boolean;
+    try {
+      applied = await this.writer.submit(request);
+    } catch (error) {
+      // Unknown outcome: the transaction may or may not have committed. Forget the entity
+      // so the next call re-reads the truth, and tell these callers we do not know.
+      this.logger.warn({ kind: definition.kind, id, err: String(error) }, 'write failed; outcome unknown');
+      this.kill(activation, key, null);
+      const failure = new StoreUnavailable(
+        `write of ${definition.kind}/${id} failed; it may or may not have been applied`,
+      );
+      for (const turn of batch) turn.reject(failure);
+      return;
+    }
+    if (!applied) {
+      // Fenced: a newer owner activated the entity, or (event-sourced) someone appended to
+      // its stream. Nothing was written; callers retry, at the new owner or here on a fresh
+      // activation that has caught up on the stream.
+      this.stats.fenced++;
+      this.guard.suspect(activation.shard);
+      const moved = this.moved(activation.shard);
+      this.kill(activation, key, moved);
+      for (const turn of batch) turn.reject(moved);
+      return;
+    }
+    activation.state = tally.state;
+    activation.version = newVersion;
+    activation.rowVersion = newVersion;
+    if (stateText !== null) activation.snapshotVersion = newVersion;
+    // Committed: from now on a retry with one of these keys is answered from memory.
+    if (tally.records !== null) for (const record of tally.records) activation.keys!.remember(record);
+    settle(batch, tally.outcomes);
   }
 
   /**
@@ -756,6 +835,51 @@ export class EntityHost implements ShardHost {
   private moved(shard: number): Moved {
     const { owner, epoch } = this.guard.ownerOf(shard);
     return new Moved(shard, owner, epoch);
+  }
+}
+
+/** What the turns of one batch did so far. */
+class BatchTally {
+  /** Version increments so far: one per setState, one per appended event. */
+  changes = 0;
+  /** Event-sourced kinds: the events of this batch, in order (versions baseVersion+1…). */
+  events: NewEvent[] | null = null;
+  readonly outcomes: Outcome[];
+  /** Keys of this batch's keyed changes, for its write (and for later turns of the batch). */
+  records: IdempotencyRecord[] | null = null;
+  batchKeys: Map<string, KnownKey> | null = null;
+
+  constructor(
+    readonly baseVersion: number,
+    /** The state as the batch's turns have left it so far. */
+    public state: unknown,
+    size: number,
+    /** Keys looked up in the store for this batch (memory incomplete). */
+    readonly lookedUp: Map<string, KnownKey> | null,
+  ) {
+    this.outcomes = new Array<Outcome>(size);
+  }
+}
+
+/** What one turn's handler did through its context. */
+class TurnScope {
+  next: unknown = undefined;
+  increments = 0;
+  appended: readonly NewEvent[] | null = null;
+}
+
+/** A turn whose handler answered with a promise. */
+interface WaitingTurn {
+  index: number;
+  scope: TurnScope;
+  reply: PromiseLike<unknown>;
+}
+
+function settle(batch: Turn[], outcomes: Outcome[]): void {
+  for (let i = 0; i < batch.length; i++) {
+    const outcome = outcomes[i]!;
+    if (outcome.ok) batch[i]!.resolve(outcome.value);
+    else batch[i]!.reject(outcome.error);
   }
 }
 
