@@ -146,14 +146,48 @@ export class Router {
     return shardOf(kind, id, this.shards.shardCount);
   }
 
-  async call(
+  call(kind: string, id: string, handler: string, message: unknown, options: RouteOptions = {}): Promise<unknown> {
+    const startedAt = performance.now();
+    const shard = this.shardOf(kind, id);
+    if (this.shards.canServe(shard)) {
+      // The common case, a call this node owns that the budget admits now, goes straight to
+      // the host (no async frame of the routing loop); a Moved answer falls back to the loop.
+      const wait = this.budget.admit();
+      if (wait !== null) return this.route(kind, id, handler, message, options, startedAt, wait);
+      this.stats.localCalls++;
+      const deadline = startedAt + (options.timeoutMs ?? this.options.defaultTimeoutMs);
+      return this.local.invoke(kind, id, shard, handler, message, deadline, options.idempotencyKey).then(
+        (value) => {
+          this.options.onCallEnd?.(kind, null, startedAt);
+          return value;
+        },
+        (error: unknown) => {
+          if (!(error instanceof Moved)) {
+            this.options.onCallEnd?.(kind, error, startedAt);
+            throw error;
+          }
+          this.shards.applyHint(shard, error.owner, error.epoch);
+          return this.route(kind, id, handler, message, options, startedAt, null);
+        },
+      );
+    }
+    return this.route(kind, id, handler, message, options, startedAt, null);
+  }
+
+  /**
+   * The routing loop: local or remote, retried on Moved and while no owner is known, until
+   * the deadline. `admitted`: the budget's answer for a first local attempt already asked for.
+   */
+  private async route(
     kind: string,
     id: string,
     handler: string,
     message: unknown,
-    options: RouteOptions = {},
+    options: RouteOptions,
+    startedAt: number,
+    admitted: Promise<void> | null,
   ): Promise<unknown> {
-    const startedAt = performance.now();
+    let firstWait: Promise<void> | null | undefined = admitted ?? undefined;
     // One try around the whole routing loop (not a wrapper function) so that telling
     // onCallEnd costs no extra promise per call: every return says ok, every throw its error.
     try {
@@ -168,7 +202,8 @@ export class Router {
         if (this.shards.canServe(shard)) {
           this.stats.localCalls++;
           // Over this turn's budget: wait until the loop has polled sockets (replies from peers).
-          const wait = this.budget.admit();
+          const wait = firstWait !== undefined ? firstWait : this.budget.admit();
+          firstWait = undefined;
           if (wait !== null) await wait;
           try {
             const value = await this.local.invoke(kind, id, shard, handler, message, deadline, key);

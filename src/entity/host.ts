@@ -269,7 +269,7 @@ export class EntityHost implements ShardHost {
       }
       if (target.queue === null) target.queue = [turn];
       else target.queue.push(turn);
-      if (target.ready && !target.running) void this.run(target, key);
+      if (target.ready && !target.running) this.run(target, key);
     });
   }
 
@@ -402,7 +402,7 @@ export class EntityHost implements ShardHost {
     activation.rowVersion = rowVersion;
     activation.snapshotVersion = loaded.snapshotVersion;
     activation.ready = true;
-    if (activation.queue !== null && !activation.running) void this.run(activation, key);
+    if (activation.queue !== null && !activation.running) this.run(activation, key);
   }
 
   private activationFailed(activation: Activation, key: string, error: unknown): void {
@@ -419,8 +419,17 @@ export class EntityHost implements ShardHost {
 
   // ---- turns ----------------------------------------------------------------
 
-  private async run(activation: Activation, key: string): Promise<void> {
+  /** Runs the activation's queued turns, batch after batch, until its queue is empty. */
+  private run(activation: Activation, key: string): void {
     activation.running = true;
+    this.runQueued(activation, key);
+  }
+
+  /**
+   * The loop of `run`, as plain calls while batches complete synchronously (reads answered from
+   * memory); a batch that has to wait resumes the loop when it settles.
+   */
+  private runQueued(activation: Activation, key: string): void {
     try {
       while (activation.queue !== null && !activation.dead) {
         const queue = activation.queue;
@@ -432,18 +441,36 @@ export class EntityHost implements ShardHost {
           continue;
         }
         const pending = this.runBatch(activation, key, batch);
-        if (pending !== undefined) await pending;
+        if (pending !== undefined) {
+          pending.then(
+            () => this.runQueued(activation, key),
+            (error: unknown) => {
+              this.logger.error(
+                { kind: activation.definition.kind, id: activation.id, err: String(error) },
+                'batch failed',
+              );
+              this.endRun(activation);
+            },
+          );
+          return;
+        }
       }
-    } finally {
-      activation.running = false;
-      activation.lastUsed = performance.now();
-      if (activation.queue !== null && activation.dead) {
-        const moved = this.moved(activation.shard);
-        for (const turn of activation.queue) turn.reject(moved);
-        activation.queue = null;
-      }
-      this.drainWaiters.get(activation.shard)?.();
+    } catch (error) {
+      this.endRun(activation);
+      throw error;
     }
+    this.endRun(activation);
+  }
+
+  private endRun(activation: Activation): void {
+    activation.running = false;
+    activation.lastUsed = performance.now();
+    if (activation.queue !== null && activation.dead) {
+      const moved = this.moved(activation.shard);
+      for (const turn of activation.queue) turn.reject(moved);
+      activation.queue = null;
+    }
+    this.drainWaiters.get(activation.shard)?.();
   }
 
   /**
@@ -563,28 +590,12 @@ export class EntityHost implements ShardHost {
           continue;
         }
       }
-      const scope = new TurnScope();
       const baseVersion = tally.baseVersion + tally.changes;
-      const ctx: TurnContext<unknown> = {
-        kind: definition.kind,
-        id,
-        get version() {
-          return baseVersion + scope.increments;
-        },
-        setState(value: unknown) {
-          scope.next = value;
-          scope.increments = 1;
-        },
-      };
-      if (definition.persistence) {
-        (ctx as AppendingTurnContext<unknown>).append = (value, newEvents) => {
-          scope.next = value;
-          scope.increments = newEvents.length;
-          scope.appended = newEvents;
-        };
-      }
+      const scope = definition.persistence
+        ? new AppendingTurnScope(definition.kind, id, baseVersion)
+        : new TurnScope(definition.kind, id, baseVersion);
       try {
-        const value = turn.handler(tally.state, turn.message as never, ctx);
+        const value = turn.handler(tally.state, turn.message as never, scope);
         if (isThenable(value)) return { index: i, scope, reply: value };
         this.afterHandler(activation, turn, i, tally, scope, value);
       } catch (error) {
@@ -861,11 +872,49 @@ class BatchTally {
   }
 }
 
-/** What one turn's handler did through its context. */
-class TurnScope {
+/**
+ * One turn's context, as its handler sees it, and what the handler did through it. One plain
+ * object per turn: `setState` (and `append`) are functions made on first use, so that a turn
+ * that only reads allocates no closures, and `const { setState } = ctx` still works.
+ */
+class TurnScope implements TurnContext<unknown> {
   next: unknown = undefined;
   increments = 0;
   appended: readonly NewEvent[] | null = null;
+  private setter: ((value: unknown) => void) | null = null;
+
+  constructor(
+    readonly kind: string,
+    readonly id: string,
+    /** The entity's version before this turn (the batch's earlier turns included). */
+    private readonly baseVersion: number,
+  ) {}
+
+  get version(): number {
+    return this.baseVersion + this.increments;
+  }
+
+  get setState(): (value: unknown) => void {
+    this.setter ??= (value: unknown) => {
+      this.next = value;
+      this.increments = 1;
+    };
+    return this.setter;
+  }
+}
+
+/** The context of a turn of an event-sourced kind: `append` as well. */
+class AppendingTurnScope extends TurnScope implements AppendingTurnContext<unknown> {
+  private appender: ((value: unknown, events: readonly NewEvent[]) => void) | null = null;
+
+  get append(): (value: unknown, events: readonly NewEvent[]) => void {
+    this.appender ??= (value: unknown, events: readonly NewEvent[]) => {
+      this.next = value;
+      this.increments = events.length;
+      this.appended = events;
+    };
+    return this.appender;
+  }
 }
 
 /** A turn whose handler answered with a promise. */
