@@ -39,11 +39,11 @@ export function checkTargets(report: BenchReport): TargetCheck[] {
   if (r) {
     checks.push({
       figure: label('R'),
-      target: '>= 150,000, p99 <= 2 ms',
+      target: '>= 200,000, p99 <= 1.5 ms',
       measured: `${fmt(r.opsPerSecond)}, p99 ${ms(r.p99Ms)} ms`,
-      met: r.opsPerSecond >= 150_000 && r.p99Ms <= 2,
+      met: r.opsPerSecond >= 200_000 && r.p99Ms <= 1.5,
     });
-  } else notRun(label('R'), '>= 150,000, p99 <= 2 ms');
+  } else notRun(label('R'), '>= 200,000, p99 <= 1.5 ms');
   const w = api('W');
   const wLabel = `${label('W')}, ${report.options.durability === 'strict' ? 'acknowledged after a commit that survives power loss (synchronous=FULL)' : 'relaxed durability (synchronous=NORMAL)'}`;
   if (w) {
