@@ -29,10 +29,10 @@ import type {
   NodeStatus,
   StoreOps,
 } from './protocol.js';
+import { STATES } from './states.js';
 import { StoreCallNode } from './store-call-node.js';
 
 const config = JSON.parse(process.env['CONCORD_BENCH_CONFIG'] ?? '{}') as BenchNodeConfig;
-const STATES = ['working', 'finalized', 'initialized'] as const;
 
 function send(message: BenchEvent | BenchResponse): void {
   if (process.connected) process.send?.(message);

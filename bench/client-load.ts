@@ -1,7 +1,9 @@
 import { EntityState } from '../examples/entity-state/entity.js';
 import { createClient } from '../src/client/client.js';
+import type { HttpLoadOptions } from './http-load.js';
 import { closedLoop } from './load-loop.js';
 import type { LoadResult } from './protocol.js';
+import { STATES } from './states.js';
 
 /**
  * The `concord+client` driver: a closed loop of `concurrency` callers in the bench process, each
@@ -12,20 +14,8 @@ import type { LoadResult } from './protocol.js';
  * learnt and its connections opened during the warm-up.
  */
 
-export interface ClientLoadOptions {
-  urls: string[];
-  prefix: string;
-  count: number;
-  writeRatio: number;
-  /** Every set carries a fresh idempotency key (workload WK). */
-  idempotencyKeys?: boolean;
-  concurrency: number;
-  warmupMs: number;
-  durationMs: number;
-  onWindow?: (edge: 'start' | 'end') => Promise<void>;
-}
-
-const STATES = ['working', 'finalized', 'initialized'] as const;
+/** The same knobs as the HTTP driver's. */
+export type ClientLoadOptions = HttpLoadOptions;
 
 export async function clientLoad(options: ClientLoadOptions): Promise<LoadResult> {
   const client = createClient({

@@ -1,6 +1,7 @@
 import autocannon from 'autocannon';
 import { latencyHistogram, sleep } from './load-loop.js';
 import type { LoadResult } from './protocol.js';
+import { STATES } from './states.js';
 
 /**
  * The HTTP driver: autocannon against every node of the cluster (the `concurrency`
@@ -24,7 +25,6 @@ export interface HttpLoadOptions {
   onWindow?: (edge: 'start' | 'end') => Promise<void>;
 }
 
-const STATES = ['working', 'finalized', 'initialized'];
 const PUT_HEADERS = { 'content-type': 'application/json' };
 
 export async function httpLoad(options: HttpLoadOptions): Promise<LoadResult> {

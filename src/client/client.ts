@@ -93,6 +93,8 @@ const MIN_ATTEMPT_MS = 10;
  */
 const ABORT_GRACE_MS = 25;
 const BACKOFF_MS = [5, 10, 20, 50, 100, 200];
+/** How long a node may take to answer `GET /cluster` or `/healthz`. */
+const VIEW_WAIT_MS = 2000;
 /** Errors of undici that prove the request never left: safe to send again, anywhere. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH']);
 const JSON_HEADERS = { 'content-type': 'application/json' } as const;
@@ -311,14 +313,9 @@ export class ConcordClient {
   }
 
   private async fetchClusterView(url: string): Promise<ClusterAnswer> {
-    const response = await this.pool(url).request({
-      method: 'GET',
-      path: '/cluster',
-      signal: AbortSignal.timeout(2000),
-    });
-    const text = await response.body.text();
-    if (response.statusCode !== 200) throw new Error(`GET /cluster answered ${response.statusCode}`);
-    return JSON.parse(text) as ClusterAnswer;
+    const response = await exchange(this.pool(url), { method: 'GET', path: '/cluster' }, VIEW_WAIT_MS, OWNER_HEADER);
+    if (response.status !== 200) throw new Error(`GET /cluster answered ${response.status}`);
+    return JSON.parse(response.text) as ClusterAnswer;
   }
 
   /**
@@ -330,13 +327,14 @@ export class ConcordClient {
     await Promise.all(
       unnamed.map(async (url) => {
         try {
-          const response = await this.pool(url).request({
-            method: 'GET',
-            path: '/healthz',
-            signal: AbortSignal.timeout(2000),
-          });
-          const health = JSON.parse(await response.body.text()) as { node?: unknown };
-          if (response.statusCode === 200 && typeof health.node === 'string') this.seedNames.set(url, health.node);
+          const response = await exchange(
+            this.pool(url),
+            { method: 'GET', path: '/healthz' },
+            VIEW_WAIT_MS,
+            OWNER_HEADER,
+          );
+          const health = JSON.parse(response.text) as { node?: unknown };
+          if (response.status === 200 && typeof health.node === 'string') this.seedNames.set(url, health.node);
         } catch {
           // Asked again at the next refresh.
         }

@@ -5,25 +5,10 @@
  * refused, it asks another node and refreshes its map until the shards are served again). No
  * call fails and no change is lost.
  */
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConcordClient } from '../../src/client/index.js';
-import { defineEntity } from '../../src/entity/define.js';
 import { LocalCluster } from '../../src/testing/local-cluster.js';
-
-const FIXTURE = fileURLToPath(new URL('../fixtures/client-entities.mjs', import.meta.url));
-
-/** The fixture's definition (test/fixtures/client-entities.mjs), typed for the client. */
-const ClientCounter = defineEntity('client-counter', {
-  initial: () => ({ n: 0 }),
-  handlers: {
-    get: (state) => state.n,
-    add: (state, by: number, ctx) => {
-      ctx.setState({ n: state.n + by });
-      return state.n + by;
-    },
-  },
-});
+import { CLIENT_ENTITIES, ClientCounter } from './client-counter.js';
 
 const run = Math.random().toString(36).slice(2, 8);
 const ids = Array.from({ length: 60 }, (_, i) => `f${i}-${run}`);
@@ -50,7 +35,7 @@ async function settledOn(names: string[]): Promise<void> {
 beforeAll(async () => {
   cluster = await LocalCluster.start({
     nodes: 2,
-    entities: FIXTURE,
+    entities: CLIENT_ENTITIES,
     env: { CONCORD_LEASE_TTL_MS: '1500', CONCORD_LOG_LEVEL: 'error' },
   });
   await settledOn(['n1', 'n2']);

@@ -5,31 +5,12 @@
  * per-call deadline, and which failures are retried (503 yes; 504 only with an idempotency key,
  * then applied once).
  */
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConcordClient, createClient, Timeout, Unavailable } from '../../src/client/index.js';
 import { defineEntity } from '../../src/entity/define.js';
 import { ConcordError } from '../../src/errors.js';
 import { type ClusterNode, LocalCluster } from '../../src/testing/local-cluster.js';
-
-const FIXTURE = fileURLToPath(new URL('../fixtures/client-entities.mjs', import.meta.url));
-
-/** The fixture's definition (test/fixtures/client-entities.mjs), typed for the client. */
-const ClientCounter = defineEntity('client-counter', {
-  initial: () => ({ n: 0 }),
-  handlers: {
-    get: (state) => state.n,
-    add: (state, by: number, ctx) => {
-      ctx.setState({ n: state.n + by });
-      return state.n + by;
-    },
-    slow: async (state, _ms: number) => state.n,
-    reset: (_state, _m: undefined, ctx) => {
-      ctx.setState({ n: 0 });
-      return 0;
-    },
-  },
-});
+import { CLIENT_ENTITIES, ClientCounter } from './client-counter.js';
 
 let cluster: LocalCluster;
 let client: ConcordClient;
@@ -54,7 +35,7 @@ const remoteCalls = async () => {
 beforeAll(async () => {
   cluster = await LocalCluster.start({
     nodes: 3,
-    entities: FIXTURE,
+    entities: CLIENT_ENTITIES,
     // The operator exposes one more handler than the definition does.
     args: ['--expose', 'client-counter/reset'],
     env: { CONCORD_LOG_LEVEL: 'warn' },
