@@ -183,47 +183,50 @@ describe.each(backends)('accounts app on %s', (backend: Backend) => {
     );
   });
 
-  it('the same with n3 partitioned away: every serving node answers 401, and n3 never 200', async () => {
-    const users = await Promise.all(
-      Array.from({ length: 6 }, (_, i) => usernameOwnedBy(cluster, ['n1', 'n2', 'n3'], `cut${i}-`)),
-    );
-    for (const user of users) expect((await signup(n1, user)).status).toBe(201);
-    // Some sessions made before the cut, so that n3 (or its cache, were there one) knew them.
-    const early = await inBatches(
-      Array.from({ length: 20 }, (_, i) => i),
-      8,
-      (i) => loginRetrying([n1, n2, n3][i % 3]!, users[i % users.length]!),
-    );
-    await cluster.partition(['n3'], ['n1', 'n2']);
-    try {
-      const late = await inBatches(
-        Array.from({ length: 180 }, (_, i) => i),
-        8,
-        (i) => loginRetrying([n1, n2][i % 2]!, users[i % users.length]!),
+  // The partitioned variant runs on PostgreSQL only, to keep CI inside its time (the session
+  // cache's invalidation is the same code on both stores; the plain variant above runs on both).
+  if (backend === 'postgres')
+    it('the same with n3 partitioned away: every serving node answers 401, and n3 never 200', async () => {
+      const users = await Promise.all(
+        Array.from({ length: 6 }, (_, i) => usernameOwnedBy(cluster, ['n1', 'n2', 'n3'], `cut${i}-`)),
       );
-      const n3Answers = new Map<number, number>();
-      for (const [i, cookie] of [...early, ...late].entries()) {
-        const at = [n1, n2][i % 2]!;
-        // 503 (not applied) or 504 (unknown): retried, as a client would — logout is idempotent —
-        // until the session's owner (failed over if it was n3) answers.
-        let out = await logout(at, cookie);
-        for (let tries = 0; (out.status === 503 || out.status === 504) && tries < 100; tries++) {
-          await new Promise((resolve) => setTimeout(resolve, 100));
-          out = await logout(at, cookie);
+      for (const user of users) expect((await signup(n1, user)).status).toBe(201);
+      // Some sessions made before the cut, so that n3 (or its cache, were there one) knew them.
+      const early = await inBatches(
+        Array.from({ length: 20 }, (_, i) => i),
+        8,
+        (i) => loginRetrying([n1, n2, n3][i % 3]!, users[i % users.length]!),
+      );
+      await cluster.partition(['n3'], ['n1', 'n2']);
+      try {
+        const late = await inBatches(
+          Array.from({ length: 180 }, (_, i) => i),
+          8,
+          (i) => loginRetrying([n1, n2][i % 2]!, users[i % users.length]!),
+        );
+        const n3Answers = new Map<number, number>();
+        for (const [i, cookie] of [...early, ...late].entries()) {
+          const at = [n1, n2][i % 2]!;
+          // 503 (not applied) or 504 (unknown): retried, as a client would — logout is idempotent —
+          // until the session's owner (failed over if it was n3) answers.
+          let out = await logout(at, cookie);
+          for (let tries = 0; (out.status === 503 || out.status === 504) && tries < 100; tries++) {
+            await new Promise((resolve) => setTimeout(resolve, 100));
+            out = await logout(at, cookie);
+          }
+          expect(out.status, JSON.stringify(out.body)).toBe(200);
+          const [other, cut] = await Promise.all([me(at === n1 ? n2 : n1, cookie), me(n3, cookie)]);
+          expect(other.status).toBe(401);
+          expect(cut.status).not.toBe(200);
+          n3Answers.set(cut.status, (n3Answers.get(cut.status) ?? 0) + 1);
         }
-        expect(out.status, JSON.stringify(out.body)).toBe(200);
-        const [other, cut] = await Promise.all([me(at === n1 ? n2 : n1, cookie), me(n3, cookie)]);
-        expect(other.status).toBe(401);
-        expect(cut.status).not.toBe(200);
-        n3Answers.set(cut.status, (n3Answers.get(cut.status) ?? 0) + 1);
+        // n3 cannot reach the sessions' owners (or, evicted, serves nothing): it refuses, it does not guess.
+        expect([...n3Answers.keys()].every((status) => status === 503 || status === 504 || status === 401)).toBe(true);
+      } finally {
+        await cluster.heal();
       }
-      // n3 cannot reach the sessions' owners (or, evicted, serves nothing): it refuses, it does not guess.
-      expect([...n3Answers.keys()].every((status) => status === 503 || status === 504 || status === 401)).toBe(true);
-    } finally {
-      await cluster.heal();
-    }
-    await waitSettled(cluster);
-  });
+      await waitSettled(cluster);
+    });
 
   it('login throttling per username holds across all nodes: 429 with Retry-After after 10 failures', async () => {
     expect((await signup(n1, 'mallory-target')).status).toBe(201);
