@@ -233,6 +233,24 @@ CREATE TABLE concord_idempotency (
 CREATE INDEX concord_idempotency_created ON concord_idempotency (created_at);
 `,
   },
+  {
+    version: 5,
+    description: 'batches committed by the shared SQLite writer, by token',
+    // SQLite's shared writer (sqlite-writer.ts) records each forwarded batch it commits here,
+    // with its per-request results, in the batch's own savepoint; a sender that re-runs a
+    // stalled batch on its own connection inserts the same token in its transaction. The
+    // primary key lets exactly one of the two copies apply, and the other reads the results.
+    // A token starts with its send time (fixed-width base 36), so tokens sort by age and the
+    // prune is a range delete on the key. PostgreSQL has no shared writer: nothing to create
+    // there (the version is still recorded, so both backends count versions alike).
+    sqlite: `
+CREATE TABLE concord_writer_batches (
+  token TEXT PRIMARY KEY,
+  results TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+`,
+    postgres: 'SELECT 1',
+  },
 ];
 
 /** Keys used in concord_meta. */

@@ -14,6 +14,7 @@
  * file, which every process sharing the file shares); node-supplied times are never used.
  */
 import Database from 'better-sqlite3';
+import { StoreUnavailable } from '../errors.js';
 import { assertShardCount, META, MIGRATIONS, MIGRATIONS_TABLE, shardCountMismatch } from './migrations.js';
 import type {
   ActivationRequest,
@@ -52,6 +53,35 @@ export type CoreMethod = keyof SqliteCore;
 const NOW_MS = "CAST(round(unixepoch('subsec') * 1000) AS INTEGER)";
 
 const BUSY_TIMEOUT_MS = 5000;
+/**
+ * A stalled forwarded batch is re-run (writeOnce) only this long after it was first sent;
+ * batch tokens are pruned only once they are BATCH_TOKEN_TTL_MS old, well past it, so a
+ * re-run always finds the token of a copy the writer committed.
+ */
+export const RERUN_WINDOW_MS = 30_000;
+export const BATCH_TOKEN_TTL_MS = 120_000;
+
+/**
+ * The start of a batch token: its send time (Date.now()) in fixed-width base 36, so that
+ * tokens sort by age (until the year 5188).
+ */
+export function batchTokenTime(sentAt: number): string {
+  return Math.max(0, Math.floor(sentAt)).toString(36).padStart(9, '0');
+}
+
+/** A write batch of SharedWriter's fold; `token` when forwarded by another process. */
+export interface FoldedBatch {
+  requests: WriteRequest[];
+  token?: string;
+}
+
+/** A forwarded batch's copy from the writer, after its sender's own re-run applied it (writeOnce). */
+export class BatchSuperseded extends Error {
+  constructor(token: string) {
+    super(`batch ${token} was already applied by its sender's re-run`);
+    this.name = 'BatchSuperseded';
+  }
+}
 
 interface NodeRow {
   name: string;
@@ -479,7 +509,7 @@ export class SqliteCore implements SyncStore {
    * and every batch's outcome is unknown to the caller. `strict`: one of the batches needs a
    * power-loss-safe commit (synchronous=FULL) even if this connection is relaxed.
    */
-  writeFolded(batches: WriteRequest[][], strict = false): (boolean[] | Error)[] {
+  writeFolded(batches: FoldedBatch[], strict = false): (boolean[] | Error)[] {
     // A batch from a strict process, committed by a relaxed one: this commit is made with
     // synchronous=FULL, so that it is power-loss safe as its sender promised.
     if (strict && !this.strictCommits) {
@@ -490,16 +520,74 @@ export class SqliteCore implements SyncStore {
         this.db.pragma('synchronous = NORMAL');
       }
     }
-    const one = this.db.transaction((requests: WriteRequest[]) => requests.map((req) => this.applyWrite(req)));
+    const one = this.db.transaction(({ requests, token }: FoldedBatch): boolean[] => {
+      const results = requests.map((req) => this.applyWrite(req));
+      // In the batch's savepoint: the token goes in exactly when the batch's writes do. If it
+      // is there already, the sender re-ran the batch on its own connection (it stopped
+      // waiting for us) and that copy applied: BatchSuperseded rolls this copy back.
+      if (token !== undefined) this.recordBatch(token, results);
+      return results;
+    });
     return this.immediate(() =>
-      batches.map((requests): boolean[] | Error => {
+      batches.map((batch): boolean[] | Error => {
         try {
-          return one(requests);
+          return one(batch);
         } catch (err) {
           return err instanceof Error ? err : new Error(String(err));
         }
       }),
     );
+  }
+
+  /**
+   * A forwarded batch that its sender stopped waiting for (the writer went away, stalled or
+   * failed it), run on the sender's own connection: in one transaction, the results recorded
+   * under its token if the writer's copy committed, else the batch applied now and its token
+   * recorded, so that a later copy from the writer applies nothing. Exactly one copy applies,
+   * and both report the same results. `sentAt` (Date.now() when first sent): a batch older
+   * than RERUN_WINDOW_MS is not re-run (its token may have been pruned); it fails as
+   * "outcome unknown".
+   */
+  writeOnce(token: string, requests: WriteRequest[], sentAt: number): boolean[] {
+    return this.immediate(() => {
+      const recorded = this.recordedBatch(token);
+      if (recorded !== undefined) return recorded;
+      if (Date.now() - sentAt > RERUN_WINDOW_MS) {
+        throw new StoreUnavailable(
+          `a write batch forwarded to the shared SQLite writer ${Date.now() - sentAt} ms ago is too old to re-run; it may or may not have been applied`,
+          { maybeApplied: true },
+        );
+      }
+      const results = requests.map((req) => this.applyWrite(req));
+      this.recordBatch(token, results);
+      return results;
+    });
+  }
+
+  /** Delete the tokens of batches sent before `before` (Date.now() ms); returns how many. */
+  pruneBatchTokens(before: number): number {
+    const statement = this.statement('DELETE FROM concord_writer_batches WHERE token < ?');
+    // Tokens start with their send time (batchTokenTime): a range of the primary key.
+    return this.immediate(() => statement.run(batchTokenTime(before)).changes);
+  }
+
+  private recordedBatch(token: string): boolean[] | undefined {
+    const row = this.statement('SELECT results FROM concord_writer_batches WHERE token = ?').get(token) as
+      | { results: string }
+      | undefined;
+    return row === undefined ? undefined : Array.from(row.results, (bit) => bit === '1');
+  }
+
+  private recordBatch(token: string, results: boolean[]): void {
+    try {
+      this.statement('INSERT INTO concord_writer_batches (token, results) VALUES (?, ?)').run(
+        token,
+        results.map((ok) => (ok ? '1' : '0')).join(''),
+      );
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new BatchSuperseded(token);
+      throw err;
+    }
   }
 
   /** One fenced request of a write batch (call inside the batch's transaction). */

@@ -22,7 +22,7 @@ import { Worker } from 'node:worker_threads';
 import { type ConcordErrorCode, ConfigMismatch, errorFromShape } from '../errors.js';
 import { type CoreMethod, SqliteCore } from './sqlite-core.js';
 import type { WireError, WorkerInit, WorkerNotice, WorkerRequest, WorkerResponse } from './sqlite-worker.js';
-import { type SharedWriterStatus, WriterClient } from './sqlite-writer.js';
+import { type SharedWriterStatus, unknownOutcome, WriterClient } from './sqlite-writer.js';
 import type {
   ActivationRequest,
   ActivationResult,
@@ -107,6 +107,15 @@ export class SqliteStore implements Store {
           done(err instanceof Error ? err : new Error(String(err)));
         });
       },
+      ({ token, requests, sentAtWall, done }) => {
+        this.runner.call('writeOnce', [token, requests, sentAtWall]).then(done, (err: unknown) => {
+          // The writer may still commit its copy later: a re-run that failed leaves the
+          // outcome unknown, whatever the error.
+          done(
+            unknownOutcome(`re-running a write batch the shared SQLite writer did not answer failed (${String(err)})`),
+          );
+        });
+      },
       () => this.role === 'follower',
     );
     if (notice.role === 'writer') this.client.drop();
@@ -122,10 +131,15 @@ export class SqliteStore implements Store {
     if (!(this.runner instanceof WorkerRunner)) return null;
     const status = (await this.runner.call('sharedWriterStatus', [])) as Omit<
       SharedWriterStatus,
-      'linked' | 'forwarded'
+      'linked' | 'forwarded' | 'rerun'
     > | null;
     if (status === null) return null;
-    return { ...status, linked: this.client?.linked ?? false, forwarded: this.client?.forwarded ?? 0 };
+    return {
+      ...status,
+      linked: this.client?.linked ?? false,
+      forwarded: this.client?.forwarded ?? 0,
+      rerun: this.client?.rerun ?? 0,
+    };
   }
 
   migrate(): Promise<void> {

@@ -22,10 +22,16 @@
  *   yet, one just died, the socket path is too long…) commits its batches on its own
  *   connection, exactly as without a shared writer. Both paths are the same fenced
  *   transaction on the same file, so which one a batch takes never matters for correctness.
- * - A forwarded batch whose answer never comes (the connection closed, or no answer within
- *   FORWARD_TIMEOUT_MS) has an unknown outcome: it may have committed. It fails with
- *   StoreUnavailable (maybeApplied: true), which the entity host treats as "outcome unknown"
- *   (it forgets the entity and re-reads it), never as "not applied".
+ * - Every forwarded batch carries a token unique to its sender. The writer records the token
+ *   with the batch's results in the batch's own savepoint (concord_writer_batches). A batch
+ *   whose answer does not come (the connection closed, no answer within STALL_MS, or the
+ *   writer failed it) is re-run by its sender on its own connection (SqliteCore.writeOnce):
+ *   one transaction that returns the recorded results if the writer's copy committed, and
+ *   otherwise applies the batch and records the token, so that the writer's copy, should it
+ *   still come (a paused writer resumes), applies nothing. Exactly one copy applies, and the
+ *   caller gets that copy's results: a writer that dies, stalls or pauses costs its
+ *   followers STALL_MS, not an "outcome unknown". The sender then commits on its own
+ *   connection until it links again (at most every RELINK_AFTER_STALL_MS).
  * - When the writer goes away, the other processes' workers retry the lock every
  *   ELECTION_INTERVAL_MS; one of them becomes the writer, the others connect to it.
  * - A graceful stop hands over: the writer stops accepting, tells every connection `bye`,
@@ -33,23 +39,51 @@
  *   that, then go to their own worker, so a process's writes keep their order),
  *   removes the socket file while it still holds the lock, and then releases the lock.
  */
+
+import { randomBytes } from 'node:crypto';
 import { chmodSync, realpathSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import Database from 'better-sqlite3';
 import { Packr } from 'msgpackr';
 import { StoreUnavailable } from '../errors.js';
-import type { SqliteCore } from './sqlite-core.js';
+import { BATCH_TOKEN_TTL_MS, batchTokenTime, type SqliteCore } from './sqlite-core.js';
 import type { WriteRequest } from './types.js';
 
 /** Called once with a batch's per-request results, or with the error that failed it. */
 export type WriteDone = (result: boolean[] | Error) => void;
 
-const PROTOCOL = 1;
+/** A forwarded batch, kept by its sender until the writer answers it. */
+export interface SentBatch {
+  requests: WriteRequest[];
+  token: string;
+  /** Date.now() when sent (SqliteCore.writeOnce refuses to re-run a batch too old). */
+  sentAtWall: number;
+  /** performance.now() when sent (for the stall check). */
+  sentAt: number;
+  done: WriteDone;
+}
+
+/** Re-runs a forwarded batch that its writer did not answer on this process's own connection. */
+export type RerunBatch = (batch: SentBatch) => void;
+
+/** 2: batches carry a token (a writer of protocol 1 does not record them, so it is not used). */
+const PROTOCOL = 2;
 /** Longest Unix socket path we use (sun_path is 108 bytes on Linux, 104 on macOS). */
 const MAX_SOCKET_PATH = 100;
 const MAX_FRAME_BYTES = 256 * 1024 * 1024;
-/** A forwarded batch unanswered for this long fails as "outcome unknown", and the link is dropped. */
+/** A writer that has not welcomed a new connection within this long is not used for a while. */
 export const FORWARD_TIMEOUT_MS = 5_000;
+/**
+ * A forwarded batch unanswered for this long is re-run by its sender (see the module comment),
+ * and the link is dropped. Far above a commit's normal round trip (well under 10 ms at full
+ * load), and under half the default lease, so that a paused writer costs its followers'
+ * callers a short wait, not their deadline.
+ */
+export const STALL_MS = 400;
+/** After a stalled or failed link, the sender commits on its own connection for this long. */
+const RELINK_AFTER_STALL_MS = 1_000;
+/** How often a sender checks its link for a stalled batch, and looks for a writer. */
+const CLIENT_TICK_MS = 100;
 /** How often a process that is not the writer tries the lock (and to connect, when it has no link). */
 export const ELECTION_INTERVAL_MS = 200;
 /** How long a stopping writer keeps serving the connections it said `bye` to. */
@@ -61,8 +95,8 @@ const WELCOME = -1;
 
 /** `strict`: the sender's writes need power-loss-safe commits (its durability is strict). */
 type Hello = { hello: number; file: string; strict: boolean };
-/** Sender → writer: a write batch. */
-type BatchFrame = [id: number, requests: WriteRequest[]];
+/** Sender → writer: a write batch, and its token (unique to the sender; see the module comment). */
+type BatchFrame = [id: number, requests: WriteRequest[], token: string];
 /** Writer → sender: results, or an error message (the batch failed), a `bye` (id 0) or the welcome (id -1). */
 type ReplyFrame = [id: number, results: boolean[] | null, error?: string];
 
@@ -75,6 +109,8 @@ export interface SharedWriterStatus {
   batches: number;
   /** Batches this process forwarded to another process's writer. */
   forwarded: number;
+  /** Of those, the batches the writer did not answer, re-run on this process's own connection. */
+  rerun: number;
   /** Milliseconds spent in the folded transactions. */
   txMs: number;
 }
@@ -123,7 +159,8 @@ class FrameReader {
   }
 }
 
-function unknownOutcome(why: string): StoreUnavailable {
+/** A forwarded batch whose outcome is not known (its re-run failed). */
+export function unknownOutcome(why: string): StoreUnavailable {
   return new StoreUnavailable(`${why}; the forwarded write may or may not have been applied`, { maybeApplied: true });
 }
 
@@ -135,7 +172,8 @@ function toError(err: unknown): Error {
 class Link {
   /** Usable for new batches: connected and not told `bye`. */
   ready = false;
-  private readonly pending = new Map<number, { done: WriteDone; sentAt: number }>();
+  /** Batches sent and not answered yet, in the order sent. */
+  private readonly pending = new Map<number, SentBatch>();
   private nextId = 1;
   private closed = false;
   private byeReceived = false;
@@ -143,7 +181,8 @@ class Link {
 
   constructor(
     private readonly socket: Socket,
-    private readonly onClosed: (timedOut: boolean) => void,
+    /** Told once, when the link closes: `orphaned` are the batches it never answered, in order. */
+    private readonly onClosed: (stalled: boolean, orphaned: SentBatch[]) => void,
   ) {
     const reader = new FrameReader((value) => this.reply(value as ReplyFrame));
     socket.on('data', (chunk: Buffer) => {
@@ -154,15 +193,15 @@ class Link {
       }
     });
     socket.on('error', () => {});
-    socket.on('close', () => this.close('the connection to the shared SQLite writer closed'));
+    socket.on('close', () => this.close());
   }
 
-  send(requests: WriteRequest[], done: WriteDone): void {
+  send(requests: WriteRequest[], token: string, sentAtWall: number, done: WriteDone): void {
     const id = this.nextId++;
     // An idle link does not keep the process alive; a batch waiting for its answer does.
     if (this.pending.size === 0) this.socket.ref();
-    this.pending.set(id, { done, sentAt: performance.now() });
-    this.socket.write(frame([id, requests] satisfies BatchFrame));
+    this.pending.set(id, { requests, token, done, sentAtWall, sentAt: performance.now() });
+    this.socket.write(frame([id, requests, token] satisfies BatchFrame));
   }
 
   get idle(): boolean {
@@ -174,23 +213,24 @@ class Link {
     return this.byeReceived && !this.closed;
   }
 
-  /** Drop the link if its oldest batch (or the welcome) has waited longer than FORWARD_TIMEOUT_MS. */
+  /**
+   * Drop the link if its oldest batch has waited longer than STALL_MS (its batches are then
+   * re-run), or the welcome longer than FORWARD_TIMEOUT_MS.
+   */
   checkTimeout(now: number): void {
     if (!this.ready && !this.byeReceived && now - this.openedAt > FORWARD_TIMEOUT_MS) {
-      this.close('the shared SQLite writer did not take the connection on', true);
+      this.close(true);
       return;
     }
     const oldest = this.pending.values().next();
-    if (!oldest.done && now - oldest.value.sentAt > FORWARD_TIMEOUT_MS) {
-      this.close(`the shared SQLite writer did not answer within ${FORWARD_TIMEOUT_MS} ms`, true);
-    }
+    if (!oldest.done && now - oldest.value.sentAt > STALL_MS) this.close(true);
   }
 
   destroy(): void {
     this.socket.destroy();
   }
 
-  private reply([id, results, error]: ReplyFrame): void {
+  private reply([id, results]: ReplyFrame): void {
     if (id === WELCOME) {
       // The writer took this connection on: from now on it answers every batch sent here, or
       // says `bye` first. (Before this, nothing is sent, so a refused connection loses nothing.)
@@ -206,28 +246,35 @@ class Link {
     }
     const entry = this.pending.get(id);
     if (!entry) return;
+    if (!results) {
+      // The writer failed the batch (its savepoint or its whole transaction): whether it
+      // committed is not known here, so it is re-run like an unanswered one, after every
+      // batch sent before it; the link goes, since its later batches may be behind it.
+      this.close(true);
+      return;
+    }
     this.pending.delete(id);
     if (this.pending.size === 0) this.socket.unref();
-    // An error from the writer: its transaction failed, outcome unknown (as for a local one).
-    entry.done(results ?? new StoreUnavailable(`the shared SQLite writer failed the write: ${error ?? 'unknown'}`));
+    entry.done(results);
     if (!this.ready && this.idle) this.socket.end();
   }
 
-  /** Every batch still pending may have committed: fail it as "outcome unknown". */
-  private close(why: string, timedOut = false): void {
+  /** Close; every batch still pending goes back to the sender, in order, to be re-run. */
+  private close(stalled = false): void {
     if (this.closed) return;
     this.closed = true;
     this.ready = false;
     this.socket.destroy();
-    const pending = [...this.pending.values()];
+    const orphaned = [...this.pending.values()];
     this.pending.clear();
-    for (const entry of pending) entry.done(unknownOutcome(why));
-    this.onClosed(timedOut);
+    this.onClosed(stalled, orphaned);
   }
 }
 
 interface QueuedBatch {
   requests: WriteRequest[];
+  /** A forwarded batch's token (none for this process's own batches). */
+  token?: string;
   done: WriteDone;
   /** Needs a synchronous=FULL commit. */
   strict: boolean;
@@ -236,6 +283,8 @@ interface QueuedBatch {
 }
 
 const LOCAL = Symbol('local');
+/** How often the writer deletes batch tokens older than BATCH_TOKEN_TTL_MS. */
+const PRUNE_INTERVAL_MS = 10_000;
 /**
  * Longest wait of a commit for the senders of the previous one (timers have 1 ms resolution).
  * Worth it: the alternative is a commit of its own, an fsync (~0.8 ms) more.
@@ -255,6 +304,8 @@ export class SharedWriter {
   private readonly served = new Set<Socket>();
   private readonly timer: NodeJS.Timeout;
   private stopping = false;
+  /** Date.now() of the next prune of old batch tokens. */
+  private pruneAt = 0;
   /** Commits made and batches folded into them (for tests and diagnostics). */
   readonly stats = { commits: 0, batches: 0, txMs: 0 };
 
@@ -274,7 +325,7 @@ export class SharedWriter {
   }
 
   /** 'writer' when this process commits the file's forwarded writes, else 'follower'; and the counters. */
-  status(): Omit<SharedWriterStatus, 'linked' | 'forwarded'> {
+  status(): Omit<SharedWriterStatus, 'linked' | 'forwarded' | 'rerun'> {
     return { role: this.holdsLock ? 'writer' : 'follower', ...this.stats };
   }
 
@@ -372,7 +423,7 @@ export class SharedWriter {
     const t0 = performance.now();
     try {
       results = this.core.writeFolded(
-        queued.map((entry) => entry.requests),
+        queued.map(({ requests, token }) => (token === undefined ? { requests } : { requests, token })),
         queued.some((entry) => entry.strict),
       );
     } catch (err) {
@@ -387,6 +438,19 @@ export class SharedWriter {
     queued.forEach((entry, i) => {
       entry.done(results[i]!);
     });
+    this.pruneTokens();
+  }
+
+  /** Now and then, delete the batch tokens no re-run can look for any more. */
+  private pruneTokens(): void {
+    const now = Date.now();
+    if (now < this.pruneAt) return;
+    this.pruneAt = now + PRUNE_INTERVAL_MS;
+    try {
+      this.core.pruneBatchTokens(now - BATCH_TOKEN_TTL_MS);
+    } catch {
+      // Busy or failing: the next prune deletes them.
+    }
   }
 
   private elect(): void {
@@ -444,10 +508,13 @@ export class SharedWriter {
         socket.write(frame([WELCOME, null] satisfies ReplyFrame));
         return;
       }
-      const [id, requests] = value as BatchFrame;
-      if (typeof id !== 'number' || !Array.isArray(requests)) throw new Error('bad frame');
+      const [id, requests, token] = value as BatchFrame;
+      if (typeof id !== 'number' || !Array.isArray(requests) || typeof token !== 'string') {
+        throw new Error('bad frame');
+      }
       this.enqueue({
         requests,
+        token,
         source: socket,
         // A sender that does not say it is relaxed gets power-loss-safe commits.
         strict: hello.strict !== false,
@@ -486,16 +553,25 @@ export class WriterClient {
   private connectAfter = 0;
   private readonly timer: NodeJS.Timeout;
   private stopped = false;
-  /** Batches forwarded to the writer. */
+  /** Batches forwarded to the writer, and those of them re-run on this process's connection. */
   forwarded = 0;
+  rerun = 0;
+  /**
+   * Tokens are `<send time>.<this client's random id>.<sequence>`: unique across processes and
+   * restarts, and sorted by age (see batchTokenTime).
+   */
+  private readonly tokenPrefix = `${randomBytes(9).toString('base64url')}.`;
+  private nextToken = 1;
 
   constructor(
     private readonly paths: WriterPaths,
     private readonly strict: boolean,
     private readonly local: (requests: WriteRequest[], done: WriteDone) => void,
+    /** Re-runs a batch the writer did not answer (SqliteCore.writeOnce on this process's connection). */
+    private readonly rerunLocally: RerunBatch,
     private readonly mayConnect: () => boolean,
   ) {
-    this.timer = setInterval(() => this.tick(), ELECTION_INTERVAL_MS);
+    this.timer = setInterval(() => this.tick(), CLIENT_TICK_MS);
     this.timer.unref();
   }
 
@@ -506,7 +582,8 @@ export class WriterClient {
   write(requests: WriteRequest[], done: WriteDone): void {
     if (this.link?.ready) {
       this.forwarded++;
-      this.link.send(requests, done);
+      const sentAt = Date.now();
+      this.link.send(requests, `${batchTokenTime(sentAt)}.${this.tokenPrefix}${this.nextToken++}`, sentAt, done);
     } else if (this.link?.draining) {
       // The writer said `bye`: wait until the batches sent to it are answered, so that this
       // process's writes still commit in submission order.
@@ -560,12 +637,16 @@ export class WriterClient {
         return;
       }
       socket.write(frame({ hello: PROTOCOL, file: this.paths.file, strict: this.strict } satisfies Hello));
-      const link = new Link(socket, (timedOut) => {
+      const link = new Link(socket, (stalled, orphaned) => {
         if (this.link === link) this.link = undefined;
+        // The unanswered batches first, in the order sent, then those held behind them: one
+        // worker queue runs them all in this order, so the process's writes keep theirs.
+        this.rerun += orphaned.length;
+        for (const batch of orphaned) this.rerunLocally(batch);
         for (const entry of this.held.splice(0)) this.local(entry.requests, entry.done);
         // A writer that stopped answering may still hold the lock: do not forward to it again
         // for a while (commit locally meanwhile).
-        if (timedOut) this.connectAfter = performance.now() + FORWARD_TIMEOUT_MS;
+        if (stalled) this.connectAfter = performance.now() + RELINK_AFTER_STALL_MS;
       });
       // Ready once the writer's welcome arrives.
       this.link = link;

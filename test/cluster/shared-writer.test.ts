@@ -3,6 +3,7 @@
  * file, the follower forwarding its fenced writes over the writer's Unix socket.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { shardOf } from '../../src/cluster/hash.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
@@ -108,6 +109,93 @@ describe.skipIf(process.platform !== 'linux')('shared SQLite writer (real proces
     } finally {
       await after.close();
     }
+  });
+
+  it("a paused writer holds up the follower's writes for the stall bound only: they are re-run on its own connection, and the writer's copies apply nothing after SIGCONT", {
+    timeout: 60_000,
+  }, async () => {
+    const url = tempSqliteUrl();
+    const file = url.slice('sqlite:'.length);
+    // A lease longer than the pause: n1 stays a member; only its writer role is in question.
+    const a = await startShared(url, 'n1', 6000);
+    const b = await startShared(url, 'n2', 6000);
+    await waitForStableOwnership([a, b], 256);
+    expect(writerPid(file)).toBe(a.pid);
+
+    // 8 callers through n2 on n2's own entities, each writing 1, 2, 3 …; n1 commits them.
+    const ids = await idsOwnedBy(b, 'register', 8);
+    const acks = new Map<string, { version: number; startedAt: number; endedAt: number }[]>();
+    const failures: string[] = [];
+    let stop = false;
+    const callers = ids.map(async (id) => {
+      const mine: { version: number; startedAt: number; endedAt: number }[] = [];
+      acks.set(id, mine);
+      for (let k = 1; !stop; k++) {
+        const startedAt = performance.now();
+        try {
+          const reply = (await b.call('register', id, 'set', String(k), 5000)) as RegisterReply;
+          expect(reply.value).toBe(String(k));
+          mine.push({ version: reply.version, startedAt, endedAt: performance.now() });
+        } catch (error) {
+          failures.push(error instanceof IpcCallError ? `${error.code}: ${error.message}` : String(error));
+        }
+        await sleep(5);
+      }
+    });
+    await sleep(1000);
+
+    // Pause n1 at a moment it does not hold the file's write lock (pausing it mid-commit
+    // would stop every writer of the file, with or without a shared writer).
+    const probe = new Database(file, { timeout: 0 });
+    let pausedAt = 0;
+    for (let tries = 0; tries < 50 && pausedAt === 0; tries++) {
+      a.pause();
+      try {
+        probe.exec('BEGIN IMMEDIATE');
+        probe.exec('ROLLBACK');
+        pausedAt = performance.now();
+      } catch {
+        a.resume();
+        await sleep(10);
+      }
+    }
+    probe.close();
+    expect(pausedAt).toBeGreaterThan(0);
+    await sleep(2500);
+    a.resume();
+    const resumedAt = performance.now();
+    await sleep(1000);
+    stop = true;
+    await Promise.all(callers);
+
+    expect(failures).toEqual([]);
+    const all = [...acks.values()].flat();
+    // While n1 stayed paused, n2's writes went on, on its own connection.
+    const duringPause = all.filter((ack) => ack.startedAt > pausedAt + 1000 && ack.endedAt < resumedAt);
+    expect(duringPause.length).toBeGreaterThan(20);
+    // The calls caught by the pause waited for the stall bound, not for the pause to end.
+    const longest = Math.max(...all.map((ack) => ack.endedAt - ack.startedAt));
+    expect(longest).toBeLessThan(1500);
+
+    // Every acknowledged write applied once: the versions step by exactly one, and the row is
+    // the last acknowledged write, after n1 resumed and committed what it had been sent.
+    const check = await direct(url);
+    try {
+      for (const id of ids) {
+        const mine = acks.get(id)!;
+        mine.forEach((ack, i) => {
+          expect(ack.version).toBe(i + 1);
+        });
+        const row = (await check.readEntity('register', id))!;
+        expect(row.version).toBe(mine.length);
+        expect(JSON.parse(row.state)).toEqual({ value: String(mine.length) });
+      }
+    } finally {
+      await check.close();
+    }
+    console.log(
+      `writer paused 2.5 s: ${all.length} writes, ${duringPause.length} during the pause, longest call ${longest.toFixed(0)} ms`,
+    );
   });
 
   it('kill -9 of the writer under write load: every acknowledged write is there, no stale write, the other node takes over', {

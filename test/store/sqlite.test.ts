@@ -4,17 +4,30 @@
  * what is specific to SQLite: the worker protocol, lock waits, pragmas, separate processes.
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
+import { Packr } from 'msgpackr';
 import ts from 'typescript';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigMismatch } from '../../src/errors.js';
+import { ConfigMismatch, StoreUnavailable } from '../../src/errors.js';
 import { MIGRATIONS } from '../../src/store/migrations.js';
 import { openStore } from '../../src/store/open.js';
+import { BatchSuperseded, batchTokenTime, RERUN_WINDOW_MS, SqliteCore } from '../../src/store/sqlite-core.js';
 import { SqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite-store.js';
-import type { Store, StoreOptions } from '../../src/store/types.js';
+import { STALL_MS } from '../../src/store/sqlite-writer.js';
+import type { Store, StoreOptions, WriteRequest } from '../../src/store/types.js';
 import { tempDir, tempSqliteUrl } from '../support/tmp.js';
 import { type ConformanceTarget, storeConformance } from './conformance.js';
 
@@ -423,6 +436,181 @@ describe('SqliteStore with a shared writer', () => {
     await Promise.all(loops);
     expect((await follower.sharedWriterStatus())?.role).toBe('writer');
     for (const id of ids) expect((await follower.readEntity('k', id))?.version).toBe(counts.get(id));
+  });
+});
+
+/**
+ * A writer driven by hand, for the follower's side of the protocol: it holds the file's writer
+ * lock, takes the follower's connection on, and keeps the batches it receives instead of
+ * answering them, as a paused writer process would; `commit` then applies them (with their
+ * tokens) as the writer would on resuming.
+ */
+class HandWriter {
+  readonly received: { id: number; requests: WriteRequest[]; token: string }[] = [];
+  private readonly lock: Database.Database;
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+  private readonly core: SqliteCore;
+  private readonly packr = new Packr({ useRecords: false });
+
+  private constructor(readonly path: string) {
+    const real = realpathSync(path);
+    this.lock = new Database(`${real}.writer-lock`, { timeout: 0 });
+    this.lock.pragma('locking_mode = EXCLUSIVE');
+    this.lock.exec('BEGIN EXCLUSIVE');
+    this.lock.exec('COMMIT');
+    this.core = new SqliteCore(path);
+    this.core.migrate();
+    this.server = createServer((socket) => {
+      this.sockets.add(socket);
+      let buffer = Buffer.alloc(0);
+      let welcomed = false;
+      socket.on('data', (chunk: Buffer) => {
+        buffer = Buffer.concat([buffer, chunk]);
+        while (buffer.length >= 4 && buffer.length >= 4 + buffer.readUInt32BE(0)) {
+          const value = this.packr.unpack(buffer.subarray(4, 4 + buffer.readUInt32BE(0)));
+          buffer = buffer.subarray(4 + buffer.readUInt32BE(0));
+          if (!welcomed) {
+            welcomed = true;
+            this.send(socket, [-1, null]);
+          } else {
+            const [id, requests, token] = value as [number, WriteRequest[], string];
+            this.received.push({ id, requests, token });
+          }
+        }
+      });
+      socket.on('error', () => {});
+    });
+  }
+
+  static async start(path: string): Promise<HandWriter> {
+    const writer = new HandWriter(path);
+    await new Promise<void>((resolve) => writer.server.listen(`${realpathSync(path)}.writer.sock`, resolve));
+    return writer;
+  }
+
+  private send(socket: Socket, value: unknown): void {
+    const body = this.packr.pack(value);
+    const header = Buffer.allocUnsafe(4);
+    header.writeUInt32BE(body.length, 0);
+    socket.write(Buffer.concat([header, body]));
+  }
+
+  /** Commit every batch received so far in one fold, as the writer does; answer nobody. */
+  commit(): (boolean[] | Error)[] {
+    const batches = this.received.splice(0);
+    return this.core.writeFolded(batches.map(({ requests, token }) => ({ requests, token })));
+  }
+
+  close(): void {
+    for (const socket of this.sockets) socket.destroy();
+    this.server.close();
+    this.core.close();
+    this.lock.close();
+  }
+}
+
+describe('shared writer: a batch the writer does not answer is re-run by its sender, and applies once', () => {
+  const stores: SqliteStore[] = [];
+  const writers: HandWriter[] = [];
+  afterAll(async () => {
+    for (const writer of writers) writer.close();
+    await Promise.all(stores.map((s) => s.close().catch(() => {})));
+  });
+
+  const write = (id: string, epoch: number, expectedVersion: number): WriteRequest => ({
+    kind: 'k',
+    id,
+    epoch,
+    expectedVersion,
+    newVersion: expectedVersion + 1,
+    state: JSON.stringify(`${id}@${expectedVersion + 1}`),
+  });
+
+  async function linkedFollower(): Promise<{ follower: SqliteStore; writer: HandWriter; path: string }> {
+    const path = tempSqliteUrl().slice('sqlite:'.length);
+    const seed = new SqliteCore(path);
+    seed.migrate();
+    seed.close();
+    const writer = await HandWriter.start(path);
+    writers.push(writer);
+    const follower = new compiled.SqliteStore(path, { sharedWriter: true });
+    stores.push(follower);
+    await follower.migrate();
+    const deadline = Date.now() + 5000;
+    while ((await follower.sharedWriterStatus())?.linked !== true) {
+      if (Date.now() > deadline) throw new Error('the follower did not link to the hand writer');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await follower.activate(['a', 'b', 'c'].map((id) => ({ kind: 'k', id, epoch: 2, initialState: '0' })));
+    return { follower, writer, path };
+  }
+
+  it('a writer that never answers: the batch is re-run on the follower after the stall bound; the copy the writer commits later applies nothing', async () => {
+    const { follower, writer } = await linkedFollower();
+    const t0 = performance.now();
+    const results = await follower.write([write('a', 2, 0), write('b', 1, 0)]);
+    const waited = performance.now() - t0;
+    expect(results).toEqual([true, false]);
+    expect(writer.received).toHaveLength(1);
+    expect(waited).toBeGreaterThanOrEqual(STALL_MS);
+    expect(waited).toBeLessThan(STALL_MS + 1500);
+    const status = await follower.sharedWriterStatus();
+    expect(status).toMatchObject({ forwarded: 1, rerun: 1, linked: false });
+    // The writer "resumes" and commits its copy: superseded, nothing applied twice.
+    const [late] = writer.commit();
+    expect(late).toBeInstanceOf(BatchSuperseded);
+    expect(await follower.readEntity('k', 'a')).toMatchObject({ version: 1, state: JSON.stringify('a@1') });
+    expect((await follower.readEntity('k', 'b'))?.version).toBe(0);
+    // Meanwhile the follower commits on its own connection, at once.
+    const t1 = performance.now();
+    expect(await follower.write([write('a', 2, 1)])).toEqual([true]);
+    expect(performance.now() - t1).toBeLessThan(STALL_MS);
+  });
+
+  it('a writer that commits but never answers: the re-run reports the results of the committed copy, not a fence refusal', async () => {
+    const { follower, writer } = await linkedFollower();
+    const pending = follower.write([write('a', 2, 0), write('c', 2, 7)]);
+    const deadline = Date.now() + 2000;
+    while (writer.received.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    // Committed by the writer before the follower gives up on it (the answer is lost).
+    expect(writer.commit()).toEqual([[true, false]]);
+    // A plain re-run would now see version 1 and report `false` for a write that applied.
+    expect(await pending).toEqual([true, false]);
+    expect(await follower.readEntity('k', 'a')).toMatchObject({ version: 1, state: JSON.stringify('a@1') });
+    expect((await follower.sharedWriterStatus())?.rerun).toBe(1);
+  });
+
+  it('a batch too old to re-run fails as outcome unknown; old tokens are pruned', () => {
+    const path = tempSqliteUrl().slice('sqlite:'.length);
+    const core = new SqliteCore(path);
+    core.migrate();
+    try {
+      core.activate([{ kind: 'k', id: 'a', epoch: 1, initialState: '0' }]);
+      let error: unknown;
+      try {
+        core.writeOnce(`${batchTokenTime(Date.now())}.t.1`, [write('a', 1, 0)], Date.now() - RERUN_WINDOW_MS - 1000);
+      } catch (err) {
+        error = err;
+      }
+      expect(error).toBeInstanceOf(StoreUnavailable);
+      expect((error as StoreUnavailable).details?.['maybeApplied']).toBe(true);
+      expect(core.readEntity('k', 'a')?.version).toBe(0);
+      // A fresh one applies once; the same token again returns the recorded results.
+      const sentAt = Date.now();
+      const token = `${batchTokenTime(sentAt)}.t.2`;
+      expect(core.writeOnce(token, [write('a', 1, 0)], sentAt)).toEqual([true]);
+      expect(core.writeOnce(token, [write('a', 1, 0)], sentAt)).toEqual([true]);
+      expect(core.readEntity('k', 'a')?.version).toBe(1);
+      // The writer's copy of it, later, applies nothing.
+      expect(core.writeFolded([{ requests: [write('a', 1, 0)], token }])[0]).toBeInstanceOf(BatchSuperseded);
+      expect(core.readEntity('k', 'a')?.version).toBe(1);
+      // Tokens go by their send time.
+      expect(core.pruneBatchTokens(sentAt - 1)).toBe(0);
+      expect(core.pruneBatchTokens(sentAt + 1)).toBe(1);
+    } finally {
+      core.close();
+    }
   });
 });
 
