@@ -317,7 +317,7 @@ class Demo {
     }));
     for (const child of this.children) {
       const proc = child.process;
-      if (!proc || !proc.connected || child.state === 'killed' || child.state === 'exited') continue;
+      if (!proc?.connected || child.state === 'killed' || child.state === 'exited') continue;
       try {
         proc.send({ t: 'demo-processes', processes });
         if (notice) proc.send({ t: 'demo-notice', text: notice });
