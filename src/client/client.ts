@@ -2,18 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { Pool } from 'undici';
 import type { AnyEntityDefinition, EntityDefinition, Handlers, MessageOf, ReplyOf } from '../entity/define.js';
 import { type ConcordError, Timeout, Unavailable } from '../errors.js';
-import {
-  DEADLINE_HEADER,
-  type EntityCallAnswer,
-  entityCallPath,
-  MOVED_STATUS,
-  type MovedAnswer,
-  OWNER_HEADER,
-  ROUTE_DIRECT,
-  ROUTE_HEADER,
-} from '../http/entity-call-wire.js';
+import { type EntityCallAnswer, MOVED_STATUS, type MovedAnswer, OWNER_HEADER } from '../http/entity-call-wire.js';
 import { type ErrorBody, errorFromAnswer } from './errors.js';
 import { exchange } from './http-exchange.js';
+import { NodeCalls } from './node-calls.js';
 import { type ClusterAnswer, ShardMap } from './shard-map.js';
 
 /**
@@ -79,6 +71,9 @@ export interface ClientStats {
   undirected: number;
   /** Shard maps fetched. */
   refreshes: number;
+  /** Batch requests sent (calls that waited for a node together, see NodeCalls), and the calls in them. */
+  batches: number;
+  batchedCalls: number;
 }
 
 const DEFAULT_DEADLINE_MS = 5000;
@@ -87,22 +82,25 @@ const DEFAULT_REFRESH_MS = 5000;
 const DOWN_FOR_MS = 1000;
 /** A retry is not started with less time than this left. */
 const MIN_ATTEMPT_MS = 10;
-/**
- * The node is told a deadline a little shorter than the call's, and the request is abandoned a
- * little after it, so that a node's own 503/504 arrives rather than a client-side abort.
- */
-const ABORT_GRACE_MS = 25;
 const BACKOFF_MS = [5, 10, 20, 50, 100, 200];
 /** How long a node may take to answer `GET /cluster` or `/healthz`. */
 const VIEW_WAIT_MS = 2000;
 /** Errors of undici that prove the request never left: safe to send again, anywhere. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH']);
-const JSON_HEADERS = { 'content-type': 'application/json' } as const;
 
 export class ConcordClient {
-  readonly stats: ClientStats = { calls: 0, retries: 0, moved: 0, undirected: 0, refreshes: 0 };
+  readonly stats: ClientStats = {
+    calls: 0,
+    retries: 0,
+    moved: 0,
+    undirected: 0,
+    refreshes: 0,
+    batches: 0,
+    batchedCalls: 0,
+  };
   private readonly map = new ShardMap();
   private readonly pools = new Map<string, Pool>();
+  private readonly calls = new Map<string, NodeCalls>();
   private readonly downUntil = new Map<string, number>();
   /** Seed URL → the node's name, from its /healthz. */
   private readonly seedNames = new Map<string, string>();
@@ -158,6 +156,7 @@ export class ConcordClient {
     if (this.timer) clearInterval(this.timer);
     const pools = [...this.pools.values()];
     this.pools.clear();
+    this.calls.clear();
     await Promise.all(pools.map((pool) => pool.close().catch(() => {})));
   }
 
@@ -176,9 +175,7 @@ export class ConcordClient {
     // The first calls wait for the first map (or its failure); after that a missing map (a node
     // without shards, such as an `--ownership none` baseline) just means calls go to any node.
     if (!this.firstMapAsked) await this.refreshWithin(deadline);
-    const path = entityCallPath(kind, id, method);
-    // No message, no body (and no JSON to write or parse on either side).
-    const body = message === undefined ? null : JSON.stringify({ message });
+    const messageJson = message === undefined ? undefined : JSON.stringify(message);
     let last: ConcordError | null = null;
     for (let attempt = 0; ; attempt++) {
       const remaining = deadline - performance.now();
@@ -190,29 +187,24 @@ export class ConcordClient {
       }
       if (attempt > 0) this.stats.retries++;
       const target = this.targetFor(kind, id);
-      const headers: Record<string, string> = {
-        ...(body === null ? {} : JSON_HEADERS),
-        // The node's own deadline ends a little earlier, so that its answer (503 or 504) arrives
-        // before this side gives up.
-        [DEADLINE_HEADER]: String(Math.max(1, Math.floor(remaining - Math.min(50, remaining / 10)))),
-      };
-      if (target.direct) headers[ROUTE_HEADER] = ROUTE_DIRECT;
-      else this.stats.undirected++;
-      if (key !== undefined) headers['idempotency-key'] = quoteKey(key);
+      if (!target.direct) this.stats.undirected++;
       let status: number;
       let answer: unknown;
       let owner: string | undefined;
       try {
-        // Abandoned a little after the node's own deadline (ABORT_GRACE_MS), so its 503/504 arrives first.
-        const response = await exchange(
-          this.pool(target.url),
-          { method: 'POST', path, headers, body },
-          Math.ceil(remaining) + ABORT_GRACE_MS,
-          OWNER_HEADER,
-        );
+        // Abandoned a little after the node's own deadline, so its 503/504 arrives first.
+        const response = await this.nodeCalls(target.url).send({
+          kind,
+          id,
+          method,
+          messageJson,
+          key,
+          deadline,
+          direct: target.direct,
+        });
         status = response.status;
-        answer = response.text.length > 0 ? JSON.parse(response.text) : null;
-        owner = response.header;
+        answer = response.body;
+        owner = response.owner;
       } catch (error) {
         if (isNotSent(error)) {
           // Nothing left this process: avoid that node for a moment and ask another.
@@ -274,6 +266,15 @@ export class ConcordClient {
     if (until > performance.now()) return true;
     this.downUntil.delete(url);
     return false;
+  }
+
+  private nodeCalls(url: string): NodeCalls {
+    let calls = this.calls.get(url);
+    if (!calls) {
+      calls = new NodeCalls(this.pool(url), this.stats);
+      this.calls.set(url, calls);
+    }
+    return calls;
   }
 
   private pool(url: string): Pool {
@@ -382,9 +383,4 @@ function isNotSent(error: unknown): boolean {
 function describe(error: unknown): string {
   if (error instanceof Error) return (error as { code?: string }).code ?? error.message;
   return String(error);
-}
-
-/** An Idempotency-Key header value: a Structured Field string. */
-function quoteKey(key: string): string {
-  return `"${key.replace(/["\\]/g, '\\$&')}"`;
 }

@@ -1,3 +1,4 @@
+import { StringDecoder } from 'node:string_decoder';
 import type { Dispatcher } from 'undici';
 
 /**
@@ -27,11 +28,16 @@ export class ExchangeTimeout extends Error {
   }
 }
 
+/**
+ * `onLine`: a 200 answer's body is newline-delimited (NDJSON): each complete line is handed
+ * over as it arrives (an unterminated last line too, at the end), and `text` is then empty.
+ */
 export function exchange(
   dispatcher: Dispatcher,
   request: Dispatcher.DispatchOptions,
   waitMs: number,
   headerName: string,
+  onLine?: (line: string) => void,
 ): Promise<HttpAnswer> {
   return new Promise<HttpAnswer>((resolve, reject) => {
     let controller: Dispatcher.DispatchController | null = null;
@@ -39,6 +45,11 @@ export function exchange(
     let status = 0;
     let header: string | undefined;
     const chunks: Buffer[] = [];
+    /** Lines mode: the bytes after the last newline seen. */
+    let partial = '';
+    let lines = false;
+    // A character split between two chunks is kept until its last byte arrives.
+    let decoder: StringDecoder | undefined;
     const finish = (error: Error | null): void => {
       if (done) return;
       done = true;
@@ -46,6 +57,10 @@ export function exchange(
       if (error !== null) {
         reject(error);
         return;
+      }
+      if (lines) {
+        const rest = partial + (decoder?.end() ?? '');
+        if (rest.length > 0) onLine!(rest);
       }
       const text =
         chunks.length === 0 ? '' : chunks.length === 1 ? chunks[0]!.toString() : Buffer.concat(chunks).toString();
@@ -66,9 +81,21 @@ export function exchange(
         status = statusCode;
         const value = headers[headerName];
         header = typeof value === 'string' ? value : undefined;
+        lines = onLine !== undefined && statusCode === 200;
       },
       onResponseData(_controller, chunk) {
-        chunks.push(chunk);
+        if (!lines) {
+          chunks.push(chunk);
+          return;
+        }
+        decoder ??= new StringDecoder('utf8');
+        const text = partial + decoder.write(chunk);
+        let start = 0;
+        for (let end = text.indexOf('\n'); end >= 0; end = text.indexOf('\n', start)) {
+          if (end > start) onLine!(text.slice(start, end));
+          start = end + 1;
+        }
+        partial = text.slice(start);
       },
       onResponseEnd() {
         finish(null);

@@ -1,10 +1,17 @@
+import { PassThrough } from 'node:stream';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { AnyEntityDefinition } from '../entity/define.js';
 import { ConcordError } from '../errors.js';
+import type { Logger } from '../logger.js';
 import type { AppNode } from './app.js';
 import {
+  BATCH_CONTENT_TYPE,
+  type BatchCall,
+  type BatchResult,
+  batchCallProblem,
   DEADLINE_HEADER,
   ENTITY_CALLS_PATH,
+  MAX_BATCH_CALLS,
   MAX_DEADLINE_MS,
   MOVED_STATUS,
   type MovedAnswer,
@@ -12,7 +19,7 @@ import {
   ROUTE_DIRECT,
   ROUTE_HEADER,
 } from './entity-call-wire.js';
-import { sendError } from './errors.js';
+import { errorAnswer, sendError } from './errors.js';
 import { idempotencyKeyOf } from './idempotency.js';
 import { idSchema } from './schemas.js';
 
@@ -80,6 +87,8 @@ export function registerEntityCallRoute(
   http: FastifyInstance,
   node: AppNode,
   exposed: ReadonlyMap<string, ReadonlySet<string>>,
+  bodyLimit: number,
+  logger: Logger,
 ): void {
   http.post<{ Params: Params; Body: unknown }>(
     `${ENTITY_CALLS_PATH}/:kind/:id/:method`,
@@ -113,16 +122,114 @@ export function registerEntityCallRoute(
       return reply.send(result === undefined ? {} : { reply: result });
     },
   );
+
+  // The batch form (see entity-call-wire.ts): what the client sends when several calls to this
+  // node are waiting at once, so that they share one request's HTTP work.
+  // Each call's result is written as soon as it is known (one NDJSON line, with its index), so
+  // a slow handler holds up no other call's answer.
+  http.post<{ Body: unknown }>(ENTITY_CALLS_PATH, async (request, reply) => {
+    const calls = batchCallsOf(request.body);
+    const timeoutMs = deadlineOf(request.headers[DEADLINE_HEADER]);
+    const direct = request.headers[ROUTE_HEADER] === ROUTE_DIRECT;
+    let pending = '';
+    let left = calls.length;
+    let out: PassThrough | null = null;
+    let flushing = false;
+    // Streaming: the lines of the calls that finish in one turn of the event loop go out in one write.
+    const flush = () => {
+      flushing = false;
+      out!.write(pending);
+      pending = '';
+      if (left === 0) out!.end();
+    };
+    calls.forEach((call, i) => {
+      void runBatchCall(node, exposed, call, direct, timeoutMs, bodyLimit, logger).then((result) => {
+        pending += `${JSON.stringify({ i, ...result })}\n`;
+        left--;
+        if (out !== null && !flushing) {
+          flushing = true;
+          setImmediate(flush);
+        }
+      });
+    });
+    // Usually every call is done after one turn (entities in memory): then the answer is one
+    // plain body. Otherwise what is done goes now and the rest follows as it comes.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    if (left === 0) return reply.type(BATCH_CONTENT_TYPE).send(pending);
+    out = new PassThrough();
+    flush();
+    return reply.type(BATCH_CONTENT_TYPE).send(out);
+  });
 }
 
-function sendMoved(
-  reply: FastifyReply,
+/** One call of a batch, answered as the single route would have (never throws). */
+async function runBatchCall(
   node: AppNode,
-  where: { shard: number | null; owner: string | null; epoch: number },
-): FastifyReply {
+  exposed: ReadonlyMap<string, ReadonlySet<string>>,
+  call: BatchCall,
+  direct: boolean,
+  timeoutMs: number | undefined,
+  bodyLimit: number,
+  logger: Logger,
+): Promise<BatchResult> {
+  const { kind, id, method } = call;
+  if (exposed.get(kind)?.has(method) !== true) {
+    return { status: 404, error: `no exposed entity method ${kind}.${method}`, code: 'UNKNOWN_ENTITY_KIND' };
+  }
+  if (direct) {
+    const where = node.ownerOf(kind, id);
+    if (where !== null && where.owner !== node.name) return { status: MOVED_STATUS, ...movedAnswer(node, where) };
+  }
+  try {
+    const deadline = call.deadlineMs ?? timeoutMs;
+    const result = await node.callByName(kind, id, method, call.message, {
+      ...(deadline === undefined ? {} : { timeoutMs: deadline }),
+      ...(call.key === undefined ? {} : { idempotencyKey: call.key }),
+    });
+    const owner = node.ownerOf(kind, id)?.owner;
+    const answer: BatchResult = { status: 200 };
+    if (result !== undefined) answer.reply = result;
+    if (owner) answer.owner = owner;
+    return answer;
+  } catch (error) {
+    const answer = errorAnswer(error, bodyLimit);
+    if (answer.status >= 500 && answer.status !== 503 && answer.status !== 504) {
+      logger.error({ kind, id, method, status: answer.status, err: error }, 'batched entity call failed');
+    }
+    return answer.retryAfterSeconds === undefined
+      ? { status: answer.status, ...answer.body }
+      : { status: answer.status, ...answer.body, retryAfter: answer.retryAfterSeconds };
+  }
+}
+
+/** The calls of a batch body; throws BAD_MESSAGE (400, nothing run) when any is malformed. */
+function batchCallsOf(body: unknown): BatchCall[] {
+  const calls = isRecord(body) ? body['calls'] : undefined;
+  if (!isRecord(body) || Object.keys(body).some((key) => key !== 'calls') || !Array.isArray(calls)) {
+    throw new ConcordError('BAD_MESSAGE', 'the body must be a JSON object {"calls": [...]} with no other keys');
+  }
+  if (calls.length === 0 || calls.length > MAX_BATCH_CALLS) {
+    throw new ConcordError('BAD_MESSAGE', `a batch holds 1-${MAX_BATCH_CALLS} calls, not ${calls.length}`);
+  }
+  calls.forEach((call, i) => {
+    const problem = batchCallProblem(call);
+    if (problem !== null)
+      throw new ConcordError('BAD_MESSAGE', `calls[${i}]${problem.startsWith('.') ? '' : ' '}${problem}`);
+  });
+  return calls as BatchCall[];
+}
+
+type Where = { shard: number | null; owner: string | null; epoch: number };
+
+function sendMoved(reply: FastifyReply, node: AppNode, where: Where): FastifyReply {
+  if (where.owner) reply.header(OWNER_HEADER, where.owner);
+  return sendError(reply, { status: MOVED_STATUS, body: movedAnswer(node, where) });
+}
+
+function movedAnswer(node: AppNode, where: Where): MovedAnswer {
   const ownerUrl =
     where.owner === null ? null : (node.status().members.find((m) => m.name === where.owner)?.httpAddress ?? null);
-  const body: MovedAnswer = {
+  return {
     error: `${node.name} does not own this entity (owner: ${where.owner ?? 'none yet'}); nothing ran, call the owner`,
     code: 'MOVED',
     maybeApplied: false,
@@ -131,8 +238,6 @@ function sendMoved(
     epoch: where.epoch,
     ownerUrl,
   };
-  if (where.owner) reply.header(OWNER_HEADER, where.owner);
-  return sendError(reply, { status: MOVED_STATUS, body });
 }
 
 function deadlineOf(header: string | string[] | undefined): number | undefined {

@@ -147,7 +147,7 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Http
     options.apps.flatMap((app) => app.entities),
     options.exposedEntities,
   );
-  registerEntityCallRoute(http, node, exposed);
+  registerEntityCallRoute(http, node, exposed, bodyLimit, options.logger);
   const activity = new ClusterActivity(node, introspection);
   const streams = registerDashboard(http, { activity, demoControls: options.demoControls ?? null });
   if (introspection.faults) {

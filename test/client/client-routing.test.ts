@@ -26,6 +26,38 @@ async function ownerNode(entity: string): Promise<ClusterNode> {
   return cluster.node(body.owner);
 }
 
+/** POST /entity-calls, reading its NDJSON answer line by line: each line with when it arrived (ms). */
+async function postBatch(
+  node: ClusterNode,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{
+  status: number;
+  contentType: string | null;
+  lines: (Record<string, unknown> & { i: number; at: number })[];
+  results: Record<string, unknown>[];
+}> {
+  const started = performance.now();
+  const response = await fetch(`${node.url}/entity-calls`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  const lines: (Record<string, unknown> & { i: number; at: number })[] = [];
+  const decoder = new TextDecoder();
+  let partial = '';
+  const reader = response.body!.getReader();
+  for (let read = await reader.read(); !read.done; read = await reader.read()) {
+    partial += decoder.decode(read.value, { stream: true });
+    const complete = partial.split('\n');
+    partial = complete.pop()!;
+    for (const line of complete) if (line) lines.push({ ...JSON.parse(line), at: performance.now() - started });
+  }
+  const results: Record<string, unknown>[] = [];
+  for (const { i, at: _at, ...result } of lines) results[i] = result;
+  return { status: response.status, contentType: response.headers.get('content-type'), lines, results };
+}
+
 const remoteCalls = async () => {
   let sum = 0;
   for (const node of cluster.nodes) sum += await node.metric('concord_remote_calls_total');
@@ -129,6 +161,125 @@ describe('concord-cluster/client', () => {
       await expect(other.ref(Hidden, id('x')).get()).rejects.toMatchObject({ code: 'UNKNOWN_ENTITY_KIND' });
     } finally {
       await other.close();
+    }
+  });
+
+  it('the batch route answers every call as if sent alone, each as soon as it is done; a malformed batch is refused whole, nothing run', async () => {
+    const mine = id('batch-mine');
+    const owner = await ownerNode(mine);
+    let theirs = id('batch-theirs');
+    for (let i = 0; (await ownerNode(theirs)) === owner; i++) theirs = id(`batch-theirs${i}`);
+    // Another entity of the same node for the slow call (one entity runs one call at a time).
+    let sleepy = id('batch-slow');
+    for (let i = 0; (await ownerNode(sleepy)) !== owner; i++) sleepy = id(`batch-slow${i}`);
+    const key = `k-${run}`;
+    const direct = { 'concord-route': 'direct' };
+    const started = performance.now();
+    const batch = await postBatch(
+      owner,
+      {
+        calls: [
+          { kind: 'client-counter', id: sleepy, method: 'slow', message: 1500 },
+          { kind: 'client-counter', id: mine, method: 'add', message: 1 },
+          { kind: 'client-counter', id: theirs, method: 'add', message: 1 },
+          { kind: 'client-internal', id: mine, method: 'get' },
+          { kind: 'client-counter', id: mine, method: 'nope' },
+          { kind: 'client-counter', id: mine, method: 'add', message: 10, key },
+          { kind: 'client-counter', id: mine, method: 'add', message: 10, key },
+          { kind: 'client-counter', id: mine, method: 'add', message: 99, key },
+        ],
+      },
+      direct,
+    );
+    expect(batch.status).toBe(200);
+    expect(batch.contentType).toMatch(/^application\/x-ndjson/);
+    expect(batch.lines.map((line) => line.i).sort()).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    // The slow call's line comes last, ~1.5 s in; every other call was answered long before.
+    expect(batch.lines.at(-1)?.i).toBe(0);
+    expect(batch.lines.at(-1)?.at).toBeGreaterThanOrEqual(1400);
+    expect(Math.max(...batch.lines.slice(0, -1).map((line) => line.at))).toBeLessThan(1000);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(1400);
+    const [slow, plain, moved, hidden, unknown, keyed, replay, reused] = batch.results;
+    expect(slow).toMatchObject({ status: 200, owner: owner.name });
+    expect(plain).toEqual({ status: 200, reply: 1, owner: owner.name });
+    // Not this node's entity: MOVED, and nothing ran (its counter is still 0 below).
+    expect(moved).toMatchObject({
+      status: 421,
+      code: 'MOVED',
+      maybeApplied: false,
+      owner: (await ownerNode(theirs)).name,
+    });
+    expect(hidden).toMatchObject({ status: 404, code: 'UNKNOWN_ENTITY_KIND' });
+    expect(unknown).toMatchObject({ status: 404, code: 'UNKNOWN_ENTITY_KIND' });
+    // One key, applied once: the replay answers the first reply; another message with it is refused.
+    expect(keyed).toMatchObject({ status: 200 });
+    expect(replay).toEqual(keyed);
+    expect(reused).toMatchObject({ status: 422, code: 'IDEMPOTENCY_KEY_REUSED' });
+    expect(await client.ref(ClientCounter, mine).get()).toBe(11);
+    expect(await client.ref(ClientCounter, theirs).get()).toBe(0);
+
+    // Without Concord-Route the node forwards, as for a call alone.
+    const forwarded = await postBatch(owner, {
+      calls: [{ kind: 'client-counter', id: theirs, method: 'add', message: 5 }],
+    });
+    expect(forwarded.results).toEqual([{ status: 200, reply: 5, owner: (await ownerNode(theirs)).name }]);
+
+    // Malformed: 400 for the whole request, and none of its calls ran.
+    const good = { kind: 'client-counter', id: mine, method: 'add', message: 100 };
+    const bad: unknown[] = [
+      { calls: [] },
+      { calls: [good, { kind: 'client-counter', id: 'bad id', method: 'get' }] },
+      { calls: [good, { kind: 'client-counter', id: mine, method: 'get', extra: 1 }] },
+      { calls: [good, { kind: 'client-counter', id: mine, method: 'get', key: '' }] },
+      { calls: [good, { kind: 'client-counter', id: mine, method: 'get', deadlineMs: 0 }] },
+      { calls: [good], more: true },
+      { calls: Array.from({ length: 1001 }, () => ({ kind: 'k', id: 'x', method: 'm' })) },
+      [good],
+    ];
+    for (const body of bad) {
+      const answer = await owner.post<{ error?: unknown; code?: unknown }>('/entity-calls', body, direct);
+      expect(answer.status, JSON.stringify(body).slice(0, 200)).toBe(400);
+      expect(answer.body.code).toBe('BAD_MESSAGE');
+      expect(typeof answer.body.error).toBe('string');
+    }
+    expect(await client.ref(ClientCounter, mine).get()).toBe(11);
+  });
+
+  it('under concurrency the client batches the calls waiting for a node; each is answered as alone, none forwarded', async () => {
+    const batching = createClient({
+      nodes: [cluster.nodes[0]!.url],
+      entities: [ClientCounter],
+      autoIdempotencyKeys: (_kind, method) => method === 'add',
+    });
+    try {
+      await batching.refresh();
+      const before = await remoteCalls();
+      const ids = Array.from({ length: 40 }, (_, i) => id(`batched${i}`));
+      // 40 entities × 5 concurrent adds of 1, 2, 4, 8, 16: all at once.
+      const replies = await Promise.all(
+        ids.flatMap((entity) => [1, 2, 4, 8, 16].map((by) => batching.ref(ClientCounter, entity).add(by))),
+      );
+      expect(batching.stats.batches).toBeGreaterThan(0);
+      expect(batching.stats.batchedCalls).toBeGreaterThan(100);
+      expect(batching.stats.moved).toBe(0);
+      expect(batching.stats.retries).toBe(0);
+      expect(await remoteCalls()).toBe(before);
+      for (const [i, entity] of ids.entries()) {
+        // Every add applied exactly once, in some order: the replies are the running sums.
+        const mine = replies.slice(i * 5, i * 5 + 5);
+        expect(new Set(mine).size).toBe(5);
+        expect(Math.max(...mine)).toBe(31);
+        expect(await batching.ref(ClientCounter, entity).get()).toBe(31);
+      }
+      // A key the batch form cannot carry (not printable ASCII) goes alone, and works as a header.
+      const odd = `clé-${run}`;
+      const bare = Array.from({ length: 20 }, () => batching.ref(ClientCounter, ids[0]!).get());
+      await expect(batching.ref(ClientCounter, ids[0]!).add(1, { idempotencyKey: odd })).rejects.toMatchObject({
+        code: 'BAD_MESSAGE',
+      });
+      expect(await Promise.all(bare)).toEqual(Array.from({ length: 20 }, () => 31));
+    } finally {
+      await batching.close();
     }
   });
 
