@@ -14,7 +14,7 @@ import { exchange } from './http-exchange.js';
 /**
  * The calls of one client to one node. A call goes out at once, alone, while fewer than
  * MAX_IN_FLIGHT requests to the node are waiting for their answer; after that it waits for
- * one of them to come back, and every call that waited meanwhile goes in one batch
+ * one of them to come back (at most MAX_WAIT_MS), and every call that waited meanwhile goes in one batch
  * (`POST /entity-calls`, see entity-call-wire.ts). Under load, that is what shares one
  * request's HTTP work (parsing, headers, a write and a read on each side) among many calls;
  * a lone caller never waits. Each call keeps its own deadline and its own answer: a batch's
@@ -44,6 +44,11 @@ export interface CallAnswer {
 
 /** Requests to one node that may be waiting for their answer before calls wait to be batched. */
 const MAX_IN_FLIGHT = 2;
+/**
+ * Longest a call waits for a request in flight to be answered: then the calls waiting go anyway
+ * (two slow handlers must not hold up every other call to their node).
+ */
+const MAX_WAIT_MS = 2;
 /** Most calls in one batch (the node accepts up to MAX_BATCH_CALLS). */
 const BATCH_SIZE = 256;
 /**
@@ -70,6 +75,8 @@ export interface BatchStats {
 export class NodeCalls {
   private inFlight = 0;
   private waiting: Waiting[] = [];
+  /** Set while calls wait: sends them after MAX_WAIT_MS whatever is in flight. */
+  private waitTimer: NodeJS.Timeout | null = null;
   /** The node answered a batch with 404/405 (a version without the batch route): calls go alone. */
   private batchesRefused = false;
 
@@ -82,6 +89,10 @@ export class NodeCalls {
     if (this.inFlight < MAX_IN_FLIGHT || !call.direct || this.batchesRefused || batchCallProblem(wireCall(call))) {
       return this.alone(call);
     }
+    this.waitTimer ??= setTimeout(() => {
+      this.waitTimer = null;
+      this.flush(true);
+    }, MAX_WAIT_MS);
     return new Promise<CallAnswer>((resolve, reject) => {
       this.waiting.push({ call, resolve, reject });
     });
@@ -129,8 +140,9 @@ export class NodeCalls {
     };
   }
 
-  private flush(): void {
-    while (this.waiting.length > 0 && this.inFlight < MAX_IN_FLIGHT) {
+  /** Send the calls that wait, as far as MAX_IN_FLIGHT allows (all of them when `now`). */
+  private flush(now = false): void {
+    while (this.waiting.length > 0 && (now || this.inFlight < MAX_IN_FLIGHT)) {
       // The first waiting call, and those after it with a deadline close to its own.
       const first = this.waiting[0]!.call.deadline;
       const batch: Waiting[] = [];
@@ -146,6 +158,10 @@ export class NodeCalls {
       } else {
         this.sendBatch(batch);
       }
+    }
+    if (this.waiting.length === 0 && this.waitTimer !== null) {
+      clearTimeout(this.waitTimer);
+      this.waitTimer = null;
     }
   }
 

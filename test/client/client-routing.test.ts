@@ -283,6 +283,25 @@ describe('concord-cluster/client', () => {
     }
   });
 
+  it('a call does not wait behind two slow calls in flight to its node', async () => {
+    const first = id('sleepy-a');
+    const node = await ownerNode(first);
+    const sameNode = async (prefix: string) => {
+      for (let i = 0; ; i++) {
+        const candidate = id(`${prefix}${i}`);
+        if ((await ownerNode(candidate)) === node) return candidate;
+      }
+    };
+    const [second, quick] = [await sameNode('sleepy-b'), await sameNode('quick')];
+    await client.refresh();
+    const slow = [first, second].map((entity) => client.ref(ClientCounter, entity).slow(1500));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const started = performance.now();
+    expect(await client.ref(ClientCounter, quick).get()).toBe(0);
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(await Promise.all(slow)).toEqual([0, 0]);
+  });
+
   it('honours the deadline of a call', async () => {
     const started = performance.now();
     const error = await client
