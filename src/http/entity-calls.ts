@@ -138,6 +138,8 @@ export function registerEntityCallRoute(
     // Streaming: the lines of the calls that finish in one turn of the event loop go out in one write.
     const flush = () => {
       flushing = false;
+      // The caller may have gone (its connection closed): what is left has no one to go to.
+      if (out!.destroyed) return;
       out!.write(pending);
       pending = '';
       if (left === 0) out!.end();
@@ -157,6 +159,7 @@ export function registerEntityCallRoute(
     await new Promise<void>((resolve) => setImmediate(resolve));
     if (left === 0) return reply.type(BATCH_CONTENT_TYPE).send(pending);
     out = new PassThrough();
+    out.on('error', () => {}); // Torn down with its connection: nothing to report.
     flush();
     return reply.type(BATCH_CONTENT_TYPE).send(out);
   });

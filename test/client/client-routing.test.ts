@@ -245,6 +245,33 @@ describe('concord-cluster/client', () => {
     expect(await client.ref(ClientCounter, mine).get()).toBe(11);
   });
 
+  it('a caller that goes away in the middle of a batch leaves the node serving', async () => {
+    const entity = id('abandoned');
+    const owner = await ownerNode(entity);
+    const aborted = new AbortController();
+    const request = fetch(`${owner.url}/entity-calls`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        calls: [
+          { kind: 'client-counter', id: entity, method: 'slow', message: 600 },
+          { kind: 'client-counter', id: id('abandoned-other'), method: 'get' },
+        ],
+      }),
+      signal: aborted.signal,
+    }).then(async (response) => {
+      // The first line (the quick call) arrives; then the caller hangs up mid-answer.
+      const reader = response.body!.getReader();
+      await reader.read();
+      aborted.abort();
+    });
+    await request.catch(() => {});
+    await new Promise((resolve) => setTimeout(resolve, 900));
+    expect((await owner.get('/healthz')).status).toBe(200);
+    expect(await client.ref(ClientCounter, entity).get()).toBe(0);
+    expect(owner.logs()).not.toMatch(/ERR_STREAM|Uncaught|unhandled/i);
+  });
+
   it('under concurrency the client batches the calls waiting for a node; each is answered as alone, none forwarded', async () => {
     const batching = createClient({
       nodes: [cluster.nodes[0]!.url],
