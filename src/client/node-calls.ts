@@ -52,6 +52,11 @@ const MAX_WAIT_MS = 2;
 /** Most calls in one batch (the node accepts up to MAX_BATCH_CALLS). */
 const BATCH_SIZE = 256;
 /**
+ * Most bytes of calls in one batch: half the node's default body limit (64 KiB), so that a
+ * batch of calls that would each pass alone is not refused as too large.
+ */
+const BATCH_BYTES = 32 * 1024;
+/**
  * The node is told a deadline a little shorter than the call's, and the request is abandoned a
  * little after it, so that a node's own 503/504 arrives rather than a client-side abort.
  */
@@ -108,24 +113,20 @@ export class NodeCalls {
     if (call.key !== undefined) headers['idempotency-key'] = quoteKey(call.key);
     // No message, no body (and no JSON to write or parse on either side).
     const body = call.messageJson === undefined ? null : `{"message":${call.messageJson}}`;
-    return this.track(
-      exchange(
-        this.dispatcher,
-        { method: 'POST', path: entityCallPath(call.kind, call.id, call.method), headers, body },
-        Math.ceil(remaining) + ABORT_GRACE_MS,
-        OWNER_HEADER,
-      ).then((answer) => ({
+    // In flight until answered; then what waited meanwhile goes.
+    const release = this.hold();
+    return exchange(
+      this.dispatcher,
+      { method: 'POST', path: entityCallPath(call.kind, call.id, call.method), headers, body },
+      Math.ceil(remaining) + ABORT_GRACE_MS,
+      OWNER_HEADER,
+    )
+      .then((answer) => ({
         status: answer.status,
         body: answer.text.length > 0 ? JSON.parse(answer.text) : null,
         owner: answer.header,
-      })),
-    );
-  }
-
-  /** Counts the request in flight until it is answered, then sends what waited meanwhile. */
-  private track(request: Promise<CallAnswer>): Promise<CallAnswer> {
-    const release = this.hold();
-    return request.finally(release);
+      }))
+      .finally(release);
   }
 
   /** A place in flight; the function given back frees it (once) and sends what waited. */
@@ -147,9 +148,19 @@ export class NodeCalls {
       const first = this.waiting[0]!.call.deadline;
       const batch: Waiting[] = [];
       const rest: Waiting[] = [];
+      let bytes = 0;
       for (const entry of this.waiting) {
-        if (batch.length < BATCH_SIZE && Math.abs(entry.call.deadline - first) <= DEADLINE_SPREAD_MS) batch.push(entry);
-        else rest.push(entry);
+        const size = sizeOf(entry.call);
+        if (
+          batch.length < BATCH_SIZE &&
+          (batch.length === 0 || bytes + size <= BATCH_BYTES) &&
+          Math.abs(entry.call.deadline - first) <= DEADLINE_SPREAD_MS
+        ) {
+          batch.push(entry);
+          bytes += size;
+        } else {
+          rest.push(entry);
+        }
       }
       this.waiting = rest;
       if (batch.length === 1) {
@@ -222,13 +233,14 @@ export class NodeCalls {
                 if (!done[i]) entry.reject(error);
               });
             }
-          } else if (answer.status === 404 || answer.status === 405) {
-            // A node without the batch route: nothing ran; every call goes again, alone.
-            this.batchesRefused = true;
+          } else if (answer.status === 404 || answer.status === 405 || answer.status === 413) {
+            // A node without the batch route (404/405: from now on calls go alone), or a batch
+            // over a node's smaller body limit: nothing ran; every call goes again, alone.
+            if (answer.status !== 413) this.batchesRefused = true;
             for (const entry of batch) this.alone(entry.call).then(entry.resolve, entry.reject);
           } else {
-            // The whole request was refused (400, 413, 503 while stopping…): each call gets that answer.
-            const body: unknown = answer.text.length > 0 ? JSON.parse(answer.text) : null;
+            // The whole request was refused (a 503 while the node stops…): each call gets that answer.
+            const body = parseOrNull(answer.text);
             for (const entry of batch) entry.resolve({ status: answer.status, body, owner: undefined });
           }
         },
@@ -242,6 +254,26 @@ export class NodeCalls {
         release?.();
         release = null;
       });
+  }
+}
+
+/** About the bytes a call takes in a batch body. */
+function sizeOf(call: OutgoingCall): number {
+  return (
+    80 +
+    call.kind.length +
+    call.id.length +
+    call.method.length +
+    (call.messageJson?.length ?? 0) +
+    (call.key?.length ?? 0)
+  );
+}
+
+function parseOrNull(text: string): unknown {
+  try {
+    return text.length > 0 ? JSON.parse(text) : null;
+  } catch {
+    return null;
   }
 }
 

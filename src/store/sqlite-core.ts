@@ -520,14 +520,11 @@ export class SqliteCore implements SyncStore {
         this.db.pragma('synchronous = NORMAL');
       }
     }
-    const one = this.db.transaction(({ requests, token }: FoldedBatch): boolean[] => {
-      const results = requests.map((req) => this.applyWrite(req));
-      // In the batch's savepoint: the token goes in exactly when the batch's writes do. If it
-      // is there already, the sender re-ran the batch on its own connection (it stopped
-      // waiting for us) and that copy applied: BatchSuperseded rolls this copy back.
-      if (token !== undefined) this.recordBatch(token, results);
-      return results;
-    });
+    // Each batch in its own savepoint: with its token, the token goes in exactly when the
+    // batch's writes do. If it is there already, the sender re-ran the batch on its own
+    // connection (it stopped waiting for us) and that copy applied: BatchSuperseded rolls
+    // this copy back.
+    const one = this.db.transaction(({ requests, token }: FoldedBatch): boolean[] => this.applyBatch(requests, token));
     return this.immediate(() =>
       batches.map((batch): boolean[] | Error => {
         try {
@@ -558,10 +555,15 @@ export class SqliteCore implements SyncStore {
           { maybeApplied: true },
         );
       }
-      const results = requests.map((req) => this.applyWrite(req));
-      this.recordBatch(token, results);
-      return results;
+      return this.applyBatch(requests, token);
     });
+  }
+
+  /** The fenced requests of a batch, and its token recorded with their results (call inside a transaction). */
+  private applyBatch(requests: WriteRequest[], token: string | undefined): boolean[] {
+    const results = requests.map((req) => this.applyWrite(req));
+    if (token !== undefined) this.recordBatch(token, results);
+    return results;
   }
 
   /** Delete the tokens of batches sent before `before` (Date.now() ms); returns how many. */

@@ -423,7 +423,7 @@ export class SharedWriter {
     const t0 = performance.now();
     try {
       results = this.core.writeFolded(
-        queued.map(({ requests, token }) => (token === undefined ? { requests } : { requests, token })),
+        queued,
         queued.some((entry) => entry.strict),
       );
     } catch (err) {

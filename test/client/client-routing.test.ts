@@ -298,6 +298,24 @@ describe('concord-cluster/client', () => {
         expect(Math.max(...mine)).toBe(31);
         expect(await batching.ref(ClientCounter, entity).get()).toBe(31);
       }
+      // Calls with large messages (2 KB each, 200 KB in all) are split into batches under the
+      // node's body limit (64 KiB): none is refused as too large.
+      const large = 'x'.repeat(2000);
+      const batchesBeforeLarge = batching.stats.batches;
+      const tooLarge = async () => {
+        let sum = 0;
+        for (const node of cluster.nodes) sum += await node.metric('concord_http_requests_total', { status: '413' });
+        return sum;
+      };
+      const tooLargeBefore = await tooLarge();
+      const answers = await Promise.all(
+        Array.from({ length: 100 }, (_, i) =>
+          batching.callByName('client-counter', ids[i % ids.length]!, 'get', large),
+        ),
+      );
+      expect(answers).toEqual(Array.from({ length: 100 }, () => 31));
+      expect(batching.stats.batches - batchesBeforeLarge).toBeGreaterThanOrEqual(2);
+      expect(await tooLarge()).toBe(tooLargeBefore);
       // A key the batch form cannot carry (not printable ASCII) goes alone, and works as a header.
       const odd = `clé-${run}`;
       const bare = Array.from({ length: 20 }, () => batching.ref(ClientCounter, ids[0]!).get());

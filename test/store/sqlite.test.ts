@@ -352,6 +352,18 @@ await store.close();
 process.send({ registered: shared.ok, claimed: claim !== null, wins, appended }, () => process.disconnect());
 `;
 
+/** A fenced write of entity `id` (kind `k`) from `expectedVersion` to the next, for the shared-writer tests. */
+function write(id: string, epoch: number, expectedVersion: number): WriteRequest {
+  return {
+    kind: 'k',
+    id,
+    epoch,
+    expectedVersion,
+    newVersion: expectedVersion + 1,
+    state: JSON.stringify(`${id}@${expectedVersion + 1}`),
+  };
+}
+
 describe('SqliteStore with a shared writer', () => {
   const stores: SqliteStore[] = [];
   afterAll(async () => {
@@ -372,15 +384,6 @@ describe('SqliteStore with a shared writer', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
   }
-
-  const write = (id: string, epoch: number, expectedVersion: number) => ({
-    kind: 'k',
-    id,
-    epoch,
-    expectedVersion,
-    newVersion: expectedVersion + 1,
-    state: JSON.stringify(`${id}@${expectedVersion + 1}`),
-  });
 
   it('the first store is the writer, the next forwards; each request is fenced alone; the socket is 0600 and goes on close', async () => {
     const path = tempSqliteUrl().slice('sqlite:'.length);
@@ -516,15 +519,6 @@ describe('shared writer: a batch the writer does not answer is re-run by its sen
   afterAll(async () => {
     for (const writer of writers) writer.close();
     await Promise.all(stores.map((s) => s.close().catch(() => {})));
-  });
-
-  const write = (id: string, epoch: number, expectedVersion: number): WriteRequest => ({
-    kind: 'k',
-    id,
-    epoch,
-    expectedVersion,
-    newVersion: expectedVersion + 1,
-    state: JSON.stringify(`${id}@${expectedVersion + 1}`),
   });
 
   async function linkedFollower(): Promise<{ follower: SqliteStore; writer: HandWriter; path: string }> {
