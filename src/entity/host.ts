@@ -73,6 +73,8 @@ export interface HostOptions {
   maxTurnsPerBatch: number;
   /** Concurrent group-commit transactions. */
   maxConcurrentCommits: number;
+  /** Concurrent activation batches (default: maxConcurrentCommits). */
+  maxConcurrentActivations?: number;
   /** This node's name, recorded with the events it appends. */
   nodeName?: string;
   /** Idempotency keys are kept at least this long (store clock); older ones are swept. Default 24 h. */
@@ -176,7 +178,11 @@ export class EntityHost implements ShardHost {
   ) {
     this.shards = [];
     this.store = store;
-    this.activator = new TickBatcher((requests) => store.activate(requests), options.maxConcurrentCommits, 512);
+    this.activator = new TickBatcher(
+      (requests) => store.activate(requests),
+      options.maxConcurrentActivations ?? options.maxConcurrentCommits,
+      512,
+    );
     this.writer = new TickBatcher(
       (requests) => {
         this.stats.commits++;

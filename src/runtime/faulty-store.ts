@@ -12,6 +12,7 @@ export function withStoreFaults(store: Store, faults: FaultSwitch): Store {
     faults.storeCut ? Promise.reject(new StoreUnavailable('store unreachable (fault injection)')) : call();
   return {
     backend: store.backend,
+    commitsInFlight: store.commitsInFlight,
     migrate: () => guard(() => store.migrate()),
     close: () => store.close(),
     now: () => guard(() => store.now()),

@@ -343,7 +343,9 @@ export class ConcordNode {
           idleTimeoutMs: options.idleTimeoutMs ?? 10 * 60_000,
           maxActiveEntities: options.maxActiveEntities ?? 1_000_000,
           maxTurnsPerBatch: 256,
-          maxConcurrentCommits: commitsInFlight(store),
+          maxConcurrentCommits: store.commitsInFlight,
+          // Activations read and insert on the node's own connection, never through a shared writer.
+          maxConcurrentActivations: store.backend === 'sqlite' ? 1 : 4,
           nodeName: options.name,
           idempotencyWindowMs: options.idempotencyWindowMs,
           maxIdempotencyKeysPerEntity: options.maxIdempotencyKeysPerEntity,
@@ -949,6 +951,3 @@ function callOutcome(error: unknown): CallOutcome {
  * with or without a shared writer (each commit then carries all the writes that queued
  * meanwhile; measured: two in flight split them into half-size commits, ~0.55x on one node).
  */
-function commitsInFlight(store: Store): number {
-  return store.backend === 'sqlite' ? 1 : 4;
-}

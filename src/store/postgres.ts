@@ -189,6 +189,8 @@ interface SuspicionRow {
 
 export class PostgresStore implements Store {
   readonly backend = 'postgres' as const;
+  /** Commits overlap on the pool's connections. */
+  readonly commitsInFlight = 4;
   private readonly sql: Sql;
   /** `?pgbouncer=true` with relaxed durability: `SET LOCAL synchronous_commit = off` in every transaction. */
   private readonly relaxedPerTransaction: boolean;

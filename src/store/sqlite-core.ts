@@ -43,7 +43,9 @@ import type {
 
 /** The Store's methods, made synchronous. */
 export type SyncStore = {
-  [K in Exclude<keyof Store, 'backend'>]: (...args: Parameters<Store[K]>) => Awaited<ReturnType<Store[K]>>;
+  [K in Exclude<keyof Store, 'backend' | 'commitsInFlight'>]: (
+    ...args: Parameters<Store[K]>
+  ) => Awaited<ReturnType<Store[K]>>;
 };
 
 /** Names of the methods a SqliteCore answers (what the worker protocol may call). */

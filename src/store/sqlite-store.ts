@@ -81,6 +81,12 @@ export class SqliteStore implements Store {
   readonly usesWorker: boolean;
   /** Whether writes go through the file's shared writer (SqliteStoreOptions.sharedWriter). */
   readonly sharedWriter: boolean;
+  /**
+   * Without a shared writer each batch takes the file's write lock by itself: one at a time.
+   * With one, a batch sent while another commits waits in the writer's queue and joins its
+   * next commit, so the writer never idles between commits (W at C = 64 rose by about a third).
+   */
+  readonly commitsInFlight: number;
   private readonly runner: CoreRunner;
   /** With a shared writer: this process's role, and the client forwarding a follower's writes. */
   private role: 'writer' | 'follower' | undefined;
@@ -91,6 +97,7 @@ export class SqliteStore implements Store {
     const { inProcess, sharedWriter, ...storeOptions } = options;
     this.usesWorker = !(inProcess ?? RUNNING_FROM_SOURCE);
     this.sharedWriter = this.usesWorker && (sharedWriter ?? sharedWriterDefault());
+    this.commitsInFlight = this.sharedWriter ? 4 : 1;
     this.runner = this.usesWorker
       ? new WorkerRunner(path, storeOptions, this.sharedWriter, (notice) => this.onNotice(notice))
       : new InProcessRunner(path, storeOptions);

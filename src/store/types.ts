@@ -237,6 +237,13 @@ export type Durability =
 
 export interface Store {
   readonly backend: 'sqlite' | 'postgres';
+  /**
+   * How many write batches a node should have in flight at once (its group commits). More
+   * only pays where the store overlaps them: PostgreSQL's pool, or a SQLite shared writer that
+   * folds every batch queued meanwhile into its next commit. Batches that each take the file's
+   * write lock in turn would only contend for it.
+   */
+  readonly commitsInFlight: number;
 
   /** Create or upgrade the schema. Safe to call from many processes at once. */
   migrate(): Promise<void>;
