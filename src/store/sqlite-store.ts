@@ -53,15 +53,15 @@ export interface SqliteStoreOptions extends StoreOptions {
    * One writer per file (see sqlite-writer.ts): the node processes sharing the file forward
    * their fenced write batches to the one that holds `<file>.writer-lock`, which commits the
    * batches of all of them together (one fsync per commit instead of one per process and
-   * commit). Worker mode only (ignored in-process). Default: the environment variable
-   * CONCORD_SQLITE_SHARED_WRITER (`1` on, `0` off), else off.
+   * commit). Worker mode only (ignored in-process). Default: on, unless the environment
+   * variable CONCORD_SQLITE_SHARED_WRITER is `0`.
    */
   sharedWriter?: boolean;
 }
 
 /** The default of SqliteStoreOptions.sharedWriter. */
 export function sharedWriterDefault(): boolean {
-  return process.env['CONCORD_SQLITE_SHARED_WRITER'] === '1';
+  return process.env['CONCORD_SQLITE_SHARED_WRITER'] !== '0';
 }
 
 const RUNNING_FROM_SOURCE = import.meta.url.endsWith('.ts');

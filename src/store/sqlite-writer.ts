@@ -278,26 +278,13 @@ interface QueuedBatch {
   done: WriteDone;
   /** Needs a synchronous=FULL commit. */
   strict: boolean;
-  /** Who sent it: LOCAL (this process) or the socket it came on. */
-  source: unknown;
 }
-
-const LOCAL = Symbol('local');
 /** How often the writer deletes batch tokens older than BATCH_TOKEN_TTL_MS. */
 const PRUNE_INTERVAL_MS = 10_000;
-/**
- * Longest wait of a commit for the senders of the previous one (timers have 1 ms resolution).
- * Worth it: the alternative is a commit of its own, an fsync (~0.8 ms) more.
- */
-const GATHER_MS = 1;
 
 export class SharedWriter {
   private queue: QueuedBatch[] = [];
   private flushScheduled = false;
-  /** Set while a commit waits for the senders of the last one (see enqueue). */
-  private gatherTimer: NodeJS.Timeout | undefined;
-  /** The senders (LOCAL or a socket) whose batches were in the last commit. */
-  private lastSources = new Set<unknown>();
   private readonly lockDb: Database.Database;
   private holdsLock = false;
   private server: Server | undefined;
@@ -335,7 +322,7 @@ export class SharedWriter {
    * batches of a follower itself (WriterClient); those it sends here are the ones it could not.
    */
   write(requests: WriteRequest[], done: WriteDone): void {
-    this.enqueue({ requests, done, strict: this.strict, source: LOCAL });
+    this.enqueue({ requests, done, strict: this.strict });
   }
 
   /** Commit the queued batches now: called before any other request of this process, to keep their order. */
@@ -372,49 +359,17 @@ export class SharedWriter {
 
   private enqueue(batch: QueuedBatch): void {
     this.queue.push(batch);
-    if (this.gatherTimer !== undefined) {
-      // Gathering: commit as soon as every expected sender is in (after this I/O phase).
-      if (this.missingSender()) return;
-      clearTimeout(this.gatherTimer);
-      this.gatherTimer = undefined;
-      this.flushScheduled = false;
-    }
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     // After the I/O phase: every batch that arrived meanwhile (from the socket or this
-    // process) is queued by then and joins the same transaction.
-    setImmediate(() => {
-      if (!this.flushScheduled || this.gatherTimer !== undefined) return;
-      if (this.missingSender()) {
-        // A sender of the last commit has not sent its next batch yet: it usually does within
-        // a hop, so wait for it (at most GATHER_MS; the poll wakes on its frame) rather than
-        // alternate one commit per process, which is what taking turns on the lock does.
-        this.gatherTimer = setTimeout(() => {
-          this.gatherTimer = undefined;
-          this.flushScheduled = false;
-          this.flush();
-        }, GATHER_MS);
-        return;
-      }
-      this.flushScheduled = false;
-      this.flush();
-    });
-  }
-
-  /** A sender whose batch was in the last commit, still connected, with nothing queued. */
-  private missingSender(): boolean {
-    for (const source of this.lastSources) {
-      if (source !== LOCAL && (source as Socket).destroyed) continue;
-      if (!this.queue.some((entry) => entry.source === source)) return true;
-    }
-    return false;
+    // process) is queued by then and joins the same transaction. A commit does not wait for
+    // more: the nodes keep several batches in flight (Store.commitsInFlight), so what arrives
+    // during a commit joins the next one. (Waiting up to 1 ms for the senders of the last
+    // commit, as this did before, cost more at low load than it gained at high load.)
+    setImmediate(() => this.flush());
   }
 
   private flush(): void {
-    if (this.gatherTimer !== undefined) {
-      clearTimeout(this.gatherTimer);
-      this.gatherTimer = undefined;
-    }
     this.flushScheduled = false;
     const queued = this.queue;
     if (queued.length === 0) return;
@@ -431,7 +386,6 @@ export class SharedWriter {
       for (const entry of queued) entry.done(error);
       return;
     }
-    this.lastSources = new Set(queued.map((entry) => entry.source));
     this.stats.commits++;
     this.stats.batches += queued.length;
     this.stats.txMs += performance.now() - t0;
@@ -515,7 +469,6 @@ export class SharedWriter {
       this.enqueue({
         requests,
         token,
-        source: socket,
         // A sender that does not say it is relaxed gets power-loss-safe commits.
         strict: hello.strict !== false,
         done: (result) => {

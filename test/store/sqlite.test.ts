@@ -97,9 +97,9 @@ storeConformance(
 );
 
 storeConformance(
-  'sqlite (worker threads)',
+  'sqlite (worker threads, no shared writer)',
   sqliteTarget((path, options) => {
-    const store = new compiled.SqliteStore(path, options);
+    const store = new compiled.SqliteStore(path, { ...options, sharedWriter: false });
     if (!store.usesWorker) throw new Error('expected the compiled store to use a worker thread');
     return store;
   }),
@@ -135,6 +135,28 @@ describe('SqliteStore specifics', () => {
     expect(fromSource.usesWorker).toBe(false);
     expect(fromCompiled.usesWorker).toBe(true);
     expect(forced.usesWorker).toBe(false);
+  });
+
+  it('shares one writer per file by default, CONCORD_SQLITE_SHARED_WRITER=0 turns it off; only with it 4 write batches in flight', async () => {
+    const path = tempSqliteUrl().slice('sqlite:'.length);
+    const saved = process.env['CONCORD_SQLITE_SHARED_WRITER'];
+    let shared: InstanceType<typeof compiled.SqliteStore>;
+    let alone: InstanceType<typeof compiled.SqliteStore>;
+    try {
+      delete process.env['CONCORD_SQLITE_SHARED_WRITER'];
+      shared = new compiled.SqliteStore(path);
+      process.env['CONCORD_SQLITE_SHARED_WRITER'] = '0';
+      alone = new compiled.SqliteStore(path);
+    } finally {
+      if (saved === undefined) delete process.env['CONCORD_SQLITE_SHARED_WRITER'];
+      else process.env['CONCORD_SQLITE_SHARED_WRITER'] = saved;
+    }
+    stores.push(shared, alone);
+    expect([shared.sharedWriter, shared.commitsInFlight]).toEqual([true, 4]);
+    expect([alone.sharedWriter, alone.commitsInFlight]).toEqual([false, 1]);
+    await shared.migrate();
+    expect((await shared.sharedWriterStatus())?.role).toBe('writer');
+    expect(await alone.sharedWriterStatus()).toBeNull();
   });
 
   it('answers requests strictly in submission order', async () => {
