@@ -156,6 +156,7 @@ export class StoreCallNode {
       replicatedMaps: () => [],
       ownerOf: (kind) => (this.definitions.has(kind) ? { shard: null, owner: this.name, epoch: 0 } : null),
       faults: null,
+      sharedWriter: async () => (await this.store.sharedWriterStatus?.()) ?? null,
     };
   }
 }

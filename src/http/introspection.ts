@@ -1,6 +1,7 @@
 import type { RefusedJoin } from '../cluster/secret-check.js';
 import type { NaiveNode } from '../runtime/naive-node.js';
 import type { ConcordNode } from '../runtime/node.js';
+import type { SharedWriterStatus } from '../store/sqlite-writer.js';
 import { Telemetry } from '../telemetry.js';
 import type { PeerTraffic } from '../transport/connection.js';
 import type { FaultSwitch } from '../transport/faults.js';
@@ -94,6 +95,8 @@ export interface NodeIntrospection {
   ownerOf(kind: string, id: string): { shard: number | null; owner: string | null; epoch: number } | null;
   /** The test-only fault switch, when the node runs with fault injection. */
   readonly faults: FaultSwitch | null;
+  /** On SQLite with a shared writer: this process's role and counters; null otherwise. */
+  sharedWriter(): Promise<SharedWriterStatus | null>;
 }
 
 const REFUSED_JOINS_READ_TIMEOUT_MS = 1000;
@@ -166,6 +169,7 @@ export function introspectConcordNode(node: ConcordNode): NodeIntrospection {
       node.openMaps().map((map) => ({ name: map.name, size: map.size, syncLagMs: map.takeSyncLagMs() })),
     ownerOf: (kind, id) => node.ownerOf(kind, id),
     faults: node.faults,
+    sharedWriter: () => node.sharedWriterStatus(),
   };
 }
 
@@ -203,5 +207,6 @@ export function introspectNaiveNode(node: NaiveNode): NodeIntrospection {
     replicatedMaps: () => [],
     ownerOf: (kind, _id) => (node.defines(kind) ? { shard: null, owner: node.name, epoch: 0 } : null),
     faults: null,
+    sharedWriter: async () => null,
   };
 }

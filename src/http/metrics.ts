@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Counter, collectDefaultMetrics, Gauge, type Registry } from 'prom-client';
 import { LatencyMetrics } from '../latency-metrics.js';
+import type { SharedWriterStatus } from '../store/sqlite-writer.js';
 import type { AppNode } from './app.js';
 import type { NodeIntrospection, RuntimeCounters } from './introspection.js';
 
@@ -231,6 +232,61 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
       protocolErrorsSeen = Math.max(protocolErrorsSeen, value);
     },
   });
+
+  // SQLite's shared writer (on by default): which node process commits the file's writes, and
+  // what forwarding costs. A re-run means the writer did not answer a batch in time (it was
+  // paused, dying or failing) and the sender committed it itself. Collects run in parallel:
+  // they share one read of the status per scrape.
+  let writerRead: { at: number; status: Promise<SharedWriterStatus | null> } | null = null;
+  const writerStatus = (): Promise<SharedWriterStatus | null> => {
+    const now = performance.now();
+    if (writerRead === null || now - writerRead.at > 100) {
+      writerRead = { at: now, status: introspection.sharedWriter().catch(() => null) };
+    }
+    return writerRead.status;
+  };
+  const writerRole = new Gauge({
+    name: 'concord_sqlite_writer_role',
+    help: "1 on the role this node process has for its SQLite file's shared writer: writer (it commits every local node's writes) or follower (it forwards its writes); no series without a shared writer",
+    labelNames: ['role'],
+    registers: [registry],
+    async collect() {
+      const status = await writerStatus();
+      writerRole.reset();
+      if (status === null) return;
+      writerRole.set({ role: 'writer' }, status.role === 'writer' ? 1 : 0);
+      writerRole.set({ role: 'follower' }, status.role === 'follower' ? 1 : 0);
+    },
+  });
+  const writerCounter = (name: string, help: string, read: (status: SharedWriterStatus) => number) => {
+    let seen = 0;
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        const status = await writerStatus();
+        const value = status === null ? 0 : read(status);
+        if (value > seen) this.inc(value - seen);
+        seen = Math.max(seen, value);
+      },
+    });
+  };
+  writerCounter(
+    'concord_sqlite_writer_commits_total',
+    "Transactions this node process committed as its SQLite file's shared writer",
+    (status) => status.commits,
+  );
+  writerCounter(
+    'concord_sqlite_writer_forwarded_batches_total',
+    "Write batches this node process forwarded to its SQLite file's shared writer",
+    (status) => status.forwarded,
+  );
+  writerCounter(
+    'concord_sqlite_writer_reruns_total',
+    'Forwarded write batches the shared writer did not answer (paused, gone or failing), committed by this node process itself instead',
+    (status) => status.rerun,
+  );
 
   http.get('/metrics', async (_request, reply) => {
     const text = await registry.metrics();

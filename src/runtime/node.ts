@@ -33,6 +33,7 @@ import { ReplicatedMaps } from '../pubsub/maps.js';
 import { PubSub } from '../pubsub/pubsub.js';
 import type { ReplicatedMap, ReplicatedMapOptions } from '../pubsub/replicated-map.js';
 import { openStore } from '../store/open.js';
+import type { SharedWriterStatus } from '../store/sqlite-writer.js';
 import type { Durability, Store } from '../store/types.js';
 import { type CallOutcome, Telemetry, withStoreTiming } from '../telemetry.js';
 import { PeerUnreachable } from '../transport/errors.js';
@@ -559,6 +560,15 @@ export class ConcordNode {
   /** A typed handle on one entity: `node.ref(Counter, 'c1').add(2)`. */
   ref<S, H extends Handlers<S>>(definition: EntityDefinition<S, H>, id: string): EntityRef<H> {
     return entityRef(definition, id, (...args) => this.callByName(...args));
+  }
+
+  /**
+   * On SQLite with a shared writer (the default): whether this process commits the file's
+   * writes or forwards them, and its counters (commits, forwarded batches, re-runs); null on
+   * any other store.
+   */
+  async sharedWriterStatus(): Promise<SharedWriterStatus | null> {
+    return (await this.store.sharedWriterStatus?.()) ?? null;
   }
 
   status(): ClusterStatus {

@@ -7,6 +7,8 @@
  * Integers (incarnation, epoch, version) are JavaScript numbers (< 2^53).
  */
 
+import type { SharedWriterStatus } from './sqlite-writer.js';
+
 /**
  * A membership row's status:
  * - `joining`: registered (it holds a lease) but not yet a member: it owns nothing and is no
@@ -17,6 +19,7 @@
  *   evictMember). Its lease can no longer be renewed; it stops serving, acknowledges, and
  *   registers again as `joining` when it can reach the members again.
  */
+
 export type NodeStatus = 'joining' | 'alive' | 'leaving' | 'evicted';
 
 export interface NodeRecord {
@@ -244,6 +247,11 @@ export interface Store {
    * write lock in turn would only contend for it.
    */
   readonly commitsInFlight: number;
+  /**
+   * SQLite with a shared writer: this process's role for the file and its counters (see
+   * sqlite-writer.ts); null without one. Stores that never have one need not implement it.
+   */
+  sharedWriterStatus?(): Promise<SharedWriterStatus | null>;
 
   /** Create or upgrade the schema. Safe to call from many processes at once. */
   migrate(): Promise<void>;

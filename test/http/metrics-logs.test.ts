@@ -72,6 +72,30 @@ describe('metrics and logs', () => {
     expect(text).toMatch(/concord_replicated_map_entries\{map="[^"]+"/);
   });
 
+  it("names the SQLite file's shared writer: one node process commits, the others forward to it", async () => {
+    const nodes = cluster.nodes;
+    for (let i = 0; i < 60; i++) {
+      expect((await nodes[i % nodes.length]!.put(`/entities/w-${i}`, { state: 'working' })).status).toBe(200);
+    }
+    const seen = await Promise.all(
+      nodes.map(async (node) => ({
+        writer: await node.metric('concord_sqlite_writer_role', { role: 'writer' }),
+        follower: await node.metric('concord_sqlite_writer_role', { role: 'follower' }),
+        commits: await node.metric('concord_sqlite_writer_commits_total'),
+        forwarded: await node.metric('concord_sqlite_writer_forwarded_batches_total'),
+        reruns: await node.metric('concord_sqlite_writer_reruns_total'),
+      })),
+    );
+    const writers = seen.filter((s) => s.writer === 1 && s.follower === 0);
+    const followers = seen.filter((s) => s.writer === 0 && s.follower === 1);
+    expect(writers, JSON.stringify(seen)).toHaveLength(1);
+    expect(followers, JSON.stringify(seen)).toHaveLength(2);
+    // Every node owns some of the 60 entities: the writer committed, each follower forwarded.
+    expect(writers[0]!.commits).toBeGreaterThan(0);
+    for (const follower of followers) expect(follower.forwarded, JSON.stringify(seen)).toBeGreaterThan(0);
+    for (const s of seen) expect(s.reruns).toBe(0);
+  });
+
   it('counts failovers after a kill -9 and handoffs after a graceful leave', async () => {
     const [n1, n2, n3] = cluster.nodes as [
       (typeof cluster.nodes)[0],
