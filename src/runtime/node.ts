@@ -955,9 +955,3 @@ function callOutcome(error: unknown): CallOutcome {
       return 'rejected';
   }
 }
-
-/**
- * Write batches a node keeps in flight: PostgreSQL four (commits overlap there); SQLite one,
- * with or without a shared writer (each commit then carries all the writes that queued
- * meanwhile; measured: two in flight split them into half-size commits, ~0.55x on one node).
- */

@@ -516,7 +516,9 @@ export class SqliteCore implements SyncStore {
     if (this.writeTx === undefined) {
       const batch = this.db.transaction((requests: WriteRequest[]) => requests.map((req) => this.applyWrite(req)));
       // Each folded batch in its own savepoint (a nested transaction).
-      const one = this.db.transaction(({ requests, token }: FoldedBatch): boolean[] => this.applyBatch(requests, token));
+      const one = this.db.transaction(({ requests, token }: FoldedBatch): boolean[] =>
+        this.applyBatch(requests, token),
+      );
       const folded = this.db.transaction((batches: FoldedBatch[]) =>
         batches.map((entry): boolean[] | Error => {
           try {
