@@ -271,7 +271,16 @@ export class ConcordNode {
     const ownsStore = typeof options.store === 'string';
     const baseStore =
       typeof options.store === 'string'
-        ? await openStore(options.store, { durability: options.durability ?? 'strict' })
+        ? await openStore(options.store, {
+            durability: options.durability ?? 'strict',
+            onSharedWriterRole: (role) =>
+              logger.info(
+                { sharedWriter: role },
+                role === 'writer'
+                  ? "this process commits the SQLite file's writes for every node sharing it (shared writer)"
+                  : "this process forwards its writes to the SQLite file's shared writer",
+              ),
+          })
         : options.store;
     const store = withStoreTiming(faults ? withStoreFaults(baseStore, faults) : baseStore, telemetry);
     const cleanup: (() => Promise<void>)[] = [];

@@ -94,7 +94,9 @@ export class SqliteStore implements Store {
 
   /** Opens the file (creating it if missing); call migrate() before anything else. */
   constructor(path: string, options: SqliteStoreOptions = {}) {
-    const { inProcess, sharedWriter, ...storeOptions } = options;
+    // The callback stays on this thread: the worker gets plain data only.
+    const { inProcess, sharedWriter, onSharedWriterRole, ...storeOptions } = options;
+    this.onRole = onSharedWriterRole;
     this.usesWorker = !(inProcess ?? RUNNING_FROM_SOURCE);
     this.sharedWriter = this.usesWorker && (sharedWriter ?? sharedWriterDefault());
     this.commitsInFlight = this.sharedWriter ? 4 : 1;
@@ -103,8 +105,11 @@ export class SqliteStore implements Store {
       : new InProcessRunner(path, storeOptions);
   }
 
+  private readonly onRole: ((role: 'writer' | 'follower') => void) | undefined;
+
   /** The worker's role for the shared writer changed (or is first known). */
   private onNotice(notice: WorkerNotice): void {
+    if (notice.role !== this.role) this.onRole?.(notice.role);
     this.role = notice.role;
     this.client ??= new WriterClient(
       notice.paths,

@@ -400,4 +400,10 @@ export interface Store {
 
 export interface StoreOptions {
   durability?: Durability;
+  /**
+   * SQLite with a shared writer: called when this process becomes the file's writer or a
+   * follower (at start, and whenever the writer changes), e.g. to log it. Other stores never
+   * call it.
+   */
+  onSharedWriterRole?: (role: 'writer' | 'follower') => void;
 }

@@ -94,6 +94,15 @@ describe('metrics and logs', () => {
     expect(writers[0]!.commits).toBeGreaterThan(0);
     for (const follower of followers) expect(follower.forwarded, JSON.stringify(seen)).toBeGreaterThan(0);
     for (const s of seen) expect(s.reruns).toBe(0);
+    // Each node's log says which role it has (its last word on it).
+    nodes.forEach((node, i) => {
+      const said = node
+        .logs(Number.POSITIVE_INFINITY)
+        .split('\n')
+        .filter((line) => line.includes('"sharedWriter"'))
+        .map((line) => (JSON.parse(line) as { sharedWriter: string }).sharedWriter);
+      expect(said.at(-1), node.name).toBe(seen[i]!.writer === 1 ? 'writer' : 'follower');
+    });
   });
 
   it('counts failovers after a kill -9 and handoffs after a graceful leave', async () => {
