@@ -240,6 +240,11 @@ class Link {
     if (id === 0) {
       this.byeReceived = true;
       // The writer is stopping: send nothing more; close once every batch sent is answered.
+      // Until the link has closed, this process's new writes are held behind it
+      // (WriterClient.write), so it keeps the process alive even when no batch is pending:
+      // an unref'd socket waiting for its 'close' let a script's event loop run dry with a
+      // held write unsettled (exit 13).
+      this.socket.ref();
       this.ready = false;
       if (this.idle) this.socket.end();
       return;
@@ -254,7 +259,7 @@ class Link {
       return;
     }
     this.pending.delete(id);
-    if (this.pending.size === 0) this.socket.unref();
+    if (this.pending.size === 0 && !this.byeReceived) this.socket.unref();
     entry.done(results);
     if (!this.ready && this.idle) this.socket.end();
   }
