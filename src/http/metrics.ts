@@ -94,19 +94,21 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
   });
 
   // Counters mirror the node's monotonic stats: at scrape time, add what was counted since.
-  const counter = (name: string, help: string, field: keyof RuntimeCounters) => {
+  const monotonicCounter = (name: string, help: string, read: () => number | Promise<number>) => {
     let seen = 0;
     return new Counter({
       name,
       help,
       registers: [registry],
-      collect() {
-        const value = introspection.counters()[field];
+      async collect() {
+        const value = await read();
         if (value > seen) this.inc(value - seen);
         seen = Math.max(seen, value);
       },
     });
   };
+  const counter = (name: string, help: string, field: keyof RuntimeCounters) =>
+    monotonicCounter(name, help, () => introspection.counters()[field]);
   counter('concord_commits_total', 'Group-commit transactions written to the store', 'commits');
   counter('concord_fenced_writes_total', 'Writes refused by the store because a newer owner exists', 'fenced');
   counter(
@@ -157,17 +159,11 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
       for (const member of node.status().members) members.inc({ status: member.status });
     },
   });
-  let handshakeFailuresSeen = 0;
-  new Counter({
-    name: 'concord_peer_handshake_failures_total',
-    help: 'Peer connections whose handshake failed on this node (wrong secret, bad frames, timeout, peer hung up)',
-    registers: [registry],
-    collect() {
-      const value = introspection.peerHandshakeFailures();
-      if (value > handshakeFailuresSeen) this.inc(value - handshakeFailuresSeen);
-      handshakeFailuresSeen = Math.max(handshakeFailuresSeen, value);
-    },
-  });
+  monotonicCounter(
+    'concord_peer_handshake_failures_total',
+    'Peer connections whose handshake failed on this node (wrong secret, bad frames, timeout, peer hung up)',
+    () => introspection.peerHandshakeFailures(),
+  );
 
   // Peer traffic: counters per peer and direction, mirrored from the transport at scrape time.
   const traffic = (name: string, help: string, field: 'frames' | 'bytes') => {
@@ -221,17 +217,11 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
     labelNames: ['map'],
     registers: [registry],
   });
-  let protocolErrorsSeen = 0;
-  new Counter({
-    name: 'concord_peer_protocol_errors_total',
-    help: 'Authenticated peer connections this node dropped because the peer sent a malformed or oversized frame or an unknown message',
-    registers: [registry],
-    collect() {
-      const value = introspection.peerProtocolErrors();
-      if (value > protocolErrorsSeen) this.inc(value - protocolErrorsSeen);
-      protocolErrorsSeen = Math.max(protocolErrorsSeen, value);
-    },
-  });
+  monotonicCounter(
+    'concord_peer_protocol_errors_total',
+    'Authenticated peer connections this node dropped because the peer sent a malformed or oversized frame or an unknown message',
+    () => introspection.peerProtocolErrors(),
+  );
 
   // SQLite's shared writer (on by default): which node process commits the file's writes, and
   // what forwarding costs. A re-run means the writer did not answer a batch in time (it was
@@ -258,20 +248,11 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
       writerRole.set({ role: 'follower' }, status.role === 'follower' ? 1 : 0);
     },
   });
-  const writerCounter = (name: string, help: string, read: (status: SharedWriterStatus) => number) => {
-    let seen = 0;
-    new Counter({
-      name,
-      help,
-      registers: [registry],
-      async collect() {
-        const status = await writerStatus();
-        const value = status === null ? 0 : read(status);
-        if (value > seen) this.inc(value - seen);
-        seen = Math.max(seen, value);
-      },
+  const writerCounter = (name: string, help: string, read: (status: SharedWriterStatus) => number) =>
+    monotonicCounter(name, help, async () => {
+      const status = await writerStatus();
+      return status === null ? 0 : read(status);
     });
-  };
   writerCounter(
     'concord_sqlite_writer_commits_total',
     "Transactions this node process committed as its SQLite file's shared writer",
