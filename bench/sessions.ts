@@ -20,6 +20,8 @@ interface Node {
 interface Cluster {
   nodes: Node[];
   kill(): Promise<void>;
+  /** Kill and delete the cluster's directory (an older tree, --root, may not have it). */
+  destroy?(): Promise<void>;
 }
 
 const { values } = parseArgs({ options: { root: { type: 'string' }, store: { type: 'string' } } });
@@ -71,5 +73,5 @@ try {
       `/me answering 200 right after a logout: ${stale} of ${cookies.length * 2}\n`,
   );
 } finally {
-  await cluster.kill();
+  await (cluster.destroy?.() ?? cluster.kill());
 }

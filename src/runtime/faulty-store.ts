@@ -13,6 +13,7 @@ export function withStoreFaults(store: Store, faults: FaultSwitch): Store {
   return {
     backend: store.backend,
     commitsInFlight: store.commitsInFlight,
+    activationsInFlight: store.activationsInFlight,
     // The worker's own counters: answered even while the store is cut.
     sharedWriterStatus: async () => (await store.sharedWriterStatus?.()) ?? null,
     migrate: () => guard(() => store.migrate()),

@@ -354,8 +354,7 @@ export class ConcordNode {
           maxActiveEntities: options.maxActiveEntities ?? 1_000_000,
           maxTurnsPerBatch: 256,
           maxConcurrentCommits: store.commitsInFlight,
-          // Activations read and insert on the node's own connection, never through a shared writer.
-          maxConcurrentActivations: store.backend === 'sqlite' ? 1 : 4,
+          maxConcurrentActivations: store.activationsInFlight,
           nodeName: options.name,
           idempotencyWindowMs: options.idempotencyWindowMs,
           maxIdempotencyKeysPerEntity: options.maxIdempotencyKeysPerEntity,

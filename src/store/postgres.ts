@@ -191,6 +191,7 @@ export class PostgresStore implements Store {
   readonly backend = 'postgres' as const;
   /** Commits overlap on the pool's connections. */
   readonly commitsInFlight = 4;
+  readonly activationsInFlight = 4;
   private readonly sql: Sql;
   /** `?pgbouncer=true` with relaxed durability: `SET LOCAL synchronous_commit = off` in every transaction. */
   private readonly relaxedPerTransaction: boolean;

@@ -43,7 +43,7 @@ import type {
 
 /** The Store's methods, made synchronous. */
 export type SyncStore = {
-  [K in Exclude<keyof Store, 'backend' | 'commitsInFlight' | 'sharedWriterStatus'>]: (
+  [K in Exclude<keyof Store, 'backend' | 'commitsInFlight' | 'activationsInFlight' | 'sharedWriterStatus'>]: (
     ...args: Parameters<Store[K]>
   ) => Awaited<ReturnType<Store[K]>>;
 };

@@ -87,6 +87,8 @@ export class SqliteStore implements Store {
    * next commit, so the writer never idles between commits (W at C = 64: 1.3–1.7× one in flight).
    */
   readonly commitsInFlight: number;
+  /** Activations take the file's write lock on this process's own connection: one at a time. */
+  readonly activationsInFlight = 1;
   private readonly runner: CoreRunner;
   /** With a shared writer: this process's role, and the client forwarding a follower's writes. */
   private role: 'writer' | 'follower' | undefined;

@@ -248,6 +248,12 @@ export interface Store {
    */
   readonly commitsInFlight: number;
   /**
+   * How many activation batches a node should have in flight at once. Activations read and
+   * insert on the node's own connection, never through a shared writer: on SQLite each one
+   * takes the file's write lock, so one at a time; PostgreSQL's pool overlaps them.
+   */
+  readonly activationsInFlight: number;
+  /**
    * SQLite with a shared writer: this process's role for the file and its counters (see
    * sqlite-writer.ts); null without one. Stores that never have one need not implement it.
    */

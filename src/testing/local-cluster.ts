@@ -556,19 +556,41 @@ export class LocalCluster {
    */
   async stop(timeoutMs = 15_000, options: { keepFiles?: boolean } = {}): Promise<void> {
     for (const node of this.nodes) node.resume();
-    await Promise.all(this.nodes.map((node) => node.stop(timeoutMs)));
-    if (options.keepFiles ?? this.keepFiles) {
+    try {
+      await Promise.all(this.nodes.map((node) => node.stop(timeoutMs)));
+    } finally {
+      this.removeFiles(options.keepFiles);
+    }
+  }
+
+  /**
+   * Kill every node at once (no handoff). The directory stays (the nodes can be started
+   * again on the same store) until `stop()` or `destroy()`.
+   */
+  async kill(): Promise<void> {
+    await Promise.all(this.nodes.map((node) => node.kill()));
+  }
+
+  /**
+   * A quick teardown: kill every node at once (no handoff, so no waiting for one), then delete
+   * the cluster's temporary directory, or keep it as `stop()` does with `keepFiles`.
+   */
+  async destroy(options: { keepFiles?: boolean } = {}): Promise<void> {
+    try {
+      await this.kill();
+    } finally {
+      this.removeFiles(options.keepFiles);
+    }
+  }
+
+  private removeFiles(keepFiles = this.keepFiles): void {
+    if (keepFiles) {
       for (const node of this.nodes)
         writeFileSync(join(this.dir, `${node.name}.log`), node.logs(Number.POSITIVE_INFINITY));
       process.stderr.write(`LocalCluster: kept the cluster's files (store, node logs) in ${this.dir}\n`);
     } else {
-      rmSync(this.dir, { recursive: true, force: true });
+      rmSync(this.dir, { recursive: true, force: true, maxRetries: 3 });
     }
-  }
-
-  /** Kill every node at once (no handoff). The directory stays until `stop()`. */
-  async kill(): Promise<void> {
-    await Promise.all(this.nodes.map((node) => node.kill()));
   }
 }
 

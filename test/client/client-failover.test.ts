@@ -46,7 +46,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await client?.close();
-  await cluster?.kill();
+  await cluster?.destroy();
 });
 
 describe('concord-cluster/client while shards move', () => {

@@ -33,7 +33,7 @@ interface ClusterBody {
 let cluster: LocalCluster | null = null;
 afterEach(async () => {
   for (const node of cluster?.nodes ?? []) node.resume();
-  await cluster?.kill();
+  await cluster?.destroy();
   cluster = null;
 });
 

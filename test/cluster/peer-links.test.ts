@@ -84,7 +84,7 @@ describe('a TLS cluster', () => {
   });
 
   afterAll(async () => {
-    await cluster?.kill();
+    await cluster?.destroy();
     await proxy?.close();
   });
 
@@ -211,7 +211,7 @@ describe('a cluster without TLS (the documented risk: peer links are neither enc
   });
 
   afterAll(async () => {
-    await cluster?.kill();
+    await cluster?.destroy();
     await proxy?.close();
   });
 

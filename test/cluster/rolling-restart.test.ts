@@ -15,7 +15,7 @@ import { type Backend, backends, freshStoreUrl } from '../support/cluster.js';
 let cluster: LocalCluster | null = null;
 
 afterEach(async () => {
-  await cluster?.kill();
+  await cluster?.destroy();
   cluster = null;
 });
 

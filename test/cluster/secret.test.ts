@@ -26,7 +26,7 @@ interface ClusterBody {
 
 let cluster: LocalCluster | null = null;
 afterEach(async () => {
-  await cluster?.kill();
+  await cluster?.destroy();
   cluster = null;
 });
 

@@ -122,7 +122,7 @@ describe.each(backends)('accounts app on %s', (backend: Backend) => {
   });
 
   afterAll(async () => {
-    await cluster?.kill();
+    await cluster?.destroy();
   });
 
   it('signup on n1, login on n2 and n3; a cookie from n1 works on n3; logout on n1 ends it everywhere at once', async () => {
@@ -376,7 +376,7 @@ describe('accounts app with --ownership none', () => {
         expect(typeof answer.body.error).toBe('string');
       }
     } finally {
-      await cluster.kill();
+      await cluster.destroy();
     }
   });
 });

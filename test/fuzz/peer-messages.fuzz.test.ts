@@ -96,7 +96,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   lease?.stop();
-  await cluster?.kill();
+  await cluster?.destroy();
   await store?.close();
 });
 

@@ -66,7 +66,7 @@ describe.each(backends)('Idempotency-Key over HTTP (%s)', (backend: Backend) => 
   });
 
   afterAll(async () => {
-    await cluster?.kill();
+    await cluster?.destroy();
   });
 
   it('PUT /entities/:id: a retry replays the first answer, another body answers 422, a bad key 400', async () => {

@@ -137,7 +137,7 @@ describe('SqliteStore specifics', () => {
     expect(forced.usesWorker).toBe(false);
   });
 
-  it('shares one writer per file by default, CONCORD_SQLITE_SHARED_WRITER=0 turns it off; only with it 4 write batches in flight', async () => {
+  it('shares one writer per file by default, CONCORD_SQLITE_SHARED_WRITER=0 turns it off; only with it 4 write batches in flight; activations one at a time either way', async () => {
     const path = tempSqliteUrl().slice('sqlite:'.length);
     const saved = process.env['CONCORD_SQLITE_SHARED_WRITER'];
     let shared: InstanceType<typeof compiled.SqliteStore>;
@@ -152,8 +152,8 @@ describe('SqliteStore specifics', () => {
       else process.env['CONCORD_SQLITE_SHARED_WRITER'] = saved;
     }
     stores.push(shared, alone);
-    expect([shared.sharedWriter, shared.commitsInFlight]).toEqual([true, 4]);
-    expect([alone.sharedWriter, alone.commitsInFlight]).toEqual([false, 1]);
+    expect([shared.sharedWriter, shared.commitsInFlight, shared.activationsInFlight]).toEqual([true, 4, 1]);
+    expect([alone.sharedWriter, alone.commitsInFlight, alone.activationsInFlight]).toEqual([false, 1, 1]);
     await shared.migrate();
     expect((await shared.sharedWriterStatus())?.role).toBe('writer');
     expect(await alone.sharedWriterStatus()).toBeNull();

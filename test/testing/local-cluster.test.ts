@@ -3,6 +3,8 @@
  * store: the classic netsplit test, a killed node's shards taken over, a paused node fenced,
  * and a node cut off from its store stopping before its lease ends — on SQLite and PostgreSQL.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { shardOf } from '../../src/cluster/hash.js';
 import { type ClusterNode, LocalCluster } from '../../src/testing/local-cluster.js';
@@ -27,7 +29,7 @@ interface ClusterBody {
 let cluster: LocalCluster | null = null;
 afterEach(async () => {
   for (const node of cluster?.nodes ?? []) node.resume();
-  await cluster?.kill();
+  await cluster?.destroy();
   cluster = null;
 });
 
@@ -236,5 +238,27 @@ describe('LocalCluster with the user’s own entities', () => {
     expect(await n2.call('user-counter', 'c1', 'add', 3)).toBe(5);
     expect(await n1.call('user-counter', 'c1', 'get')).toBe(5);
     await expect(n1.call('no-such-kind', 'c1', 'get')).rejects.toMatchObject({ status: 404 });
+  });
+});
+
+describe('LocalCluster teardown', () => {
+  it('kill() keeps the cluster’s directory and store for a restart; destroy() kills and deletes it', async () => {
+    cluster = await LocalCluster.start({ nodes: 1 });
+    const n1 = cluster.node('n1');
+    const id = `teardown-${Math.random().toString(36).slice(2, 8)}`;
+    expect((await n1.put<Entity>(`/entities/${id}`, { state: 'working' })).status).toBe(200);
+    await cluster.kill();
+    expect(n1.running).toBe(false);
+    expect(existsSync(join(cluster.dir, 'concord.db'))).toBe(true);
+
+    // The same node, restarted on the store kill() left, still has the write.
+    n1.launch();
+    await n1.waitReady();
+    expect((await n1.get<Entity>(`/entities/${id}`)).body).toEqual({ id, state: 'working', version: 1 });
+
+    await cluster.destroy();
+    expect(n1.running).toBe(false);
+    expect(existsSync(cluster.dir)).toBe(false);
+    cluster = null;
   });
 });
