@@ -559,7 +559,7 @@ export class LocalCluster {
     try {
       await Promise.all(this.nodes.map((node) => node.stop(timeoutMs)));
     } finally {
-      this.removeFiles(options.keepFiles);
+      this.cleanUp(options.keepFiles);
     }
   }
 
@@ -579,11 +579,12 @@ export class LocalCluster {
     try {
       await this.kill();
     } finally {
-      this.removeFiles(options.keepFiles);
+      this.cleanUp(options.keepFiles);
     }
   }
 
-  private removeFiles(keepFiles = this.keepFiles): void {
+  /** Delete the cluster's directory, or keep it and write every node's log into it. */
+  private cleanUp(keepFiles = this.keepFiles): void {
     if (keepFiles) {
       for (const node of this.nodes)
         writeFileSync(join(this.dir, `${node.name}.log`), node.logs(Number.POSITIVE_INFINITY));
