@@ -19,7 +19,6 @@ import type { SharedWriterStatus } from './sqlite-writer.js';
  *   evictMember). Its lease can no longer be renewed; it stops serving, acknowledges, and
  *   registers again as `joining` when it can reach the members again.
  */
-
 export type NodeStatus = 'joining' | 'alive' | 'leaving' | 'evicted';
 
 export interface NodeRecord {
