@@ -13,6 +13,11 @@ const codes = (errors: number, byCode: Record<string, number>) =>
         .map(([k, v]) => `${k} ${v}`)
         .join(', ')})`;
 const ratio = (r: number | null) => (r === null ? '—' : `${r.toFixed(2)}x`);
+/** A row's ops/s; with `--repeat`, the median and the range of its runs. */
+const ops = (row: ThroughputRow) =>
+  row.runs === undefined || row.runs.length < 2
+    ? fmt(row.opsPerSecond)
+    : `${fmt(row.opsPerSecond)} (median of ${row.runs.length}: ${fmt(Math.min(...row.runs))}–${fmt(Math.max(...row.runs))})`;
 
 function targetConcurrency(report: BenchReport): number {
   const cs = report.options.concurrency;
@@ -40,14 +45,14 @@ export function checkTargets(report: BenchReport): TargetCheck[] {
     checks.push({
       figure: label('R'),
       target: '>= 200,000, p99 <= 1.5 ms',
-      measured: `${fmt(r.opsPerSecond)}, p99 ${ms(r.p99Ms)} ms`,
+      measured: `${ops(r)}, p99 ${ms(r.p99Ms)} ms`,
       met: r.opsPerSecond >= 200_000 && r.p99Ms <= 1.5,
     });
   } else notRun(label('R'), '>= 200,000, p99 <= 1.5 ms');
   const w = api('W');
   const wLabel = `${label('W')}, ${report.options.durability === 'strict' ? 'acknowledged after a commit that survives power loss (synchronous=FULL)' : 'relaxed durability (synchronous=NORMAL)'}`;
   if (w) {
-    checks.push({ figure: wLabel, target: '>= 55,000', measured: fmt(w.opsPerSecond), met: w.opsPerSecond >= 55_000 });
+    checks.push({ figure: wLabel, target: '>= 55,000', measured: ops(w), met: w.opsPerSecond >= 55_000 });
     const commitMs = report.sqliteCommitMs;
     if (commitMs !== undefined && report.options.durability === 'strict') {
       // Each of C callers waits for at least one fsync per write: C / commit time is the ceiling.
@@ -65,7 +70,7 @@ export function checkTargets(report: BenchReport): TargetCheck[] {
     checks.push({
       figure: label('M'),
       target: '>= 100,000',
-      measured: fmt(m.opsPerSecond),
+      measured: ops(m),
       met: m.opsPerSecond >= 100_000,
     });
   else notRun(label('M'), '>= 100,000');
@@ -172,7 +177,7 @@ export function renderMarkdown(report: BenchReport): string {
     `- Machine: ${m.cores} cores (${m.cpuModel}), ${fmt(m.memoryGiB)} GiB, Node ${m.node}, ${m.platform}; run took ${fmt(report.durationSeconds)} s`,
   );
   out.push(
-    `- Cluster: ${report.options.nodes} node processes per system, ${fmt(report.options.entities)} entities, warm-up ${report.options.warmupSeconds} s, ${report.options.seconds} s measured per row; durability \`${report.options.durability}\``,
+    `- Cluster: ${report.options.nodes} node processes per system, ${fmt(report.options.entities)} entities, warm-up ${report.options.warmupSeconds} s, ${report.options.seconds} s measured per row${(report.options.repeat ?? 1) > 1 ? `, each row the median of ${report.options.repeat} runs (ops/s, p50, p90 and p99; max and errors over all runs)` : ''}; durability \`${report.options.durability}\``,
   );
   out.push(`- Stores: ${report.stores.map((s) => s.description).join('; ')}`);
   out.push(
@@ -205,7 +210,7 @@ export function renderMarkdown(report: BenchReport): string {
   for (const r of report.throughput) {
     const cpu = r.cpu.map((c) => `${c.process} ${c.cpuSecondsPer10k.toFixed(3)}`).join(', ');
     out.push(
-      `| ${r.store ?? '—'} | ${SYSTEM_LABEL[r.system]} | ${r.driver === 'api' ? 'library API' : 'HTTP'} | ${r.workload} | ${r.concurrency} | ${fmt(r.opsPerSecond)} | ${ms(r.p50Ms)} | ${ms(r.p90Ms)} | ${ms(r.p99Ms)} | ${ms(r.maxMs)} | ${codes(r.errors, r.raw.errorCodes)} | ${cpu} | ${r.system === 'naive' ? '—' : ratio(r.vsNaive)} | ${r.system === 'store-call' ? '—' : ratio(r.vsStoreCall)} | ${r.durability ?? '(reads only)'} |`,
+      `| ${r.store ?? '—'} | ${SYSTEM_LABEL[r.system]} | ${r.driver === 'api' ? 'library API' : 'HTTP'} | ${r.workload} | ${r.concurrency} | ${ops(r)} | ${ms(r.p50Ms)} | ${ms(r.p90Ms)} | ${ms(r.p99Ms)} | ${ms(r.maxMs)} | ${codes(r.errors, r.raw.errorCodes)} | ${cpu} | ${r.system === 'naive' ? '—' : ratio(r.vsNaive)} | ${r.system === 'store-call' ? '—' : ratio(r.vsStoreCall)} | ${r.durability ?? '(reads only)'} |`,
     );
   }
   out.push('');

@@ -34,10 +34,32 @@ export interface CellContext {
 
 export async function throughputMatrix(context: CellContext, options: BenchOptions): Promise<ThroughputRow[]> {
   const rows: ThroughputRow[] = [];
+  const repeat = options.repeat ?? 1;
   const measure = async (cellContext: CellContext, driver: Driver, workload: Workload, concurrency: number) => {
+    const runs: ThroughputRow[] = [];
+    for (let run = 1; run <= repeat; run++) {
+      runs.push(
+        await measureOnce(cellContext, driver, workload, concurrency, repeat > 1 ? ` (run ${run}/${repeat})` : ''),
+      );
+    }
+    const row = medianOfRuns(runs);
+    if (repeat > 1) {
+      options.log?.(
+        `  ${cellContext.system.padEnd(14)} ${driver.padEnd(4)} ${workload} C=${String(concurrency).padEnd(3)} median of ${repeat}: ${Math.round(row.opsPerSecond).toLocaleString('en-US')} ops/s  p99 ${row.p99Ms.toFixed(2)} ms`,
+      );
+    }
+    rows.push(row);
+  };
+  const measureOnce = async (
+    cellContext: CellContext,
+    driver: Driver,
+    workload: Workload,
+    concurrency: number,
+    runLabel: string,
+  ): Promise<ThroughputRow> => {
     const row = await cell(cellContext, options, driver, workload, concurrency);
     options.log?.(
-      `  ${cellContext.system.padEnd(14)} ${driver.padEnd(4)} ${workload} C=${String(concurrency).padEnd(3)} ${Math.round(row.opsPerSecond).toLocaleString('en-US').padStart(9)} ops/s  p99 ${row.p99Ms.toFixed(2)} ms${row.errors ? `  errors ${row.errors}` : ''}`,
+      `  ${cellContext.system.padEnd(14)} ${driver.padEnd(4)} ${workload} C=${String(concurrency).padEnd(3)} ${Math.round(row.opsPerSecond).toLocaleString('en-US').padStart(9)} ops/s  p99 ${row.p99Ms.toFixed(2)} ms${row.errors ? `  errors ${row.errors}` : ''}${runLabel}`,
     );
     const kinds = row.raw.byKind;
     if (kinds !== undefined) {
@@ -50,7 +72,7 @@ export async function throughputMatrix(context: CellContext, options: BenchOptio
       options.log?.(`    ${line('remote', kinds.remote)} (${kinds.remote.count} calls)`);
       options.log?.(`    local calls deferred to a later turn: ${row.raw.deferredLocalCalls ?? 0}`);
     }
-    rows.push(row);
+    return row;
   };
   const client: CellContext = { ...context, system: 'concord+client', withClient: false };
   for (const driver of options.drivers) {
@@ -146,6 +168,35 @@ async function cell(
     vsStoreCall: null,
     pids: nodes.map((node) => node.pid),
     raw: result,
+  };
+}
+
+/**
+ * One row from several runs of the same cell: the run with the median ops/s (the lower of the
+ * two middle runs when their number is even, so that a median never flatters) gives the CPU,
+ * pids and histogram; ops/s, p50, p90 and p99 are the medians over the runs; max and errors
+ * cover every run; `runs` lists each run's ops/s in the order they ran.
+ */
+export function medianOfRuns(runs: readonly ThroughputRow[]): ThroughputRow {
+  if (runs.length === 0) throw new RangeError('medianOfRuns needs at least one run');
+  if (runs.length === 1) return runs[0]!;
+  const middle = Math.floor((runs.length - 1) / 2);
+  const median = (values: number[]) => [...values].sort((a, b) => a - b)[middle]!;
+  const representative = [...runs].sort((a, b) => a.opsPerSecond - b.opsPerSecond)[middle]!;
+  const errorCodes: Record<string, number> = {};
+  for (const run of runs) {
+    for (const [code, count] of Object.entries(run.raw.errorCodes)) errorCodes[code] = (errorCodes[code] ?? 0) + count;
+  }
+  return {
+    ...representative,
+    opsPerSecond: representative.opsPerSecond,
+    p50Ms: median(runs.map((run) => run.p50Ms)),
+    p90Ms: median(runs.map((run) => run.p90Ms)),
+    p99Ms: median(runs.map((run) => run.p99Ms)),
+    maxMs: Math.max(...runs.map((run) => run.maxMs)),
+    errors: runs.reduce((sum, run) => sum + run.errors, 0),
+    raw: { ...representative.raw, errorCodes },
+    runs: runs.map((run) => run.opsPerSecond),
   };
 }
 

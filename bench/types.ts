@@ -39,6 +39,11 @@ export interface BenchOptions {
   concurrency: number[];
   seconds: number;
   warmupSeconds: number;
+  /**
+   * Measure every throughput row this many times on the same cluster (each with its warm-up)
+   * and report the median run with the range (`--repeat`, default 1).
+   */
+  repeat?: number;
   drivers: Driver[];
   /** Systems of the throughput matrix: concord and its baselines. */
   systems: SystemKind[];
@@ -125,6 +130,11 @@ export interface ThroughputRow {
   /** Process ids of the cluster's nodes (all children of the bench process). */
   pids: number[];
   raw: LoadResult;
+  /**
+   * With `--repeat N` (N > 1): ops/s of each of the N runs, in the order they ran. The row's
+   * ops/s, p50, p90 and p99 are then the medians over the runs, max and errors over all runs.
+   */
+  runs?: number[];
 }
 
 export interface ActivationResult {

@@ -29,6 +29,7 @@ interface BenchFlags {
   concurrency: number[];
   seconds?: number;
   warmup?: number;
+  repeat: number;
   driver: Driver[];
   system: SystemKind[];
   durability: 'strict' | 'relaxed';
@@ -112,6 +113,14 @@ export function registerBenchCommand(program: Command): void {
       new Option('--warmup <s>', 'warm-up seconds before each row (default 1; --quick 0.3)').argParser(seconds),
     )
     .addOption(
+      new Option(
+        '--repeat <n>',
+        'measure each throughput row n times (each with its warm-up) and report the median with the range',
+      )
+        .argParser(parsePositiveInt)
+        .default(1),
+    )
+    .addOption(
       new Option('--driver <list>', 'api (library calls inside node 1), http (autocannon against all nodes)')
         .argParser(listOf(['api', 'http'] as const))
         .default(['api', 'http'], 'api,http'),
@@ -162,6 +171,7 @@ export function registerBenchCommand(program: Command): void {
         concurrency: flags.concurrency,
         seconds: flags.seconds ?? (scale === 'full' ? 5 : scale === 'quick' ? 0.6 : 0.15),
         warmupSeconds: flags.warmup ?? (scale === 'full' ? 1 : scale === 'quick' ? 0.3 : 0.1),
+        repeat: flags.repeat,
         drivers: flags.driver,
         systems: flags.system,
         durability: flags.durability,
