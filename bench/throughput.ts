@@ -172,27 +172,28 @@ async function cell(
 }
 
 /**
- * One row from several runs of the same cell: the run with the median ops/s (the lower of the
- * two middle runs when their number is even, so that a median never flatters) gives the CPU,
+ * One row from several runs of the same cell: the run with the median ops/s gives the CPU,
  * pids and histogram; ops/s, p50, p90 and p99 are the medians over the runs; max and errors
- * cover every run; `runs` lists each run's ops/s in the order they ran.
+ * cover every run; `runs` lists each run's ops/s in the order they ran. With an even number
+ * of runs each median is the less flattering of the two middle values: the lower ops/s, the
+ * higher latency.
  */
 export function medianOfRuns(runs: readonly ThroughputRow[]): ThroughputRow {
   if (runs.length === 0) throw new RangeError('medianOfRuns needs at least one run');
   if (runs.length === 1) return runs[0]!;
-  const middle = Math.floor((runs.length - 1) / 2);
-  const median = (values: number[]) => [...values].sort((a, b) => a - b)[middle]!;
-  const representative = [...runs].sort((a, b) => a.opsPerSecond - b.opsPerSecond)[middle]!;
+  const lowerMiddle = Math.floor((runs.length - 1) / 2);
+  const upperMiddle = Math.floor(runs.length / 2);
+  const latency = (values: number[]) => [...values].sort((a, b) => a - b)[upperMiddle]!;
+  const representative = [...runs].sort((a, b) => a.opsPerSecond - b.opsPerSecond)[lowerMiddle]!;
   const errorCodes: Record<string, number> = {};
   for (const run of runs) {
     for (const [code, count] of Object.entries(run.raw.errorCodes)) errorCodes[code] = (errorCodes[code] ?? 0) + count;
   }
   return {
     ...representative,
-    opsPerSecond: representative.opsPerSecond,
-    p50Ms: median(runs.map((run) => run.p50Ms)),
-    p90Ms: median(runs.map((run) => run.p90Ms)),
-    p99Ms: median(runs.map((run) => run.p99Ms)),
+    p50Ms: latency(runs.map((run) => run.p50Ms)),
+    p90Ms: latency(runs.map((run) => run.p90Ms)),
+    p99Ms: latency(runs.map((run) => run.p99Ms)),
     maxMs: Math.max(...runs.map((run) => run.maxMs)),
     errors: runs.reduce((sum, run) => sum + run.errors, 0),
     raw: { ...representative.raw, errorCodes },
