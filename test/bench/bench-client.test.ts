@@ -3,16 +3,11 @@
  * concord cluster for it, and the client's rows (HTTP driver only, keyed writes included) come
  * out in the table and the JSON without errors. The numbers are not asserted.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import type { BenchReport } from '../../bench/types.js';
-import { runBench } from '../support/bench.js';
-import { tempDir } from '../support/tmp.js';
+import { runBenchReport } from '../support/bench.js';
 
 it('runs the concord+client rows on their own cluster', async () => {
-  const jsonFile = join(tempDir('bench-client-'), 'bench.json');
-  const ran = await runBench(
+  const { report, ...ran } = await runBenchReport(
     [
       '--tiny',
       '--store',
@@ -27,13 +22,9 @@ it('runs the concord+client rows on their own cluster', async () => {
       'R,W,WK',
       '--concurrency',
       '4',
-      '--json',
-      jsonFile,
     ],
     50_000,
   );
-  expect(ran.code, ran.stderr).toBe(0);
-  const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as BenchReport;
   // HTTP only: no library-API rows for the client.
   expect(report.throughput.map((r) => `${r.system} ${r.driver} ${r.workload}`)).toEqual([
     'concord+client http R',

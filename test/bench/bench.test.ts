@@ -4,13 +4,9 @@
  * extra figure, the baselines ran as children of the same bench process, and the JSON parses.
  * The numbers themselves are not asserted (this machine is shared and small).
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { BenchReport } from '../../bench/types.js';
-import { runBench } from '../support/bench.js';
+import { runBenchReport } from '../support/bench.js';
 import { createTestDatabase, dropTestDatabase } from '../support/pg.js';
-import { tempDir } from '../support/tmp.js';
 
 const SYSTEM_LABELS = ['concord', 'naive per-node cache', 'store on every call', 'concord + `concord-cluster/client`'];
 /** Systems measured with the HTTP driver only. */
@@ -20,17 +16,10 @@ const CONCURRENCIES: Record<'sqlite' | 'postgres', number[]> = { sqlite: [1, 16]
 
 async function benchOnStore(store: string, backend: 'sqlite' | 'postgres'): Promise<void> {
   const CONCURRENCY = CONCURRENCIES[backend];
-  const dir = tempDir('bench-');
-  const jsonFile = join(dir, 'bench.json');
-  const mdFile = join(dir, 'bench.md');
-  const ran = await runBench(
-    ['--tiny', '--store', store, '--concurrency', CONCURRENCY.join(','), '--json', jsonFile, '--markdown', mdFile],
+  const { report, markdown, ...ran } = await runBenchReport(
+    ['--tiny', '--store', store, '--concurrency', CONCURRENCY.join(',')],
     110_000,
   );
-  expect(ran.code, ran.stderr).toBe(0);
-
-  const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as BenchReport;
-  const markdown = readFileSync(mdFile, 'utf8');
   expect(ran.stdout).toContain(markdown.trim());
 
   // Every throughput row, for concord and both baselines, in the table and the JSON.

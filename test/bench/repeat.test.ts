@@ -3,13 +3,10 @@
  * reported as the median run with the range. The row arithmetic is checked on rows made here;
  * the command end to end on a real 2-node SQLite cluster (a --tiny run of one row).
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { medianOfRuns } from '../../bench/throughput.js';
-import type { BenchReport, ThroughputRow } from '../../bench/types.js';
-import { runBench } from '../support/bench.js';
-import { tempDir } from '../support/tmp.js';
+import type { ThroughputRow } from '../../bench/types.js';
+import { runBenchReport } from '../support/bench.js';
 
 function run(opsPerSecond: number, p99Ms: number, extra: Partial<ThroughputRow> = {}): ThroughputRow {
   return {
@@ -80,9 +77,7 @@ describe('medianOfRuns', () => {
 
 describe('concord bench --repeat', () => {
   it('measures a row three times on one cluster and reports the median with the range', async () => {
-    const dir = tempDir('bench-repeat-');
-    const jsonFile = join(dir, 'bench.json');
-    const ran = await runBench(
+    const { report, ...ran } = await runBenchReport(
       [
         '--tiny',
         '--only',
@@ -99,13 +94,9 @@ describe('concord bench --repeat', () => {
         '16',
         '--repeat',
         '3',
-        '--json',
-        jsonFile,
       ],
       60_000,
     );
-    expect(ran.code, ran.stderr).toBe(0);
-    const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as BenchReport;
     expect(report.throughput).toHaveLength(1);
     const row = report.throughput[0]!;
     expect(row.runs).toHaveLength(3);

@@ -5,39 +5,17 @@
  * store traffic counted by kind), and every node process was a child of the bench process.
  * Timings are not asserted (the machine is shared and small).
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { BenchReport } from '../../bench/types.js';
-import { runBench } from '../support/bench.js';
+import { runBenchReport } from '../support/bench.js';
 import { createTestDatabase, dropTestDatabase } from '../support/pg.js';
-import { tempDir } from '../support/tmp.js';
 
 const NODES = 5;
 
 async function scaleOnStore(store: string, backend: 'sqlite' | 'postgres'): Promise<void> {
-  const dir = tempDir('bench-scale-');
-  const jsonFile = join(dir, 'scale.json');
-  const mdFile = join(dir, 'scale.md');
-  const ran = await runBench(
-    [
-      '--tiny',
-      '--only',
-      'scale',
-      '--scale-nodes',
-      String(NODES),
-      '--store',
-      store,
-      '--json',
-      jsonFile,
-      '--markdown',
-      mdFile,
-    ],
+  const { report, markdown, ...ran } = await runBenchReport(
+    ['--tiny', '--only', 'scale', '--scale-nodes', String(NODES), '--store', store],
     50_000,
   );
-  expect(ran.code, ran.stderr).toBe(0);
-  const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as BenchReport;
-  const markdown = readFileSync(mdFile, 'utf8');
 
   expect(report.scale).toHaveLength(1);
   const row = report.scale[0]!;

@@ -1,6 +1,9 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { BenchReport } from '../../bench/types.js';
+import { tempDir } from './tmp.js';
 
 /** `concord bench …` run as the user runs it: the built CLI in a child process. */
 
@@ -40,4 +43,25 @@ export function runBench(args: string[], timeoutMs: number): Promise<BenchRun> {
       resolve({ code, pid: child.pid ?? 0, stdout, stderr });
     });
   });
+}
+
+export interface BenchReportRun extends BenchRun {
+  /** The run's JSON report (`--json`). */
+  report: BenchReport;
+  /** The Markdown table as written by `--markdown`. */
+  markdown: string;
+}
+
+/**
+ * Runs `concord bench ...args --json F --markdown G` in a fresh directory and reads both files
+ * back; throws (with the bench's stderr) when the bench exits with an error.
+ */
+export async function runBenchReport(args: string[], timeoutMs: number): Promise<BenchReportRun> {
+  const dir = tempDir('bench-');
+  const jsonFile = join(dir, 'bench.json');
+  const mdFile = join(dir, 'bench.md');
+  const ran = await runBench([...args, '--json', jsonFile, '--markdown', mdFile], timeoutMs);
+  if (ran.code !== 0) throw new Error(`concord bench exited with ${ran.code}\n${ran.stderr}`);
+  const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as BenchReport;
+  return { ...ran, report, markdown: readFileSync(mdFile, 'utf8') };
 }
