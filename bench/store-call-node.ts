@@ -153,6 +153,7 @@ export class StoreCallNode {
       memberStats: async () => ({}),
       telemetry: new Telemetry(this.name),
       peerTraffic: () => new Map(),
+      peerLinks: () => new Map(),
       replicatedMaps: () => [],
       ownerOf: (kind) => (this.definitions.has(kind) ? { shard: null, owner: this.name, epoch: 0 } : null),
       faults: null,

@@ -5,6 +5,7 @@ import type { SharedWriterStatus } from '../store/sqlite-writer.js';
 import { Telemetry } from '../telemetry.js';
 import type { PeerTraffic } from '../transport/connection.js';
 import type { FaultSwitch } from '../transport/faults.js';
+import type { LinkKind } from '../transport/mesh.js';
 
 /**
  * What the operations routes (metrics, /cluster, dashboard) read of a node beyond the
@@ -85,6 +86,8 @@ export interface NodeIntrospection {
   readonly telemetry: Telemetry;
   /** Frames and bytes exchanged with each peer since the node started. */
   peerTraffic(): Map<string, PeerTraffic>;
+  /** How each open peer connection is carried: 'unix' (a peer on this host) or 'tcp'. */
+  peerLinks(): Map<string, LinkKind>;
   /** The replicated maps open on the node: entries, and the sync lag since the last look (ms). */
   replicatedMaps(): { name: string; size: number; syncLagMs: number }[];
   /** This node's load over the last few seconds. */
@@ -165,6 +168,7 @@ export function introspectConcordNode(node: ConcordNode): NodeIntrospection {
     shardEpochs: () => node.shards.snapshot().map((entry) => entry.epoch),
     telemetry: node.telemetry,
     peerTraffic: () => node.mesh.traffic(),
+    peerLinks: () => node.mesh.links(),
     replicatedMaps: () =>
       node.openMaps().map((map) => ({ name: map.name, size: map.size, syncLagMs: map.takeSyncLagMs() })),
     ownerOf: (kind, id) => node.ownerOf(kind, id),
@@ -204,6 +208,7 @@ export function introspectNaiveNode(node: NaiveNode): NodeIntrospection {
     memberStats: async () => ({}),
     telemetry: new Telemetry(node.name),
     peerTraffic: () => new Map(),
+    peerLinks: () => new Map(),
     replicatedMaps: () => [],
     ownerOf: (kind, _id) => (node.defines(kind) ? { shard: null, owner: node.name, epoch: 0 } : null),
     faults: null,

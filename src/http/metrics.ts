@@ -197,6 +197,17 @@ export function registerMetrics(http: FastifyInstance, node: AppNode, introspect
     'bytes',
   );
 
+  const links = new Gauge({
+    name: 'concord_peer_links',
+    help: 'Open connections to peers, by peer and by what carries them: unix (a peer on this host) or tcp',
+    labelNames: ['peer', 'link'],
+    registers: [registry],
+    collect() {
+      links.reset();
+      for (const [peer, link] of introspection.peerLinks()) links.set({ peer, link }, 1);
+    },
+  });
+
   const mapEntries = new Gauge({
     name: 'concord_replicated_map_entries',
     help: 'Live entries of each replicated map open on this node',

@@ -381,6 +381,14 @@ export class ClusterNode {
     return sum;
   }
 
+  /** This node's open peer connections by what carries them (`concord_peer_links`). */
+  async peerLinks(): Promise<{ unix: number; tcp: number }> {
+    return {
+      unix: await this.metric('concord_peer_links', { link: 'unix' }),
+      tcp: await this.metric('concord_peer_links', { link: 'tcp' }),
+    };
+  }
+
   /** Change this node's fault switch (test-only route). */
   async faults(change: { dropTo?: string[]; allow?: string[] | 'all'; cutStore?: boolean }): Promise<void> {
     const result = await this.post('/_test/faults', change);

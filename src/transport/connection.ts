@@ -84,6 +84,9 @@ export interface CloseOptions {
   requestError?: (request: PendingRequest) => Error;
 }
 
+/** The reason given when a handshake does not complete in time. */
+export const HANDSHAKE_TIMED_OUT = 'handshake timed out';
+
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -142,12 +145,16 @@ export class Connection implements MessageSink {
   /** The TCP connection is established (a dial that never connected is no failed handshake). */
   private connected: boolean;
 
-  /** Pass `dial` for an outgoing connection (the peer we mean to reach); omit it for an accepted one. */
+  /**
+   * Pass `dial` for an outgoing connection (the peer we mean to reach); omit it for an accepted
+   * one. `remote`: how to name the other end in logs when the socket has no address (a Unix socket).
+   */
   constructor(
     socket: Socket,
     ctx: ConnectionContext,
     hooks: ConnectionHooks,
     dial?: { name: string; address: string },
+    remote?: string,
   ) {
     this.socket = socket;
     this.role = dial === undefined ? 'acceptor' : 'dialer';
@@ -155,7 +162,7 @@ export class Connection implements MessageSink {
     this.hooks = hooks;
     this.target = dial?.name ?? null;
     this.faultName = this.target;
-    this.remoteAddress = dial?.address ?? `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    this.remoteAddress = dial?.address ?? remote ?? `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     this.lastReceivedAt = now();
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
     this.connected = dial === undefined;
@@ -174,7 +181,7 @@ export class Connection implements MessageSink {
     const admit = (peer: PeerId) => this.hooks.admit(this, peer);
     this.handshake = dial !== undefined ? new DialerHandshake(hsConfig, admit) : new AcceptorHandshake(hsConfig, admit);
     this.decoder = new FrameDecoder(ctx.unpackr, PRE_AUTH_MAX_FRAME_BYTES, (v) => this.onFrame(v));
-    this.handshakeTimer = setTimeout(() => this.fail('handshake timed out'), ctx.handshakeTimeoutMs);
+    this.handshakeTimer = setTimeout(() => this.fail(HANDSHAKE_TIMED_OUT), ctx.handshakeTimeoutMs);
     this.handshakeTimer.unref();
 
     socket.setNoDelay(true);
@@ -189,6 +196,11 @@ export class Connection implements MessageSink {
     socket.on('close', () => this.onSocketGone('connection closed'));
 
     if (this.handshake instanceof DialerHandshake) this.writeValue(this.handshake.hello(), PRE_AUTH_MAX_FRAME_BYTES);
+  }
+
+  /** The socket connected (always true for an accepted one): a dial that failed never did. */
+  get socketConnected(): boolean {
+    return this.connected;
   }
 
   /** Peer name, or the address while the peer is not known yet (for logs). */

@@ -6,6 +6,7 @@
  * transport may drop things; it must never block or crash the node.
  *
  * - One connection per pair of nodes; the node whose name sorts lower dials, the other accepts.
+ *   Between nodes on one host it is a Unix socket when one is there (local-socket.ts), else TCP.
  *   `Mesh.setPeers` (fed from the membership table) says who should be connected; dials retry
  *   with exponential backoff + jitter, capped at ~1 s.
  * - Frames: 4-byte big-endian length + plain MessagePack body (frame.ts). Frames above the limit
@@ -52,6 +53,13 @@ export {
   PRE_AUTH_MAX_FRAME_BYTES,
 } from './frame.js';
 export { PROTOCOL_VERSION } from './handshake.js';
-export { Mesh, type MeshEvents, type MeshOptions, type MessageHandler, type RequestHandler } from './mesh.js';
+export {
+  type LinkKind,
+  Mesh,
+  type MeshEvents,
+  type MeshOptions,
+  type MessageHandler,
+  type RequestHandler,
+} from './mesh.js';
 export { type MeshTlsOptions, TlsConfigError } from './tls.js';
 export type { PeerId, PeerInfo, TransportLogger } from './types.js';

@@ -90,6 +90,8 @@ describe('a TLS cluster', () => {
 
   it('serves the entity walk-through on every node, over TLS links', async () => {
     expect(proxy.connections).toBe(2); // n1→n3 and n2→n3, through the proxy, inside TLS
+    // With TLS, nodes on one host link over TCP all the same (no Unix sockets).
+    for (const node of cluster.nodes) expect(await node.peerLinks(), node.name).toEqual({ unix: 0, tcp: 2 });
     await walkThrough(cluster.nodes, `tls-walk-${Date.now()}`);
     expect(cluster.node('n1').logs()).not.toMatch(/NOT encrypted/);
   });
@@ -215,8 +217,10 @@ describe('a cluster without TLS (the documented risk: peer links are neither enc
     await proxy?.close();
   });
 
-  it('logs once at start-up that peer traffic is unencrypted', () => {
+  it('logs once at start-up that peer traffic is unencrypted', async () => {
     for (const node of cluster.nodes) expect(node.logs().match(/NOT encrypted/g)).toHaveLength(1);
+    // n2 advertises the proxy's port, where no Unix socket is: n1 reaches it over TCP, through the proxy.
+    expect(await cluster.node('n1').peerLinks()).toEqual({ unix: 0, tcp: 1 });
   });
 
   it('a frame injected on the path into an authenticated connection is acted on as the peer’s own', async () => {
@@ -249,6 +253,9 @@ describe('a cluster without TLS (the documented risk: peer links are neither enc
         if ((await n2.metric('concord_peer_protocol_errors_total')) !== before.errors + 1)
           throw new Error('not counted');
         if (proxy.connections !== before.connections + 1) throw new Error('not reconnected');
+        // The proxy counts the new TCP connection at once; the link is back once its handshake is.
+        const n2Seen = (await members(n1)).find((m) => m.name === 'n2');
+        if (n2Seen?.connected !== true) throw new Error('n1 is not linked to n2 again yet');
       },
       { timeout: 10_000 },
     );

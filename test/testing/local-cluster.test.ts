@@ -80,6 +80,8 @@ describe.each(backends)('LocalCluster harness (%s)', (backend: Backend) => {
   it('netsplit: n3 partitioned away is evicted, its entities move to n1/n2 with every acknowledged write; after heal all agree', async () => {
     const c = await start(backend);
     const [n1, , n3] = c.nodes as [ClusterNode, ClusterNode, ClusterNode];
+    // Nodes on one host link over Unix sockets; the partition switch cuts those links too.
+    for (const node of c.nodes) expect(await node.peerLinks(), node.name).toEqual({ unix: 2, tcp: 0 });
     const map = await shardMap(n1);
     const onMajority = idOwnedBy(map, 'n1', `split-a-${run}`);
     const onN3 = idOwnedBy(map, 'n3', `split-b-${run}`);

@@ -1,9 +1,10 @@
 /**
- * The peer transport alone, plain TCP against mutual TLS 1.3: two meshes in this process, C
- * requests in flight with a small routed-call body, alternating plain and TLS rounds (so that a
- * busy machine disturbs both alike); prints the median requests/s and CPU µs per request (both
+ * The peer transport alone, by what carries the link: plain TCP on loopback, a Unix socket (two
+ * nodes on one host, the default there) and mutual TLS 1.3. Two meshes in this process, C
+ * requests in flight with a small routed-call body, the kinds' rounds alternating (so that a
+ * busy machine disturbs them alike); prints the median requests/s and CPU µs per request (both
  * ends together).
- *   node dist/bench/transport-tls.js [--rounds 6] [--seconds 1.5] [--concurrency 64]
+ *   node dist/bench/transport.js [--rounds 6] [--seconds 1.5] [--concurrency 64]
  */
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,21 +25,25 @@ const rounds = Number(values.rounds);
 const ms = Number(values.seconds) * 1000;
 const concurrency = Number(values.concurrency);
 
-const dir = mkdtempSync(join(tmpdir(), 'concord-transport-tls-'));
+const dir = mkdtempSync(join(tmpdir(), 'concord-transport-'));
 const made = await makeCerts({ dir, nodes: ['n1', 'n2'] });
 const tlsOf = (name: string): MeshTlsOptions => {
   const files = made.nodes[name]!;
   return { cert: readFileSync(files.cert), key: readFileSync(files.key), ca: readFileSync(files.ca) };
 };
 
-async function pair(tls: boolean): Promise<[Mesh, Mesh]> {
+const kinds = ['tcp', 'unix', 'tls'] as const;
+type Kind = (typeof kinds)[number];
+
+async function pair(kind: Kind): Promise<[Mesh, Mesh]> {
   const mesh = (name: string) =>
     new Mesh({
       self: { name, incarnation: 1 },
       secret: 'transport-bench-secret-0123456789',
       host: '127.0.0.1',
       port: 0,
-      ...(tls ? { tls: tlsOf(name) } : {}),
+      localSockets: kind === 'unix',
+      ...(kind === 'tls' ? { tls: tlsOf(name) } : {}),
     });
   const a = mesh('n1');
   const b = mesh('n2');
@@ -51,6 +56,8 @@ async function pair(tls: boolean): Promise<[Mesh, Mesh]> {
   a.setPeers(peers);
   b.setPeers(peers);
   while (!a.isConnected('n2')) await new Promise((resolve) => setTimeout(resolve, 10));
+  if (a.linkKind('n2') !== (kind === 'unix' ? 'unix' : 'tcp'))
+    throw new Error(`${kind}: linked by ${a.linkKind('n2')}`);
   return [a, b];
 }
 
@@ -72,9 +79,8 @@ async function round(a: Mesh, durationMs: number): Promise<{ rps: number; cpuUs:
 }
 
 const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
-const kinds = ['plain', 'tls'] as const;
-const pairs = { plain: await pair(false), tls: await pair(true) };
-const results: Record<(typeof kinds)[number], { rps: number; cpuUs: number }[]> = { plain: [], tls: [] };
+const pairs = { tcp: await pair('tcp'), unix: await pair('unix'), tls: await pair('tls') };
+const results: Record<Kind, { rps: number; cpuUs: number }[]> = { tcp: [], unix: [], tls: [] };
 for (const kind of kinds) await round(pairs[kind][0], 500); // warm-up
 for (let i = 0; i < rounds; i++) for (const kind of kinds) results[kind].push(await round(pairs[kind][0], ms));
 for (const kind of kinds) {
