@@ -6,7 +6,7 @@
  * ends together).
  *   node dist/bench/transport.js [--rounds 6] [--seconds 1.5] [--concurrency 64]
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -91,3 +91,4 @@ for (const kind of kinds) {
   );
 }
 for (const kind of kinds) for (const mesh of pairs[kind]) await mesh.close();
+rmSync(dir, { recursive: true, force: true });

@@ -20,8 +20,10 @@
  * - Which addresses are "this host": loopback ones, `localhost`, and the addresses of this
  *   machine's own interfaces (a peer advertising one of them is in this network namespace).
  * - With TLS, nodes link over TCP only: TLS says every link is encrypted and verified.
+ * - A node killed with kill -9 leaves its socket file behind. The next node on its port
+ *   replaces it, and on Linux every node that starts removes the files no socket is bound to.
  */
-import { lstatSync, mkdirSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
@@ -82,4 +84,28 @@ export function isThisHost(host: string, own: ReadonlySet<string>): boolean {
   if (h === 'localhost' || h === '::1' || h === '::ffff:127.0.0.1') return true;
   if (isIP(h) === 4 && h.startsWith('127.')) return true;
   return own.has(h);
+}
+
+/**
+ * Removes the socket files in `dir` that no socket is bound to any more (their nodes are gone),
+ * by the kernel's table of Unix sockets (Linux's /proc/net/unix; elsewhere nothing is pruned).
+ * Nothing connects to them: a live node sees no stray connection.
+ */
+export function pruneDeadSockets(dir: string): void {
+  if (process.platform !== 'linux') return;
+  try {
+    const names = readdirSync(dir).filter((name) => name.endsWith('.sock'));
+    if (names.length === 0) return;
+    const bound = new Set<string>();
+    for (const line of readFileSync('/proc/net/unix', 'utf8').split('\n')) {
+      const path = line.trim().split(/\s+/)[7];
+      if (path?.startsWith(dir)) bound.add(path);
+    }
+    for (const name of names) {
+      const path = join(dir, name);
+      if (!bound.has(path) && lstatSync(path).isSocket()) unlinkSync(path);
+    }
+  } catch {
+    // Best effort: a file that stays is replaced by the next node on its port.
+  }
 }

@@ -30,6 +30,7 @@ import {
   localSocketPath,
   localSocketsDefault,
   ownAddresses,
+  pruneDeadSockets,
   usableSocketDir,
 } from './local-socket.js';
 import { PendingRequest } from './pending.js';
@@ -356,6 +357,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
       });
       chmodSync(path, 0o600);
       this.local = { server, path };
+      pruneDeadSockets(this.localDir);
     } catch (err) {
       server.close();
       this.logger.warn(

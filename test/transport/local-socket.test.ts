@@ -86,13 +86,14 @@ describe('links between peers on this host', () => {
 
   it('fall back to TCP from a stale socket file, and from a wrong node at the path', async () => {
     // A socket file with nobody listening (a node killed with kill -9 leaves one): refused, so TCP.
+    // (Every mesh starts before the files are planted: a starting node prunes unbound ones.)
     const b = await startMesh('node-b');
+    const a = await startMesh('node-a', 1, { backoff: { baseMs: 5_000, capMs: 5_000 } });
     const stale = socketOf(portOf(b.info.address));
     const moved = `${stale}.moved`;
     renameSync(stale, moved); // b's own socket, kept aside
     await leaveStaleSocket(stale);
     expect(lstatSync(stale).isSocket()).toBe(true);
-    const a = await startMesh('node-a', 1, { backoff: { baseMs: 5_000, capMs: 5_000 } });
     await connectAll([a, b], 2_000);
     expect(a.mesh.linkKind('node-b')).toBe('tcp');
     renameSync(moved, stale);
@@ -101,14 +102,38 @@ describe('links between peers on this host', () => {
     // for this incarnation of node-q, and gets node-q itself.
     const q = await startMesh('node-q');
     const intruder = await startMesh('node-x', 1, { secret: 'another-cluster' });
+    const p = await startMesh('node-p', 1, { handshakeTimeoutMs: 300 });
     const qPath = socketOf(portOf(q.info.address));
     renameSync(socketOf(portOf(intruder.info.address)), qPath);
-    const p = await startMesh('node-p', 1, { handshakeTimeoutMs: 300 });
     q.mesh.onRequest(() => 'from q');
     await connectAll([p, q], 5_000);
     expect(p.mesh.linkKind('node-q')).toBe('tcp');
     expect(await p.mesh.request('node-q', null, 1000)).toBe('from q');
     expect(p.mesh.stats.handshakeFailures).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('socket files of dead nodes', () => {
+  it('a starting node removes the files nobody listens on, and leaves the live ones', async () => {
+    const stale = join(dir, `stale-${process.pid}-${Date.now()}.sock`);
+    await leaveStaleSocket(stale);
+    expect(lstatSync(stale).isSocket()).toBe(true);
+    const live = await startMesh('node-live');
+    const livePath = socketOf(portOf(live.info.address));
+    await startMesh('node-new');
+    await waitFor(
+      () => {
+        try {
+          lstatSync(stale);
+          return false;
+        } catch {
+          return true;
+        }
+      },
+      2_000,
+      'the stale socket file to go',
+    );
+    expect(lstatSync(livePath).isSocket()).toBe(true);
   });
 });
 
