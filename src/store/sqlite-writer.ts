@@ -46,6 +46,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import Database from 'better-sqlite3';
 import { Packr } from 'msgpackr';
 import { StoreUnavailable } from '../errors.js';
+import { fitsUnixSocketPath } from '../unix-socket-path.js';
 import { BATCH_TOKEN_TTL_MS, batchTokenTime, type SqliteCore } from './sqlite-core.js';
 import type { WriteRequest } from './types.js';
 
@@ -68,8 +69,6 @@ export type RerunBatch = (batch: SentBatch) => void;
 
 /** 2: batches carry a token (a writer of protocol 1 does not record them, so it is not used). */
 const PROTOCOL = 2;
-/** Longest Unix socket path we use (sun_path is 108 bytes on Linux, 104 on macOS). */
-const MAX_SOCKET_PATH = 100;
 const MAX_FRAME_BYTES = 256 * 1024 * 1024;
 /** A writer that has not welcomed a new connection within this long is not used for a while. */
 export const FORWARD_TIMEOUT_MS = 5_000;
@@ -126,7 +125,7 @@ export interface WriterPaths {
 export function writerPaths(file: string): WriterPaths | null {
   const real = realpathSync(file);
   const socket = `${real}.writer.sock`;
-  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) return null;
+  if (!fitsUnixSocketPath(socket)) return null;
   return { socket, lock: `${real}.writer-lock`, file: real };
 }
 

@@ -27,9 +27,7 @@ import { lstatSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'nod
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-
-/** Longest Unix socket path we use (sun_path is 108 bytes on Linux, 104 on macOS). */
-const MAX_SOCKET_PATH = 100;
+import { fitsUnixSocketPath } from '../unix-socket-path.js';
 
 /** The default of MeshOptions.localSockets: on, unless the environment variable CONCORD_PEER_UNIX_SOCKETS is `0`. */
 export function localSocketsDefault(): boolean {
@@ -66,7 +64,7 @@ export function usableSocketDir(dir: string, create: boolean): boolean {
 /** The socket path of the node listening on `port`, or null if it would be too long. */
 export function localSocketPath(dir: string, port: number): string | null {
   const path = join(dir, `${port}.sock`);
-  return Buffer.byteLength(path) <= MAX_SOCKET_PATH ? path : null;
+  return fitsUnixSocketPath(path) ? path : null;
 }
 
 /** The addresses of this machine's interfaces (read once per mesh; they rarely change). */

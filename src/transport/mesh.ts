@@ -372,15 +372,18 @@ export class Mesh extends EventEmitter<MeshEvents> {
   /** How the open connection to `peer` is carried, or null if there is none. */
   linkKind(peer: string): LinkKind | null {
     const conn = this.open.get(peer);
-    if (conn === undefined) return null;
-    return this.localLinks.has(conn) ? 'unix' : 'tcp';
+    return conn === undefined ? null : this.linkOf(conn);
   }
 
   /** How each open peer connection is carried, by peer name. */
   links(): Map<string, LinkKind> {
     const result = new Map<string, LinkKind>();
-    for (const [name, conn] of this.open) result.set(name, this.localLinks.has(conn) ? 'unix' : 'tcp');
+    for (const [name, conn] of this.open) result.set(name, this.linkOf(conn));
     return result;
+  }
+
+  private linkOf(conn: Connection): LinkKind {
+    return this.localLinks.has(conn) ? 'unix' : 'tcp';
   }
 
   /** The bound address once `listen()` resolved. */
@@ -799,7 +802,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
         peer,
         remote: conn.remoteAddress,
         role: conn.role,
-        link: this.localLinks.has(conn) ? 'unix' : 'tcp',
+        link: this.linkOf(conn),
         ...(certificate ? { certificate } : {}),
       },
       'peer connected',

@@ -36,13 +36,17 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 type SqliteStoreClass = new (path: string, options?: SqliteStoreOptions) => SqliteStore;
 
 /**
- * Transpile src/errors.ts and src/store/*.ts to JavaScript in a temporary directory (with
+ * Transpile src/store/*.ts and the leaf modules it imports to JavaScript in a temporary directory (with
  * node_modules linked in), so that SqliteStore can start real worker threads and separate
  * processes can open the store without a TypeScript loader.
  */
 function compileStore(): string {
   const out = tempDir('concord-compiled-');
-  const sources = ['src/errors.ts', ...readdirSync(join(ROOT, 'src/store')).map((f) => `src/store/${f}`)];
+  const sources = [
+    'src/errors.ts',
+    'src/unix-socket-path.ts',
+    ...readdirSync(join(ROOT, 'src/store')).map((f) => `src/store/${f}`),
+  ];
   for (const file of sources.filter((f) => f.endsWith('.ts'))) {
     const { outputText } = ts.transpileModule(readFileSync(join(ROOT, file), 'utf8'), {
       fileName: file,
