@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeCerts } from '../cli/certs.js';
 import { type ClientOptions, type ConcordClient, createClient } from '../client/client.js';
+import { waitUntilStopped } from './process-stopped.js';
 
 /**
  * LocalCluster: real concord node processes for tests, started through the `concord node`
@@ -240,9 +241,14 @@ export class ClusterNode {
     await this.exited;
   }
 
-  /** SIGSTOP: the process freezes with its sockets open. */
-  pause(): void {
-    this.child?.kill('SIGSTOP');
+  /**
+   * SIGSTOP: the process freezes with its sockets open. Resolves once every thread of it has
+   * stopped (see waitUntilStopped): until then it may still be running.
+   */
+  async pause(): Promise<void> {
+    const child = this.child;
+    if (!child?.kill('SIGSTOP') || child.pid === undefined) return;
+    await waitUntilStopped(child.pid);
   }
 
   /** SIGCONT. */

@@ -142,6 +142,9 @@ export class Connection implements MessageSink {
   private queue: Buffer[] = [];
   private queuedBytes = 0;
   private flushScheduled = false;
+  /** Set by closeWhenIdle: the reason to close with once nothing awaits an answer. */
+  private idleCloseReason: string | null = null;
+  private idleCloseTimer: NodeJS.Timeout | null = null;
   /** The TCP connection is established (a dial that never connected is no failed handshake). */
   private connected: boolean;
 
@@ -222,7 +225,7 @@ export class Connection implements MessageSink {
   /** Writes a request and tracks it until answered. Settles `request` itself on failure. */
   sendRequest(request: PendingRequest): void {
     const peer = this.peer!.name;
-    if (this.state !== 'open') {
+    if (this.state !== 'open' || this.idleCloseReason !== null) {
       request.reject(new PeerUnreachable(peer, `connection to ${peer} is closed`, false));
       return;
     }
@@ -253,6 +256,28 @@ export class Connection implements MessageSink {
   /** Forgets a request that timed out (a late answer is then ignored). */
   forget(request: PendingRequest): void {
     if (this.pending.get(request.id) === request) this.pending.delete(request.id);
+    this.closeIfIdle();
+  }
+
+  /**
+   * Closes gracefully once no request written here still awaits its answer, or after `graceMs`
+   * (then those still waiting reject as `close` says: maybe delivered). Meanwhile the
+   * connection stays open: answers are read, and the peer's own requests are still served.
+   * The mesh sends nothing new on it (it is no longer the peer's connection there).
+   */
+  closeWhenIdle(reason: string, graceMs: number): void {
+    if (this.state === 'closed' || this.idleCloseReason !== null) return;
+    this.idleCloseReason = reason;
+    if (this.closeIfIdle()) return;
+    this.idleCloseTimer = setTimeout(() => this.close(reason, { graceful: true }), graceMs);
+    this.idleCloseTimer.unref();
+  }
+
+  /** With closeWhenIdle pending: close now if nothing awaits an answer. True if it closed. */
+  private closeIfIdle(): boolean {
+    if (this.idleCloseReason === null || this.pending.size > 0 || this.state === 'closed') return false;
+    this.close(this.idleCloseReason, { graceful: true });
+    return true;
   }
 
   /**
@@ -409,6 +434,7 @@ export class Connection implements MessageSink {
     if (request === undefined) return; // timed out already
     this.pending.delete(id);
     request.resolve(body);
+    this.closeIfIdle();
   }
 
   onErrorResponse(id: number, error: ErrorShape): void {
@@ -416,6 +442,7 @@ export class Connection implements MessageSink {
     if (request === undefined) return;
     this.pending.delete(id);
     request.reject(errorFromShape(error));
+    this.closeIfIdle();
   }
 
   onMessage(body: unknown): void {
@@ -475,6 +502,8 @@ export class Connection implements MessageSink {
     const wasOpen = this.state === 'open';
     this.state = 'closed';
     this.closeReason = reason;
+    if (this.idleCloseTimer !== null) clearTimeout(this.idleCloseTimer);
+    this.idleCloseTimer = null;
     this.decoder.stop();
     this.handshake = null;
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);

@@ -132,6 +132,13 @@ const DEFAULT_MAX_PENDING_HANDSHAKES = 128;
 const SILENT_INTERVALS = 3;
 /** A connection that stayed open this long resets the re-dial backoff when it drops. */
 const STABLE_CONNECTION_MS = 1000;
+/**
+ * How long a connection to a peer that left the peer set stays open for the answers to the
+ * requests already written to it (see Mesh.retire). A live peer answers within milliseconds; a
+ * dead one never does, and its requests are then rejected as maybe delivered, as they would
+ * have been at once.
+ */
+const RETIRE_GRACE_MS = 1000;
 const MAX_TIMER_MS = 0x7fffffff;
 
 function messageOf(err: unknown): string {
@@ -186,6 +193,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly closedTraffic = new Map<string, PeerTraffic>();
   /** Connections still in their handshake, both directions. */
   private readonly handshaking = new Set<Connection>();
+  /** Connections to peers that left the peer set, open until their requests are answered (see retire). */
+  private readonly retiring = new Set<Connection>();
   private inboundHandshakes = 0;
   /** Requests waiting for a connection to a listed peer. */
   private readonly waiting = new Map<string, Set<PendingRequest>>();
@@ -294,7 +303,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
     if (this.closing !== null || incarnation === this.ctx.self.incarnation) return;
     this.ctx.self = Object.freeze({ name: this.ctx.self.name, incarnation });
     this.logger.info({ self: this.ctx.self }, 'peer transport identity changed');
-    for (const conn of [...this.open.values(), ...this.handshaking]) conn.close('own incarnation changed');
+    for (const conn of [...this.open.values(), ...this.handshaking, ...this.retiring]) {
+      conn.close('own incarnation changed');
+    }
     for (const slot of this.slots.values()) {
       if (slot.retryTimer !== null) clearTimeout(slot.retryTimer);
       slot.retryTimer = null;
@@ -417,7 +428,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     }
     for (const [name, conn] of this.open) {
       const want = desired.get(name);
-      if (want === undefined) conn.close('peer left the peer set', { graceful: true });
+      if (want === undefined) this.retire(conn, 'peer left the peer set');
       else if (conn.peer!.incarnation < want.incarnation) {
         conn.close(`replaced by incarnation ${want.incarnation}`, { graceful: true });
       }
@@ -550,7 +561,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.waiting.clear();
     for (const socket of this.tlsPending.values()) socket.destroy();
     this.tlsPending.clear();
-    const conns = [...this.open.values(), ...this.handshaking];
+    const conns = [...this.open.values(), ...this.handshaking, ...this.retiring];
     for (const conn of conns) {
       // Requests already written may have been acted on: their callers are told so (the
       // default error, PeerUnreachable with maybeDelivered), never a plain "stopped".
@@ -826,7 +837,30 @@ export class Mesh extends EventEmitter<MeshEvents> {
     return result;
   }
 
+  /**
+   * `conn`'s peer left the peer set: from now on nothing new is sent to it, and it no longer
+   * counts as connected (peer-down now). But the requests already written to it may still be
+   * answered: a node leaves the set when its membership row lapses or is evicted, and it may
+   * well be alive and answering (with "moved", say, once it has stopped serving). Failing them
+   * at once would turn answers on their way into "may or may not have been applied". So the
+   * connection stays readable until every one of them is settled, answered or timed out, for at
+   * most RETIRE_GRACE_MS, and then closes gracefully; what is still unanswered then is rejected
+   * as before (PeerUnreachable, maybe delivered).
+   */
+  private retire(conn: Connection, reason: string): void {
+    const peer = conn.peer!;
+    if (this.open.get(peer.name) === conn) {
+      this.open.delete(peer.name);
+      this.heard.set(peer.name, conn.lastReceivedAt);
+      this.logger.info({ peer, reason }, 'peer disconnected');
+      this.emitSafely('peer-down', { ...peer }, reason);
+    }
+    this.retiring.add(conn);
+    conn.closeWhenIdle(reason, RETIRE_GRACE_MS);
+  }
+
   private onClose(conn: Connection, reason: string, wasOpen: boolean): void {
+    this.retiring.delete(conn);
     if (wasOpen && conn.peer) addTraffic(this.closedTraffic, conn.peer.name, conn.traffic);
     this.forgetHandshake(conn);
     const slot = conn.target === null ? undefined : this.slots.get(conn.target);

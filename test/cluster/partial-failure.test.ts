@@ -281,7 +281,7 @@ describe.each(backends)('availability under partial failure (%s)', (backend) => 
       const n2 = c.node('n2');
       const incarnationBefore = (await n2.get<{ incarnation: number }>('/cluster')).body.incarnation;
       for (let i = 0; i < 12; i++) {
-        n2.pause();
+        await n2.pause();
         await sleep(LEASE_TTL_MS / 2);
         n2.resume();
         await sleep(500);

@@ -56,7 +56,7 @@ describe('SIGTERM after a pause, with keep-alive clients on every node (sqlite)'
     const load = startLoad({ nodes: cluster.nodes, ids, workers: 8, pauseMs: 2 });
     await sleep(1000);
     const paused = cluster.node('n2');
-    paused.pause();
+    await paused.pause();
     await sleep(5000);
     paused.resume();
     await sleep(300);

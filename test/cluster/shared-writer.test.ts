@@ -90,7 +90,7 @@ describe.skipIf(process.platform !== 'linux')('shared SQLite writer (real proces
     expect(await a.call('register', target, 'set', 'v1')).toEqual({ value: 'v1', version: 1 });
     const inFlight = b.call('register', target, 'slowSet', { value: 'stale-write', delayMs: 300 }, 15_000);
     await sleep(100);
-    b.pause();
+    await b.pause();
     await sleep(2600); // past b's lease: a may claim its shards now
     expect(await a.call('register', target, 'set', 'v2', 10_000)).toEqual({ value: 'v2', version: 2 });
     b.resume();
@@ -149,7 +149,7 @@ describe.skipIf(process.platform !== 'linux')('shared SQLite writer (real proces
     const probe = new Database(file, { timeout: 0 });
     let pausedAt = 0;
     for (let tries = 0; tries < 50 && pausedAt === 0; tries++) {
-      a.pause();
+      await a.pause();
       try {
         probe.exec('BEGIN IMMEDIATE');
         probe.exec('ROLLBACK');

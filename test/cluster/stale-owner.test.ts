@@ -22,7 +22,7 @@ describe.each(backends)('a paused (stale) owner (%s)', (backend) => {
       (error: unknown) => ({ ok: false as const, error }),
     );
     await sleep(100);
-    a!.pause();
+    await a!.pause();
     const queuedRead = a!.call('register', id!, 'get', undefined, 15_000) as Promise<RegisterReply>;
 
     await sleep(2600); // well past the lease: b may claim a's shards now

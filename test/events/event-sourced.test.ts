@@ -176,7 +176,7 @@ describe.each(backends)('event-sourced entities (%s)', (backend) => {
       () => null,
     );
     await sleep(100);
-    a!.pause();
+    await a!.pause();
     await sleep(2600); // past a's lease: b claims the shard and activates the ledger
     expect(await b!.call(LEDGER, id!, 'deposit', 10, 10_000)).toMatchObject({ version: 2 });
     a!.resume();

@@ -154,7 +154,7 @@ describe.each(backends)('LocalCluster harness (%s)', (backend: Backend) => {
     // n2 has the entity active in memory at version 1.
     expect((await n2.get<Entity>(`/entities/${id}`)).body.version).toBe(1);
 
-    n2.pause();
+    await n2.pause();
     // Another owner takes over once n2's lease has expired in store time, and writes.
     const taken = await c.eventually(
       async () => {

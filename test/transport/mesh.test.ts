@@ -139,6 +139,50 @@ describe('Mesh', () => {
     expect(err).toBeInstanceOf(PeerUnreachable);
   });
 
+  it('a peer that leaves the set still answers the requests already written to it; nothing new is sent there', async () => {
+    const a = await startMesh('node-a');
+    const b = await startMesh('node-b');
+    // b answers after 200 ms, as a node that has stopped serving answers "moved".
+    b.mesh.onRequest((_from, body) => new Promise((r) => setTimeout(() => r({ answered: body }), 200)));
+    await connectAll([a, b]);
+    const downs: string[] = [];
+    a.mesh.on('peer-down', (_p, reason) => downs.push(reason));
+    const inFlight = a.mesh.request('node-b', 'written before', 5000);
+    await sleep(20);
+    a.mesh.setPeers([]);
+    // No longer connected for anything new: a new request is refused at once, not delivered.
+    expect(a.mesh.isConnected('node-b')).toBe(false);
+    expect(downs).toEqual(['peer left the peer set']);
+    const refused = await rejectionOf(a.mesh.request('node-b', 'after', 5000));
+    expect(refused).toBeInstanceOf(PeerUnreachable);
+    expect((refused as PeerUnreachable).maybeDelivered).toBe(false);
+    // The request written before gets b's own answer, not "may or may not have been delivered".
+    expect(await inFlight).toEqual({ answered: 'written before' });
+    // Then the connection closes by itself: b sees a leave.
+    await waitFor(() => !b.mesh.isConnected('node-a'), 2000, 'b to see the connection close');
+    expect(downs).toEqual(['peer left the peer set']);
+  });
+
+  it('a peer that left the set and does not answer: its requests are rejected as maybe delivered after the grace', async () => {
+    const a = await startMesh('node-a');
+    const b = await startMesh('node-b');
+    b.mesh.onRequest(() => new Promise(() => {}));
+    await connectAll([a, b]);
+    const pending = rejectionOf(a.mesh.request('node-b', 1, 10_000));
+    await sleep(20);
+    const leftAt = performance.now();
+    a.mesh.setPeers([]);
+    const err = await pending;
+    const waited = performance.now() - leftAt;
+    expect(err).toBeInstanceOf(PeerUnreachable);
+    expect((err as PeerUnreachable).maybeDelivered).toBe(true);
+    expect(String((err as Error).message)).toContain('peer left the peer set');
+    // The grace (1 s), not the request's own 10 s.
+    expect(waited).toBeGreaterThan(800);
+    expect(waited).toBeLessThan(3000);
+    await waitFor(() => !b.mesh.isConnected('node-a'), 2000, 'b to see the connection close');
+  });
+
   it('rejects requests in flight when the connection drops (maybeDelivered) and emits peer-down', async () => {
     const a = await startMesh('node-a');
     const b = await startMesh('node-b');
