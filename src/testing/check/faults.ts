@@ -75,7 +75,7 @@ export async function runFaultSchedule(options: ScheduleOptions): Promise<FaultW
         await victim.restart();
         break;
       case 'pause':
-        victim.pause();
+        await victim.pause();
         await sleep(faultMs);
         victim.resume();
         break;
