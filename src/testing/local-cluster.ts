@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeCerts } from '../cli/certs.js';
 import { type ClientOptions, type ConcordClient, createClient } from '../client/client.js';
-import { waitUntilStopped } from './process-stopped.js';
+import { stopProcess } from './process-stopped.js';
 
 /**
  * LocalCluster: real concord node processes for tests, started through the `concord node`
@@ -246,9 +246,7 @@ export class ClusterNode {
    * stopped (see waitUntilStopped): until then it may still be running.
    */
   async pause(): Promise<void> {
-    const child = this.child;
-    if (!child?.kill('SIGSTOP') || child.pid === undefined) return;
-    await waitUntilStopped(child.pid);
+    await stopProcess(this.child);
   }
 
   /** SIGCONT. */

@@ -1,7 +1,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { IpcEvent, IpcNodeConfig, IpcRequest, IpcResponse, TryCallResult } from './ipc-protocol.js';
-import { waitUntilStopped } from './process-stopped.js';
+import { stopProcess } from './process-stopped.js';
 
 /**
  * Parent side of an IPC-driven node process (see ipc-node.ts): start it, call entities
@@ -210,9 +210,7 @@ export class ProcessNode {
 
   /** SIGSTOP; resolves once every thread of the process has stopped (see waitUntilStopped). */
   async pause(): Promise<void> {
-    const child = this.child;
-    if (!child?.kill('SIGSTOP') || child.pid === undefined) return;
-    await waitUntilStopped(child.pid);
+    await stopProcess(this.child);
   }
 
   resume(): void {

@@ -1,4 +1,11 @@
+import type { ChildProcess } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
+
+/** SIGSTOP `child`; resolves once it has really stopped (see waitUntilStopped). The harness's `pause()`. */
+export async function stopProcess(child: ChildProcess | null): Promise<void> {
+  if (!child?.kill('SIGSTOP') || child.pid === undefined) return;
+  await waitUntilStopped(child.pid);
+}
 
 /**
  * Resolves once every thread of process `pid` is stopped (state `T` or `t` in Linux's

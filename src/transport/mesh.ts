@@ -408,8 +408,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
    * (JavaScript string order) dials; the higher one accepts. Dials are retried with exponential
    * backoff and jitter (capped at ~1 s) for as long as the peer stays in the set.
    *
-   * Connections to peers no longer in the set, or to an incarnation older than the listed one,
-   * are closed. A connection to a NEWER incarnation than listed is kept (the list lags behind a
+   * Connections to an incarnation older than the listed one are closed. Connections to peers
+   * no longer in the set get nothing new, and close once the requests already written to them
+   * are answered or time out, within RETIRE_GRACE_MS (see retire). A connection to a NEWER incarnation than listed is kept (the list lags behind a
    * restart). An acceptor also admits authenticated lower-named peers it does not list yet (its
    * view of the membership may lag too) until the next `setPeers` that still omits them.
    */
@@ -473,7 +474,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
    * - `PeerUnreachable` (code UNAVAILABLE) if `peer` is neither connected nor in the peer set,
    *   if no connection to it opened within `timeoutMs`, if it left the set while the request
    *   waited, if the write backlog is full, or if the connection dropped before the answer
-   *   (then `maybeDelivered` is true);
+   *   (then `maybeDelivered` is true; a peer that left the set after the request was written
+   *   is given RETIRE_GRACE_MS to answer first);
    * - `Timeout` if the request was written but no answer came within `timeoutMs`;
    * - the handler's error (rebuilt with `errorFromShape`, so `code`/`message`/`details` survive);
    * - a BAD_MESSAGE `ConcordError` if `body` cannot be encoded or exceeds the frame limit;
@@ -848,15 +850,22 @@ export class Mesh extends EventEmitter<MeshEvents> {
    * as before (PeerUnreachable, maybe delivered).
    */
   private retire(conn: Connection, reason: string): void {
-    const peer = conn.peer!;
-    if (this.open.get(peer.name) === conn) {
-      this.open.delete(peer.name);
-      this.heard.set(peer.name, conn.lastReceivedAt);
-      this.logger.info({ peer, reason }, 'peer disconnected');
-      this.emitSafely('peer-down', { ...peer }, reason);
-    }
+    this.detach(conn, reason, 'peer disconnected');
     this.retiring.add(conn);
     conn.closeWhenIdle(reason, RETIRE_GRACE_MS);
+  }
+
+  /**
+   * `conn` stops being its peer's connection here (it closed, the peer said BYE, or the peer
+   * left the set): nothing new is sent on it, and listeners hear `peer-down` once.
+   */
+  private detach(conn: Connection, reason: string, message: string): void {
+    const peer = conn.peer!;
+    if (this.open.get(peer.name) !== conn) return;
+    this.open.delete(peer.name);
+    this.heard.set(peer.name, conn.lastReceivedAt);
+    this.logger.info({ peer, reason }, message);
+    this.emitSafely('peer-down', { ...peer }, reason);
   }
 
   private onClose(conn: Connection, reason: string, wasOpen: boolean): void {
@@ -877,12 +886,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
       const peer = conn.peer!;
       const redial = this.slots.get(peer.name);
       if (redial !== undefined && performance.now() - conn.openedAt >= STABLE_CONNECTION_MS) redial.attempt = 0;
-      if (this.open.get(peer.name) === conn) {
-        this.open.delete(peer.name);
-        this.heard.set(peer.name, conn.lastReceivedAt);
-        this.logger.info({ peer, reason }, 'peer disconnected');
-        this.emitSafely('peer-down', { ...peer }, reason);
-      }
+      this.detach(conn, reason, 'peer disconnected');
     } else {
       this.logger.debug?.({ peer: conn.label, remote: conn.remoteAddress, reason }, 'peer connection attempt ended');
     }
@@ -959,14 +963,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
    * already sent stay pending on the connection and are answered before the peer closes it.
    */
   private onPeerBye(conn: Connection): void {
-    const peer = conn.peer!;
     conn.peerLeaving = true;
-    if (this.open.get(peer.name) === conn) {
-      this.open.delete(peer.name);
-      this.heard.set(peer.name, conn.lastReceivedAt);
-      this.logger.info({ peer }, 'peer is leaving');
-      this.emitSafely('peer-down', { ...peer }, 'peer is leaving');
-    }
+    this.detach(conn, 'peer is leaving', 'peer is leaving');
     conn.sendByeAck();
   }
 
