@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeCerts } from '../cli/certs.js';
 import { type ClientOptions, type ConcordClient, createClient } from '../client/client.js';
+import { rendezvousOwner } from '../cluster/hash.js';
 import { stopProcess } from './process-stopped.js';
 
 /**
@@ -555,6 +556,35 @@ export class LocalCluster {
 
   eventually<T>(fn: () => Promise<T> | T, options?: EventuallyOptions): Promise<T> {
     return eventually(fn, options);
+  }
+
+  /**
+   * Resolves once ownership has settled on the running nodes: each holds exactly the shards
+   * whose rendezvous owner among them it is (as each reports in `GET /cluster`). After a fault
+   * a node may rejoin and take its shards back by handoff for a while, so a test that picks
+   * "the owner" of an entity and then acts on that node waits for this first. Default timeout
+   * 15 s.
+   */
+  async balanced(options: EventuallyOptions = {}): Promise<void> {
+    await eventually(
+      async () => {
+        const live = this.nodes.filter((node) => node.running);
+        const names = live.map((node) => node.name);
+        const views = await Promise.all(
+          live.map(async (node) => (await node.get<{ shards: { held: number[]; map: unknown[] } }>('/cluster')).body),
+        );
+        const shardCount = views[0]?.shards.map.length ?? 0;
+        let misplaced = 0;
+        views.forEach((view, i) => {
+          const held = new Set(view.shards.held);
+          for (let shard = 0; shard < shardCount; shard++) {
+            if (held.has(shard) !== (rendezvousOwner(shard, names) === names[i])) misplaced++;
+          }
+        });
+        if (shardCount === 0 || misplaced > 0) throw new Error(`ownership not settled: ${misplaced} misplaced`);
+      },
+      { timeout: 15_000, ...options },
+    );
   }
 
   /**

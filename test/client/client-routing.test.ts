@@ -26,6 +26,17 @@ async function ownerNode(entity: string): Promise<ClusterNode> {
   return cluster.node(body.owner);
 }
 
+/**
+ * The owner, once ownership has settled (a node whose store an earlier test cut for seconds
+ * rejoins and takes its shards back for a while), with the client's map refreshed: a test that
+ * then faults this node faults the node the client calls.
+ */
+async function settledOwnerNode(entity: string): Promise<ClusterNode> {
+  await cluster.balanced();
+  await client.refresh();
+  return ownerNode(entity);
+}
+
 /** POST /entity-calls, reading its NDJSON answer line by line: each line with when it arrived (ms). */
 async function postBatch(
   node: ClusterNode,
@@ -362,7 +373,7 @@ describe('concord-cluster/client', () => {
 
   it('retries a 503 (certainly not applied) until it succeeds', async () => {
     const entity = id('unavailable');
-    const owner = await ownerNode(entity);
+    const owner = await settledOwnerNode(entity);
     await owner.faults({ cutStore: true });
     const retriesBefore = client.stats.retries;
     const pending = client.ref(ClientCounter, entity).add(5, { deadlineMs: 8000 });
@@ -375,7 +386,7 @@ describe('concord-cluster/client', () => {
 
   it('does not retry a 504 without an idempotency key; with one it retries and applies once', async () => {
     const entity = id('unknown');
-    const owner = await ownerNode(entity);
+    const owner = await settledOwnerNode(entity);
     expect(await client.ref(ClientCounter, entity).add(1)).toBe(1);
     await owner.faults({ cutStore: true });
     try {
@@ -393,11 +404,13 @@ describe('concord-cluster/client', () => {
     const current = await client.ref(ClientCounter, entity).get();
     expect(current).toBe(1);
 
-    await owner.faults({ cutStore: true });
+    // The cut above outlasted the lease: the owner may be taking its shards back still.
+    const again = await settledOwnerNode(entity);
+    await again.faults({ cutStore: true });
     const retriesBefore = client.stats.retries;
     const pending = client.ref(ClientCounter, entity).add(100, { deadlineMs: 8000, idempotencyKey: id('key') });
     await new Promise((resolve) => setTimeout(resolve, 600));
-    await owner.faults({ cutStore: false });
+    await again.faults({ cutStore: false });
     expect(await pending).toBe(current + 100);
     expect(client.stats.retries).toBeGreaterThan(retriesBefore);
     // Once: a repeat with the same key replays the first reply.
@@ -407,7 +420,7 @@ describe('concord-cluster/client', () => {
 
   it('fails with Unavailable (not applied) when the deadline passes while the owner answers 503', async () => {
     const entity = id('never');
-    const owner = await ownerNode(entity);
+    const owner = await settledOwnerNode(entity);
     await owner.faults({ cutStore: true });
     try {
       const error = await client
