@@ -560,10 +560,11 @@ export class LocalCluster {
 
   /**
    * Resolves once ownership has settled on the running nodes: each holds exactly the shards
-   * whose rendezvous owner among them it is (as each reports in `GET /cluster`). After a fault
-   * a node may rejoin and take its shards back by handoff for a while, so a test that picks
-   * "the owner" of an entity and then acts on that node waits for this first. Default timeout
-   * 15 s.
+   * whose rendezvous owner among them it is, and each one's shard map names those owners (as
+   * each reports in `GET /cluster`). After a fault a node may rejoin and take its shards back by
+   * handoff for a while, and the other nodes learn of that only at their next read of the
+   * shard map, so a test that asks any node for "the owner" of an entity and then acts on that
+   * node waits for this first. Default timeout 15 s.
    */
   async balanced(options: EventuallyOptions = {}): Promise<void> {
     await eventually(
@@ -571,17 +572,26 @@ export class LocalCluster {
         const live = this.nodes.filter((node) => node.running);
         const names = live.map((node) => node.name);
         const views = await Promise.all(
-          live.map(async (node) => (await node.get<{ shards: { held: number[]; map: unknown[] } }>('/cluster')).body),
+          live.map(
+            async (node) => (await node.get<{ shards: { held: number[]; map: (string | null)[] } }>('/cluster')).body,
+          ),
         );
         const shardCount = views[0]?.shards.map.length ?? 0;
         let misplaced = 0;
+        let misnamed = 0;
         views.forEach((view, i) => {
           const held = new Set(view.shards.held);
           for (let shard = 0; shard < shardCount; shard++) {
-            if (held.has(shard) !== (rendezvousOwner(shard, names) === names[i])) misplaced++;
+            const owner = rendezvousOwner(shard, names);
+            if (held.has(shard) !== (owner === names[i])) misplaced++;
+            if (view.shards.map[shard] !== owner) misnamed++;
           }
         });
-        if (shardCount === 0 || misplaced > 0) throw new Error(`ownership not settled: ${misplaced} misplaced`);
+        if (shardCount === 0 || misplaced > 0 || misnamed > 0) {
+          throw new Error(
+            `ownership not settled: ${misplaced} shards held by the wrong node, ${misnamed} map entries not naming the owner`,
+          );
+        }
       },
       { timeout: 15_000, ...options },
     );

@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { shardOf } from '../../src/cluster/hash.js';
+import { rendezvousOwner, shardOf } from '../../src/cluster/hash.js';
 import { type ClusterNode, LocalCluster } from '../../src/testing/local-cluster.js';
 import { type Backend, backends, freshStoreUrl, sleep } from '../support/cluster.js';
 
@@ -225,7 +225,19 @@ describe.each(backends)('LocalCluster harness (%s)', (backend: Backend) => {
     );
 
     await c.restoreStore(n2);
-    await waitSettled(c);
+    // balanced(): n2 rejoins and takes its shards back by handoff; once it resolves, every
+    // node holds exactly its rendezvous shards and every node's map already says so, so any
+    // node names n2 as the owner again (the map of n1 lags n2's claims until its next read).
+    await c.balanced();
+    const names = ['n1', 'n2'];
+    for (const node of [n1, n2]) {
+      const { body } = await node.get<ClusterBody>('/cluster');
+      const placement = body.shards.map.map((_, shard) => rendezvousOwner(shard, names));
+      expect(body.shards.map).toEqual(placement);
+      expect(body.shards.held).toEqual(placement.flatMap((owner, shard) => (owner === node.name ? [shard] : [])));
+      const owner = await node.get<{ owner: string | null }>(`/cluster/owner/${KIND}/${id}`);
+      expect(owner.body.owner).toBe('n2');
+    }
     expect((await n2.get<Entity>(`/entities/${id}`)).body).toEqual({ id, state: 'finalized', version: 2 });
   });
 });
