@@ -1,4 +1,4 @@
-import { rendezvousOwner } from '../src/cluster/hash.js';
+import { misplacedShards } from '../src/testing/placement.js';
 import { BenchChild } from './child.js';
 import { sleep } from './load-loop.js';
 import { type BenchNodeConfig, type Durability, nodeSystem, type SystemKind } from './protocol.js';
@@ -55,13 +55,7 @@ export async function settle(nodes: BenchChild[], timeoutMs = 30_000): Promise<v
   const deadline = performance.now() + timeoutMs;
   for (;;) {
     const held = await Promise.all(nodes.map(async (n) => new Set((await n.status()).held)));
-    let misplaced = 0;
-    for (let s = 0; s < SHARDS; s++) {
-      const desired = rendezvousOwner(s, names);
-      nodes.forEach((n, i) => {
-        if (held[i]!.has(s) !== (n.name === desired)) misplaced++;
-      });
-    }
+    const misplaced = misplacedShards(names, held, SHARDS);
     if (misplaced === 0) return;
     if (performance.now() > deadline)
       throw new Error(`cluster not settled after ${timeoutMs} ms (${misplaced} misplaced)`);

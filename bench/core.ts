@@ -12,8 +12,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { rendezvousOwner, shardOf } from '../src/cluster/hash.js';
+import { shardOf } from '../src/cluster/hash.js';
 import type { IpcNodeConfig, LoadResult } from '../src/testing/ipc-protocol.js';
+import { misplacedShards } from '../src/testing/placement.js';
 import { ProcessNode } from '../src/testing/process-node.js';
 
 const { values } = parseArgs({
@@ -56,14 +57,7 @@ async function settle(nodes: ProcessNode[]): Promise<void> {
     const held = await Promise.all(
       nodes.map(async (n) => new Set(((await n.status()) as { shards: { held: number[] } }).shards.held)),
     );
-    let misplaced = 0;
-    for (let s = 0; s < SHARDS; s++) {
-      const desired = rendezvousOwner(s, names);
-      nodes.forEach((n, i) => {
-        if (held[i]!.has(s) !== (n.name === desired)) misplaced++;
-      });
-    }
-    if (misplaced === 0) return;
+    if (misplacedShards(names, held, SHARDS) === 0) return;
     await sleep(50);
   }
 }

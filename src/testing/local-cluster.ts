@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { makeCerts } from '../cli/certs.js';
 import { type ClientOptions, type ConcordClient, createClient } from '../client/client.js';
 import { rendezvousOwner } from '../cluster/hash.js';
+import { misplacedShards } from './placement.js';
 import { stopProcess } from './process-stopped.js';
 
 /**
@@ -577,16 +578,16 @@ export class LocalCluster {
           ),
         );
         const shardCount = views[0]?.shards.map.length ?? 0;
-        let misplaced = 0;
+        const misplaced = misplacedShards(
+          names,
+          views.map((view) => new Set(view.shards.held)),
+          shardCount,
+        );
         let misnamed = 0;
-        views.forEach((view, i) => {
-          const held = new Set(view.shards.held);
-          for (let shard = 0; shard < shardCount; shard++) {
-            const owner = rendezvousOwner(shard, names);
-            if (held.has(shard) !== (owner === names[i])) misplaced++;
-            if (view.shards.map[shard] !== owner) misnamed++;
-          }
-        });
+        for (let shard = 0; shard < shardCount; shard++) {
+          const owner = rendezvousOwner(shard, names);
+          for (const view of views) if (view.shards.map[shard] !== owner) misnamed++;
+        }
         if (shardCount === 0 || misplaced > 0 || misnamed > 0) {
           throw new Error(
             `ownership not settled: ${misplaced} shards held by the wrong node, ${misnamed} map entries not naming the owner`,

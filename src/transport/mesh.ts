@@ -410,8 +410,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
    *
    * Connections to an incarnation older than the listed one are closed. Connections to peers
    * no longer in the set get nothing new, and close once the requests already written to them
-   * are answered or time out, within RETIRE_GRACE_MS (see retire). A connection to a NEWER incarnation than listed is kept (the list lags behind a
-   * restart). An acceptor also admits authenticated lower-named peers it does not list yet (its
+   * are answered or time out, within RETIRE_GRACE_MS (see retire). A connection to a NEWER
+   * incarnation than listed is kept (the list lags behind a restart). An acceptor also admits authenticated lower-named peers it does not list yet (its
    * view of the membership may lag too) until the next `setPeers` that still omits them.
    */
   setPeers(peers: readonly PeerInfo[]): void {

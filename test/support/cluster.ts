@@ -5,8 +5,9 @@
 
 import { randomBytes } from 'node:crypto';
 import { afterEach } from 'vitest';
-import { rendezvousOwner, shardOf } from '../../src/cluster/hash.js';
+import { shardOf } from '../../src/cluster/hash.js';
 import type { IpcNodeConfig } from '../../src/testing/ipc-protocol.js';
+import { misplacedShards } from '../../src/testing/placement.js';
 import { ProcessNode } from '../../src/testing/process-node.js';
 import { createTestDatabase } from './pg.js';
 import { tempSqliteUrl } from './tmp.js';
@@ -90,13 +91,7 @@ export async function waitForStableOwnership(
   const names = nodes.map((n) => n.name);
   await eventually(async () => {
     const held = await Promise.all(nodes.map(async (n) => new Set((await status(n)).shards.held)));
-    let misplaced = 0;
-    for (let shard = 0; shard < shardCount; shard++) {
-      const desired = rendezvousOwner(shard, names);
-      nodes.forEach((node, i) => {
-        if (held[i]!.has(shard) !== (node.name === desired)) misplaced++;
-      });
-    }
+    const misplaced = misplacedShards(names, held, shardCount);
     if (misplaced > 0) {
       throw new Error(
         `ownership not settled: ${misplaced} misplaced (${held.map((h) => h.size).join('+')} of ${shardCount})`,
